@@ -1,0 +1,10 @@
+//! ceusd: contrast-enhanced ultrasound (CEUS) key-frame scoring for pancreatic lesions.
+//!
+//! A frame's region of interest is preprocessed as the model file says, scored by a ResNet-50
+//! deep-learning-radiomics model (PDAC vs chronic pancreatitis, after Tong et al., BMC Medicine
+//! 2022) and explained with a Grad-CAM heatmap.
+
+pub mod analyze;
+pub mod capture;
+pub mod model;
+pub mod roi;

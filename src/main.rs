@@ -1,0 +1,269 @@
+//! The `ceusd` command line.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+
+use ceusd::analyze::{analyze, AnalyzeRequest};
+use ceusd::model::file::{read_model, write_model, StoredType};
+use ceusd::model::import::{import_checkpoint, ImportOptions};
+use ceusd::model::init::{seeded_metadata, seeded_tensors};
+use ceusd::model::{parse_device, DlrModel, HeadActivation, ResizeFilter};
+use ceusd::roi::Roi;
+
+/// Seed of the built-in untrained model used when `analyze` is given no `--model`.
+const BUILTIN_SEED: u64 = 7;
+
+#[derive(Parser)]
+#[command(name = "ceusd", version, about = "Contrast-enhanced ultrasound key-frame scoring (PDAC vs chronic pancreatitis)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Score one image or DICOM frame: P(PDAC), label, Grad-CAM heatmap.
+    Analyze(AnalyzeArgs),
+    /// Create, import and inspect model files.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Args)]
+struct AnalyzeArgs {
+    /// PNG, JPEG or DICOM file.
+    file: PathBuf,
+    /// Region of interest on the frame: x,y,w,h in pixels (default: the whole frame).
+    #[arg(long)]
+    roi: Option<Roi>,
+    /// Frame of a multi-frame DICOM, from 0.
+    #[arg(long, default_value_t = 0)]
+    frame: u32,
+    /// Model file (GGUF). Without it, a built-in UNTRAINED model is used and says so.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Refuse the model unless its content hash is this (sha256:…).
+    #[arg(long)]
+    model_hash: Option<String>,
+    /// cpu or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Write the Grad-CAM overlay of the ROI to this PNG.
+    #[arg(long)]
+    heatmap: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Import a PyTorch (.pth/.pt) or safetensors state dict of a ResNet-50 + DLR head.
+    Import(ImportArgs),
+    /// Show a model file's metadata, parameter count, tensor types and hash.
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a seeded random model (marked untrained) for tests and benchmarks.
+    Init {
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        input_channels: u32,
+        /// Stored tensor type: f32 or f16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+    },
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    checkpoint: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Must match conv1.weight (default: taken from it).
+    #[arg(long)]
+    input_channels: Option<u32>,
+    /// Per-channel mean of pixel/255, comma separated (default for 3 channels: ImageNet's).
+    #[arg(long, value_delimiter = ',')]
+    mean: Option<Vec<f32>>,
+    #[arg(long, value_delimiter = ',')]
+    std: Option<Vec<f32>>,
+    /// Class names in the order of the last layer's outputs.
+    #[arg(long, value_delimiter = ',', default_value = "CP,PDAC")]
+    classes: Vec<String>,
+    #[arg(long, default_value = "PDAC")]
+    positive_class: String,
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f32,
+    /// none or relu (required where the head layout does not tell).
+    #[arg(long)]
+    head_activation: Option<HeadActivation>,
+    #[arg(long, default_value = "bilinear")]
+    resize_filter: ResizeFilter,
+    #[arg(long)]
+    name: Option<String>,
+    /// What the weights were trained on, in words (cohort, scanners, dates).
+    #[arg(long, default_value = "not stated")]
+    training_data: String,
+    #[arg(long, default_value = "research use only; not for clinical use")]
+    intended_use: String,
+    /// Stored tensor type: f32 or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+fn stored_type(s: &str) -> Result<StoredType> {
+    match s {
+        "f32" => Ok(StoredType::F32),
+        "f16" => Ok(StoredType::F16),
+        other => bail!("--dtype '{other}': expected f32 or f16"),
+    }
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if let Err(e) = run(Cli::parse()) {
+        log::error!("{e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Analyze(a) => {
+            let device = parse_device(&a.device)?;
+            let model = match &a.model {
+                Some(path) => DlrModel::load(path, a.model_hash.as_deref(), &device)
+                    .with_context(|| format!("loading model {}", path.display()))?,
+                None => {
+                    if a.model_hash.is_some() {
+                        bail!("--model-hash needs --model");
+                    }
+                    log::warn!(
+                        "no --model given: using the built-in UNTRAINED model (seed {BUILTIN_SEED}); its score is meaningless"
+                    );
+                    DlrModel::seeded(BUILTIN_SEED, 3, &device)?
+                }
+            };
+            let report = analyze(
+                &model,
+                &AnalyzeRequest {
+                    path: a.file.clone(),
+                    frame: a.frame,
+                    roi: a.roi,
+                    heatmap_out: a.heatmap.clone(),
+                },
+            )?;
+            if a.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+            } else {
+                let r = &report;
+                writeln!(out, "input      {} ({}; frame {} of {}; {}x{})", r.input.path.display(), r.input.format, r.input.frame, r.input.frames_in_file, r.input.width, r.input.height)?;
+                writeln!(out, "roi        {}", r.roi)?;
+                for (class, p) in &r.probabilities {
+                    writeln!(out, "P({class}){:width$}{p:.4}", "", width = 10usize.saturating_sub(class.len() + 3))?;
+                }
+                writeln!(out, "label      {} (P({}) {:.4} vs threshold {})", r.label, r.positive_class, r.score, r.threshold)?;
+                writeln!(out, "model      {} {} ({})", r.model.name, r.model.content_hash, r.model.intended_use)?;
+                if let Some(h) = &r.heatmap {
+                    writeln!(out, "heatmap    {}", h.display())?;
+                }
+                writeln!(
+                    out,
+                    "time       decode {:.1} ms, preprocess {:.1} ms, inference {:.1} ms, heatmap {:.1} ms",
+                    r.timings.decode_ms, r.timings.preprocess_ms, r.timings.inference_ms, r.timings.heatmap_ms
+                )?;
+                for w in &r.warnings {
+                    writeln!(out, "WARNING    {w}")?;
+                }
+            }
+        }
+        Command::Model(ModelCommand::Init {
+            seed,
+            out: path,
+            input_channels,
+            dtype,
+        }) => {
+            if input_channels != 1 && input_channels != 3 {
+                bail!("--input-channels {input_channels}: expected 1 or 3");
+            }
+            let meta = seeded_metadata(seed, input_channels);
+            let tensors = seeded_tensors(&meta, seed)?;
+            let hash = write_model(&path, &meta, tensors, stored_type(&dtype)?)?;
+            writeln!(out, "wrote {} (untrained, seed {seed}) {hash}", path.display())?;
+        }
+        Command::Model(ModelCommand::Import(a)) => {
+            let opts = ImportOptions {
+                name: a.name,
+                input_channels: a.input_channels,
+                mean: a.mean,
+                std: a.std,
+                classes: a.classes,
+                positive_class: a.positive_class,
+                threshold: a.threshold,
+                head_activation: a.head_activation,
+                resize_filter: a.resize_filter,
+                training_data: a.training_data,
+                intended_use: a.intended_use,
+                stored: stored_type(&a.dtype)?,
+                created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            };
+            let report = import_checkpoint(&a.checkpoint, &a.out, &opts)?;
+            writeln!(out, "read       {} ({})", report.source.display(), report.format)?;
+            if let Some(p) = &report.prefix_stripped {
+                writeln!(out, "prefix     '{p}' stripped (DataParallel)")?;
+            }
+            writeln!(out, "head       {}, activation {}, hidden {}", report.head_layout, report.head_activation, report.head_hidden)?;
+            writeln!(out, "input      {} channel(s)", report.input_channels)?;
+            if !report.ignored.is_empty() {
+                writeln!(out, "ignored    {}", report.ignored.join(", "))?;
+            }
+            writeln!(out, "wrote      {} ({} parameters) {}", a.out.display(), report.parameters, report.content_hash)?;
+        }
+        Command::Model(ModelCommand::Inspect { file, json }) => {
+            let m = read_model(&file, None)?;
+            let params = m.parameter_count();
+            let mut type_counts = std::collections::BTreeMap::<String, usize>::new();
+            for t in m.stored_types.values() {
+                *type_counts.entry(t.clone()).or_default() += 1;
+            }
+            if json {
+                let v = serde_json::json!({
+                    "path": m.path,
+                    "file_bytes": m.file_bytes,
+                    "content_hash": m.content_hash,
+                    "parameters": params,
+                    "tensors": m.tensors.len(),
+                    "stored_types": m.stored_types,
+                    "metadata": m.metadata,
+                });
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            } else {
+                let md = &m.metadata;
+                let p = &md.provenance;
+                writeln!(out, "file          {} ({} bytes)", m.path.display(), m.file_bytes)?;
+                writeln!(out, "content hash  {}", m.content_hash)?;
+                writeln!(out, "name          {}", md.name)?;
+                writeln!(out, "architecture  {} (format {})", md.architecture, md.format_version)?;
+                writeln!(out, "input         {} channel(s), {}x{}, resize {}, mean {:?}, std {:?}", md.input_channels, md.input_size, md.input_size, md.resize_filter.name(), md.mean, md.std)?;
+                writeln!(out, "classes       {:?}, positive {}, threshold {}", md.classes, md.positive_class, md.threshold)?;
+                writeln!(out, "head          2048 -> {} -> {} -> 2", md.head_hidden, md.head_activation.name())?;
+                writeln!(out, "parameters    {params} in {} tensors; stored as {:?}", m.tensors.len(), type_counts)?;
+                writeln!(out, "trained       {}", p.trained)?;
+                writeln!(out, "training data {}", p.training_data)?;
+                writeln!(out, "created       {} by {}", p.created, p.software)?;
+                writeln!(out, "source        {}", p.source)?;
+                writeln!(out, "intended use  {}", p.intended_use)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! The one place where a convolution (and the stem's max-pool) is executed.
+//!
+//! Activations are NHWC. On the CPU a convolution is im2col + one matrix product against the
+//! BatchNorm-folded weight matrix: candle's direct `conv2d` is several times slower for this
+//! network, while one large GEMM per layer runs near the machine's f32 peak. 1x1 convolutions
+//! with stride 1 need no im2col at all (NHWC rows already are the patches). On other devices the
+//! folded weights go through candle's own `conv2d`, which the CPU can also run so both paths are
+//! tested against each other.
+
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+/// How convolutions are executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvEngine {
+    /// NHWC im2col + matmul (CPU).
+    Im2col,
+    /// candle's `conv2d` on NCHW (any device).
+    Candle,
+}
+
+impl ConvEngine {
+    pub fn for_device(device: &Device) -> Self {
+        if device.is_cpu() {
+            ConvEngine::Im2col
+        } else {
+            ConvEngine::Candle
+        }
+    }
+}
+
+/// A convolution with its BatchNorm folded in: `y = conv(x, w * s) + (beta - mean * s)` where
+/// `s = gamma / sqrt(var + eps)`.
+#[derive(Debug, Clone)]
+pub struct FoldedConv {
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    out_channels: usize,
+    /// Im2col: [k*k*cin, cout], rows ordered (ky, kx, ci). Candle: [cout, cin, k, k].
+    weight: Tensor,
+    bias: Tensor,
+    engine: ConvEngine,
+}
+
+/// BatchNorm epsilon of torchvision's ResNet.
+pub const BN_EPS: f64 = 1e-5;
+
+impl FoldedConv {
+    /// Folds `bn` (gamma, beta, running mean, running variance) into the OIHW weight `w`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fold(
+        w: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        mean: &Tensor,
+        var: &Tensor,
+        stride: usize,
+        padding: usize,
+        engine: ConvEngine,
+    ) -> candle_core::Result<Self> {
+        let (cout, cin, kh, kw) = w.dims4()?;
+        debug_assert_eq!(kh, kw);
+        let scale = gamma.to_dtype(DType::F32)?.div(&(var.to_dtype(DType::F32)? + BN_EPS)?.sqrt()?)?;
+        let w = w.to_dtype(DType::F32)?.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
+        let bias = (beta.to_dtype(DType::F32)? - mean.to_dtype(DType::F32)?.mul(&scale)?)?;
+        let weight = match engine {
+            // [cout, cin, ky, kx] -> [ky, kx, cin, cout] -> [k*k*cin, cout]
+            ConvEngine::Im2col => w
+                .permute((2, 3, 1, 0))?
+                .reshape((kh * kw * cin, cout))?
+                .contiguous()?,
+            ConvEngine::Candle => w.contiguous()?,
+        };
+        Ok(Self {
+            kernel: kh,
+            stride,
+            padding,
+            out_channels: cout,
+            weight,
+            bias,
+            engine,
+        })
+    }
+
+    /// Applies the convolution to NHWC `x`, optionally followed by ReLU.
+    pub fn forward(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+        let y = match self.engine {
+            ConvEngine::Im2col => self.forward_im2col(x)?,
+            ConvEngine::Candle => {
+                let nchw = x.permute((0, 3, 1, 2))?;
+                let y = nchw.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+                let y = y.broadcast_add(&self.bias.reshape((1, self.out_channels, 1, 1))?)?;
+                y.permute((0, 2, 3, 1))?.contiguous()?
+            }
+        };
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
+    }
+
+    fn forward_im2col(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, h, w, c) = x.dims4()?;
+        let ho = (h + 2 * self.padding - self.kernel) / self.stride + 1;
+        let wo = (w + 2 * self.padding - self.kernel) / self.stride + 1;
+        let rows = if self.kernel == 1 && self.stride == 1 && self.padding == 0 {
+            x.reshape((b * h * w, c))?
+        } else {
+            x.contiguous()?.apply_op1_no_bwd(&Im2col {
+                kernel: self.kernel,
+                stride: self.stride,
+                padding: self.padding,
+            })?
+        };
+        let y = rows.matmul(&self.weight)?.broadcast_add(&self.bias)?;
+        y.reshape((b, ho, wo, self.out_channels))
+    }
+}
+
+/// NHWC im2col: [b, h, w, c] -> [b*ho*wo, k*k*c], zero padding, columns ordered (ky, kx, ci).
+struct Im2col {
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl CustomOp1 for Im2col {
+    fn name(&self) -> &'static str {
+        "im2col-nhwc"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, h, w, c) = layout.shape().dims4()?;
+        let src = contiguous_f32(storage, layout, self.name())?;
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        let ho = (h + 2 * p - k) / s + 1;
+        let wo = (w + 2 * p - k) / s + 1;
+        let row_len = k * k * c;
+        let mut dst = vec![0f32; b * ho * wo * row_len];
+        // One output image row (wo patches) per task: enough work per task, no shared writes.
+        dst.par_chunks_mut(wo * row_len)
+            .enumerate()
+            .for_each(|(task, out_row)| {
+                let (bi, oy) = (task / ho, task % ho);
+                let image = &src[bi * h * w * c..(bi + 1) * h * w * c];
+                for ox in 0..wo {
+                    let patch = &mut out_row[ox * row_len..(ox + 1) * row_len];
+                    for ky in 0..k {
+                        let iy = (oy * s + ky) as isize - p as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue; // stays zero: padding
+                        }
+                        for kx in 0..k {
+                            let ix = (ox * s + kx) as isize - p as isize;
+                            if ix < 0 || ix >= w as isize {
+                                continue;
+                            }
+                            let from = (iy as usize * w + ix as usize) * c;
+                            let to = (ky * k + kx) * c;
+                            patch[to..to + c].copy_from_slice(&image[from..from + c]);
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(dst), Shape::from((b * ho * wo, row_len))))
+    }
+}
+
+/// The stem's 3x3 stride-2 max-pool with padding 1 (padding never wins), NHWC.
+pub fn max_pool_3x3_s2(x: &Tensor, engine: ConvEngine) -> candle_core::Result<Tensor> {
+    match engine {
+        ConvEngine::Im2col => x.contiguous()?.apply_op1_no_bwd(&MaxPool3x3S2),
+        ConvEngine::Candle => {
+            // Inputs follow a ReLU, so zero padding cannot win a max over a window that always
+            // holds at least one real (non-negative) value.
+            let nchw = x.permute((0, 3, 1, 2))?.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
+            let y = nchw.max_pool2d_with_stride(3, 2)?;
+            y.permute((0, 2, 3, 1))?.contiguous()
+        }
+    }
+}
+
+struct MaxPool3x3S2;
+
+impl CustomOp1 for MaxPool3x3S2 {
+    fn name(&self) -> &'static str {
+        "maxpool3x3s2-nhwc"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, h, w, c) = layout.shape().dims4()?;
+        let src = contiguous_f32(storage, layout, self.name())?;
+        let ho = (h + 2 - 3) / 2 + 1;
+        let wo = (w + 2 - 3) / 2 + 1;
+        let mut dst = vec![f32::NEG_INFINITY; b * ho * wo * c];
+        dst.par_chunks_mut(wo * c).enumerate().for_each(|(task, out_row)| {
+            let (bi, oy) = (task / ho, task % ho);
+            let image = &src[bi * h * w * c..(bi + 1) * h * w * c];
+            for ox in 0..wo {
+                let out = &mut out_row[ox * c..(ox + 1) * c];
+                for ky in 0..3 {
+                    let iy = (oy * 2 + ky) as isize - 1;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    for kx in 0..3 {
+                        let ix = (ox * 2 + kx) as isize - 1;
+                        if ix < 0 || ix >= w as isize {
+                            continue;
+                        }
+                        let from = (iy as usize * w + ix as usize) * c;
+                        for (o, v) in out.iter_mut().zip(&image[from..from + c]) {
+                            *o = o.max(*v);
+                        }
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(dst), Shape::from((b, ho, wo, c))))
+    }
+}
+
+fn contiguous_f32<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: input is not contiguous")))?;
+    match storage {
+        CpuStorage::F32(v) => Ok(&v[start..end]),
+        _ => Err(candle_core::Error::Msg(format!("{op}: expected f32 input"))),
+    }
+}

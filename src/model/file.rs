@@ -1,0 +1,232 @@
+//! The model file: one GGUF file holding the weights and the metadata the daemon obeys.
+//!
+//! GGUF is candle's native container for (quantized) tensors and carries typed key/values, so
+//! a single file is self-describing. The content hash is a SHA-256 over the canonical metadata
+//! and every tensor's name, type, shape and bytes; it is recorded in the file, checked on every
+//! load (a flipped bit or a truncated file is refused before any inference) and is the
+//! identity a site pins in its configuration.
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use super::metadata::ModelMetadata;
+use super::weights::check_complete;
+use super::ModelError;
+
+pub const HASH_KEY: &str = "ceusd.content_hash";
+
+/// How a tensor is stored in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredType {
+    F32,
+    F16,
+}
+
+impl StoredType {
+    fn ggml(self) -> GgmlDType {
+        match self {
+            StoredType::F32 => GgmlDType::F32,
+            StoredType::F16 => GgmlDType::F16,
+        }
+    }
+}
+
+/// A model file's contents once read and verified. Tensors are f32 on the CPU.
+#[derive(Debug)]
+pub struct ModelFile {
+    pub path: PathBuf,
+    pub metadata: ModelMetadata,
+    /// `sha256:<hex>`
+    pub content_hash: String,
+    /// In torchvision order.
+    pub tensors: Vec<(String, Tensor)>,
+    /// Stored type of each tensor ("F32", "F16", …).
+    pub stored_types: BTreeMap<String, String>,
+    pub file_bytes: u64,
+}
+
+impl ModelFile {
+    pub fn parameter_count(&self) -> usize {
+        self.tensors.iter().map(|(_, t)| t.elem_count()).sum()
+    }
+
+    pub fn tensor_map(&self) -> BTreeMap<String, Tensor> {
+        self.tensors.iter().cloned().collect()
+    }
+}
+
+fn ggml_name(t: GgmlDType) -> String {
+    format!("{t:?}")
+}
+
+/// The content hash over metadata and (name-sorted) tensors.
+fn content_hash(metadata: &ModelMetadata, tensors: &BTreeMap<String, (GgmlDType, Vec<usize>, Vec<u8>)>) -> String {
+    let mut h = Sha256::new();
+    h.update(b"ceusd-model-v1\0");
+    // serde_json writes struct fields in declaration order: a stable, canonical encoding.
+    let meta = serde_json::to_vec(metadata).unwrap_or_default();
+    h.update((meta.len() as u64).to_le_bytes());
+    h.update(&meta);
+    for (name, (dtype, dims, bytes)) in tensors {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(ggml_name(*dtype).as_bytes());
+        h.update((dims.len() as u64).to_le_bytes());
+        for d in dims {
+            h.update((*d as u64).to_le_bytes());
+        }
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+/// Tensors in their stored form, and the content hash they give with `metadata`.
+fn encode(
+    metadata: &ModelMetadata,
+    tensors: &[(String, Tensor)],
+    stored: StoredType,
+) -> Result<(Vec<(String, QTensor)>, String), ModelError> {
+    let mut qtensors = Vec::with_capacity(tensors.len());
+    let mut hashed = BTreeMap::new();
+    for (name, t) in tensors {
+        let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+        let q = QTensor::quantize(&t, stored.ggml())?;
+        let bytes = q.data()?.to_vec();
+        hashed.insert(name.clone(), (q.dtype(), t.dims().to_vec(), bytes));
+        qtensors.push((name.clone(), q));
+    }
+    let hash = content_hash(metadata, &hashed);
+    Ok((qtensors, hash))
+}
+
+/// The content hash a model file with these contents would record.
+pub fn content_hash_of(
+    metadata: &ModelMetadata,
+    tensors: &[(String, Tensor)],
+    stored: StoredType,
+) -> Result<String, ModelError> {
+    Ok(encode(metadata, tensors, stored)?.1)
+}
+
+/// Writes a model file atomically (temporary file, fsync, rename): a crash never leaves a
+/// half-written model under the final name. Returns the content hash.
+pub fn write_model(
+    path: &Path,
+    metadata: &ModelMetadata,
+    tensors: Vec<(String, Tensor)>,
+    stored: StoredType,
+) -> Result<String, ModelError> {
+    metadata.validate()?;
+    let map: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+    let ordered = check_complete(
+        map,
+        metadata.input_channels as usize,
+        metadata.head_hidden as usize,
+    )?;
+    let (qtensors, hash) = encode(metadata, &ordered, stored)?;
+    let mut kv = metadata.to_gguf();
+    kv.push((HASH_KEY.to_string(), Value::String(hash.clone())));
+    let kv_refs: Vec<(&str, &Value)> = kv.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = qtensors.iter().map(|(k, q)| (k.as_str(), q)).collect();
+
+    let io = |e: std::io::Error| ModelError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| ModelError::BadPath(path.to_path_buf()))?;
+    let tmp = dir.join(format!(".{}.partial", file_name.to_string_lossy()));
+    {
+        let f = File::create(&tmp).map_err(io)?;
+        let mut w = BufWriter::new(f);
+        gguf_file::write(&mut w, &kv_refs, &t_refs)?;
+        w.flush().map_err(io)?;
+        w.get_ref().sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(hash)
+}
+
+/// Reads and verifies a model file: metadata, every tensor's presence and shape, and the
+/// content hash. `expected_hash`, when given, must equal the file's hash.
+pub fn read_model(path: &Path, expected_hash: Option<&str>) -> Result<ModelFile, ModelError> {
+    let io = |e: std::io::Error| ModelError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let corrupt = |what: String| ModelError::Corrupt {
+        path: path.to_path_buf(),
+        reason: what,
+    };
+    let file = File::open(path).map_err(io)?;
+    let file_bytes = file.metadata().map_err(io)?.len();
+    let mut reader = BufReader::new(file);
+    let content = gguf_file::Content::read(&mut reader)
+        .map_err(|e| corrupt(format!("not a readable GGUF file: {e}")))?;
+    let metadata = ModelMetadata::from_gguf(&content.metadata)?;
+    let recorded = match content.metadata.get(HASH_KEY) {
+        Some(Value::String(s)) => s.clone(),
+        _ => return Err(corrupt(format!("no '{HASH_KEY}' in the file"))),
+    };
+    if let Some(expected) = expected_hash {
+        if expected != recorded {
+            return Err(ModelError::HashMismatch {
+                path: path.to_path_buf(),
+                expected: expected.to_string(),
+                found: recorded,
+            });
+        }
+    }
+    let mut tensors = BTreeMap::new();
+    let mut hashed = BTreeMap::new();
+    let mut stored_types = BTreeMap::new();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let q = content
+            .tensor(&mut reader, name, &Device::Cpu)
+            .map_err(|e| corrupt(format!("tensor '{name}': {e}")))?;
+        match q.dtype() {
+            GgmlDType::F32 | GgmlDType::F16 => {}
+            other => {
+                return Err(ModelError::UnsupportedTensorType {
+                    name: name.clone(),
+                    dtype: ggml_name(other),
+                })
+            }
+        }
+        let dims = q.shape().dims().to_vec();
+        hashed.insert(name.clone(), (q.dtype(), dims, q.data()?.to_vec()));
+        stored_types.insert(name.clone(), ggml_name(q.dtype()));
+        tensors.insert(name.clone(), q.dequantize(&Device::Cpu)?);
+    }
+    let actual = content_hash(&metadata, &hashed);
+    if actual != recorded {
+        return Err(corrupt(format!(
+            "content hash mismatch: the file records {recorded} but its contents hash to {actual}; \
+             the file was altered or damaged"
+        )));
+    }
+    let tensors = check_complete(
+        tensors,
+        metadata.input_channels as usize,
+        metadata.head_hidden as usize,
+    )?;
+    Ok(ModelFile {
+        path: path.to_path_buf(),
+        metadata,
+        content_hash: recorded,
+        tensors,
+        stored_types,
+        file_bytes,
+    })
+}

@@ -1,0 +1,367 @@
+//! What a model file says about itself, and what the daemon obeys.
+//!
+//! Every field here is stored as a GGUF key/value under `ceusd.*` (plus the conventional
+//! `general.architecture` and `general.name`). Preprocessing, class order, the decision threshold
+//! and the head layout are read from the file, never assumed, so a model trained with another
+//! normalisation or class order scores correctly or is refused.
+
+use candle_core::quantized::gguf_file::Value;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+use super::ModelError;
+
+/// The only architecture this crate implements: torchvision ResNet-50 (v1.5) + the DLR head of
+/// Tong et al. (FC 2048→hidden → activation → dropout → FC hidden→2 → softmax).
+pub const ARCHITECTURE: &str = "ceus-dlr-resnet50";
+/// Bumped when the meaning of a key changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// How the ROI is resized to the network's input, named as Pillow names its filters, since
+/// training pipelines resize with Pillow (torchvision's `Resize` on PIL images).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeFilter {
+    Nearest,
+    Bilinear,
+    Bicubic,
+}
+
+impl ResizeFilter {
+    pub fn name(self) -> &'static str {
+        match self {
+            ResizeFilter::Nearest => "nearest",
+            ResizeFilter::Bilinear => "bilinear",
+            ResizeFilter::Bicubic => "bicubic",
+        }
+    }
+}
+
+impl std::str::FromStr for ResizeFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "nearest" => Ok(Self::Nearest),
+            "bilinear" => Ok(Self::Bilinear),
+            "bicubic" => Ok(Self::Bicubic),
+            other => Err(format!(
+                "unknown resize filter '{other}' (expected nearest, bilinear or bicubic)"
+            )),
+        }
+    }
+}
+
+/// Activation between the head's two fully connected layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadActivation {
+    None,
+    Relu,
+}
+
+impl HeadActivation {
+    pub fn name(self) -> &'static str {
+        match self {
+            HeadActivation::None => "none",
+            HeadActivation::Relu => "relu",
+        }
+    }
+}
+
+impl std::str::FromStr for HeadActivation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Self::None),
+            "relu" => Ok(Self::Relu),
+            other => Err(format!(
+                "unknown head activation '{other}' (expected none or relu)"
+            )),
+        }
+    }
+}
+
+/// Where the weights came from. Kept with the weights so a result can always be traced back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// False for seeded random models: their scores mean nothing.
+    pub trained: bool,
+    /// What the weights were trained on (cohort, scanners, dates), in words.
+    pub training_data: String,
+    /// When this file was written (RFC 3339, UTC).
+    pub created: String,
+    /// The software that wrote this file.
+    pub software: String,
+    /// How this file was produced: `init --seed 7`, `import <file> (sha256 …)`, ….
+    pub source: String,
+    /// Intended use statement shown with every score, e.g. "not for clinical use".
+    pub intended_use: String,
+}
+
+/// Everything a model file declares besides its tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMetadata {
+    pub name: String,
+    pub architecture: String,
+    pub format_version: u32,
+    /// 1: the gray ROI is the input; 3: the gray ROI is replicated into three channels.
+    pub input_channels: u32,
+    /// Side of the square network input, in pixels.
+    pub input_size: u32,
+    pub resize_filter: ResizeFilter,
+    /// Per channel, applied to pixel/255.
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    /// Class names in the order of the last layer's outputs.
+    pub classes: Vec<String>,
+    /// The class whose probability is the AI score (PDAC).
+    pub positive_class: String,
+    /// A score at or above this is labelled the positive class.
+    pub threshold: f32,
+    pub head_hidden: u32,
+    pub head_activation: HeadActivation,
+    pub provenance: Provenance,
+}
+
+impl ModelMetadata {
+    /// The defaults of the paper's method for a 3-channel ImageNet-style ResNet-50.
+    pub fn paper_defaults(name: &str, provenance: Provenance) -> Self {
+        Self {
+            name: name.to_string(),
+            architecture: ARCHITECTURE.to_string(),
+            format_version: FORMAT_VERSION,
+            input_channels: 3,
+            input_size: 224,
+            resize_filter: ResizeFilter::Bilinear,
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+            // torchvision's ImageFolder sorts class folders: "CP" < "PDAC".
+            classes: vec!["CP".to_string(), "PDAC".to_string()],
+            positive_class: "PDAC".to_string(),
+            threshold: 0.5,
+            head_hidden: 512,
+            head_activation: HeadActivation::Relu,
+            provenance,
+        }
+    }
+
+    /// Index of the positive class in the network's output.
+    pub fn positive_index(&self) -> usize {
+        self.classes
+            .iter()
+            .position(|c| c == &self.positive_class)
+            .unwrap_or(0)
+    }
+
+    /// Checks that the declared values are usable; names the first field that is not.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |key: &str, why: String| ModelError::BadMetadata {
+            key: key.to_string(),
+            reason: why,
+        };
+        if self.architecture != ARCHITECTURE {
+            return Err(bad(
+                "general.architecture",
+                format!("'{}' is not '{ARCHITECTURE}'", self.architecture),
+            ));
+        }
+        if self.format_version != FORMAT_VERSION {
+            return Err(bad(
+                "ceusd.format_version",
+                format!(
+                    "version {} is not supported (this build reads {FORMAT_VERSION})",
+                    self.format_version
+                ),
+            ));
+        }
+        if self.input_channels != 1 && self.input_channels != 3 {
+            return Err(bad(
+                "ceusd.input.channels",
+                format!("{} (expected 1 or 3)", self.input_channels),
+            ));
+        }
+        // The stem halves the size five times; the last stage must keep at least one cell.
+        if self.input_size < 32 || self.input_size > 1024 {
+            return Err(bad(
+                "ceusd.input.size",
+                format!("{} (expected 32 to 1024)", self.input_size),
+            ));
+        }
+        for (key, values) in [("ceusd.input.mean", &self.mean), ("ceusd.input.std", &self.std)] {
+            if values.len() != self.input_channels as usize {
+                return Err(bad(
+                    key,
+                    format!(
+                        "{} values for {} input channels",
+                        values.len(),
+                        self.input_channels
+                    ),
+                ));
+            }
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(bad(key, "a value is not finite".to_string()));
+            }
+        }
+        if self.std.iter().any(|v| *v <= 0.0) {
+            return Err(bad("ceusd.input.std", "a value is not positive".to_string()));
+        }
+        if self.classes.len() != 2 {
+            return Err(bad(
+                "ceusd.classes",
+                format!("{} classes (the DLR head has 2)", self.classes.len()),
+            ));
+        }
+        if self.classes[0] == self.classes[1] {
+            return Err(bad("ceusd.classes", "the two class names are the same".into()));
+        }
+        if !self.classes.contains(&self.positive_class) {
+            return Err(bad(
+                "ceusd.positive_class",
+                format!(
+                    "'{}' is not one of the classes {:?}",
+                    self.positive_class, self.classes
+                ),
+            ));
+        }
+        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+            return Err(bad(
+                "ceusd.threshold",
+                format!("{} (expected strictly between 0 and 1)", self.threshold),
+            ));
+        }
+        if self.head_hidden == 0 {
+            return Err(bad("ceusd.head.hidden", "0".to_string()));
+        }
+        Ok(())
+    }
+
+    /// The GGUF key/values that store this metadata (without the content hash).
+    pub fn to_gguf(&self) -> Vec<(String, Value)> {
+        let s = |v: &str| Value::String(v.to_string());
+        let floats = |v: &[f32]| Value::Array(v.iter().map(|x| Value::F32(*x)).collect());
+        let p = &self.provenance;
+        vec![
+            ("general.architecture".into(), s(&self.architecture)),
+            ("general.name".into(), s(&self.name)),
+            ("ceusd.format_version".into(), Value::U32(self.format_version)),
+            ("ceusd.input.channels".into(), Value::U32(self.input_channels)),
+            ("ceusd.input.size".into(), Value::U32(self.input_size)),
+            ("ceusd.input.resize_filter".into(), s(self.resize_filter.name())),
+            ("ceusd.input.mean".into(), floats(&self.mean)),
+            ("ceusd.input.std".into(), floats(&self.std)),
+            (
+                "ceusd.classes".into(),
+                Value::Array(self.classes.iter().map(|c| s(c)).collect()),
+            ),
+            ("ceusd.positive_class".into(), s(&self.positive_class)),
+            ("ceusd.threshold".into(), Value::F32(self.threshold)),
+            ("ceusd.head.hidden".into(), Value::U32(self.head_hidden)),
+            ("ceusd.head.activation".into(), s(self.head_activation.name())),
+            ("ceusd.provenance.trained".into(), Value::Bool(p.trained)),
+            ("ceusd.provenance.training_data".into(), s(&p.training_data)),
+            ("ceusd.provenance.created".into(), s(&p.created)),
+            ("ceusd.provenance.software".into(), s(&p.software)),
+            ("ceusd.provenance.source".into(), s(&p.source)),
+            ("ceusd.provenance.intended_use".into(), s(&p.intended_use)),
+        ]
+    }
+
+    /// Reads the metadata from a GGUF key/value map; a missing key or a wrong type names the key.
+    pub fn from_gguf(kv: &HashMap<String, Value>) -> Result<Self, ModelError> {
+        let get = |key: &str| {
+            kv.get(key).ok_or_else(|| ModelError::BadMetadata {
+                key: key.to_string(),
+                reason: "missing".to_string(),
+            })
+        };
+        let wrong = |key: &str, want: &str, v: &Value| ModelError::BadMetadata {
+            key: key.to_string(),
+            reason: format!("expected {want}, found {:?}", v.value_type()),
+        };
+        let string = |key: &str| -> Result<String, ModelError> {
+            match get(key)? {
+                Value::String(s) => Ok(s.clone()),
+                v => Err(wrong(key, "a string", v)),
+            }
+        };
+        let uint = |key: &str| -> Result<u32, ModelError> {
+            match get(key)? {
+                Value::U32(x) => Ok(*x),
+                v => Err(wrong(key, "a u32", v)),
+            }
+        };
+        let float = |key: &str| -> Result<f32, ModelError> {
+            match get(key)? {
+                Value::F32(x) => Ok(*x),
+                v => Err(wrong(key, "an f32", v)),
+            }
+        };
+        let floats = |key: &str| -> Result<Vec<f32>, ModelError> {
+            match get(key)? {
+                Value::Array(items) => items
+                    .iter()
+                    .map(|v| match v {
+                        Value::F32(x) => Ok(*x),
+                        v => Err(wrong(key, "an array of f32", v)),
+                    })
+                    .collect(),
+                v => Err(wrong(key, "an array of f32", v)),
+            }
+        };
+        let strings = |key: &str| -> Result<Vec<String>, ModelError> {
+            match get(key)? {
+                Value::Array(items) => items
+                    .iter()
+                    .map(|v| match v {
+                        Value::String(x) => Ok(x.clone()),
+                        v => Err(wrong(key, "an array of strings", v)),
+                    })
+                    .collect(),
+                v => Err(wrong(key, "an array of strings", v)),
+            }
+        };
+        let boolean = |key: &str| -> Result<bool, ModelError> {
+            match get(key)? {
+                Value::Bool(x) => Ok(*x),
+                v => Err(wrong(key, "a bool", v)),
+            }
+        };
+        let enumerated = |key: &str, text: String, reason: String| ModelError::BadMetadata {
+            key: key.to_string(),
+            reason: format!("'{text}': {reason}"),
+        };
+        let filter_text = string("ceusd.input.resize_filter")?;
+        let resize_filter = filter_text
+            .parse::<ResizeFilter>()
+            .map_err(|e| enumerated("ceusd.input.resize_filter", filter_text.clone(), e))?;
+        let activation_text = string("ceusd.head.activation")?;
+        let head_activation = activation_text
+            .parse::<HeadActivation>()
+            .map_err(|e| enumerated("ceusd.head.activation", activation_text.clone(), e))?;
+        let meta = Self {
+            architecture: string("general.architecture")?,
+            name: string("general.name")?,
+            format_version: uint("ceusd.format_version")?,
+            input_channels: uint("ceusd.input.channels")?,
+            input_size: uint("ceusd.input.size")?,
+            resize_filter,
+            mean: floats("ceusd.input.mean")?,
+            std: floats("ceusd.input.std")?,
+            classes: strings("ceusd.classes")?,
+            positive_class: string("ceusd.positive_class")?,
+            threshold: float("ceusd.threshold")?,
+            head_hidden: uint("ceusd.head.hidden")?,
+            head_activation,
+            provenance: Provenance {
+                trained: boolean("ceusd.provenance.trained")?,
+                training_data: string("ceusd.provenance.training_data")?,
+                created: string("ceusd.provenance.created")?,
+                software: string("ceusd.provenance.software")?,
+                source: string("ceusd.provenance.source")?,
+                intended_use: string("ceusd.provenance.intended_use")?,
+            },
+        };
+        meta.validate()?;
+        Ok(meta)
+    }
+}

@@ -1,0 +1,210 @@
+//! The ResNet-50 DLR network of Tong et al. (BMC Medicine 2022) as plain functions over named
+//! weights: torchvision's ResNet-50 v1.5 backbone (stride on the 3x3 convolution, layers
+//! 3-4-6-3) and the paper's head, FC 2048→hidden → activation → dropout → FC hidden→2 → softmax.
+//!
+//! The forward pass returns the last stage's feature map with the scores, because Grad-CAM is
+//! computed from it.
+
+use candle_core::{DType, Device, Tensor, D};
+
+use super::conv::{max_pool_3x3_s2, ConvEngine, FoldedConv};
+use super::metadata::HeadActivation;
+use super::weights::{WeightSource, EXPANSION, FEATURE_CHANNELS, NUM_CLASSES, STAGES};
+use super::ModelError;
+
+/// One bottleneck: 1x1 reduce, 3x3 (carrying the stride), 1x1 expand, plus the shortcut.
+#[derive(Debug, Clone)]
+struct Bottleneck {
+    reduce: FoldedConv,
+    spatial: FoldedConv,
+    expand: FoldedConv,
+    downsample: Option<FoldedConv>,
+}
+
+impl Bottleneck {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.reduce.forward(x, true)?;
+        let y = self.spatial.forward(&y, true)?;
+        let y = self.expand.forward(&y, false)?;
+        let shortcut = match &self.downsample {
+            Some(d) => d.forward(x, false)?,
+            None => x.clone(),
+        };
+        (y + shortcut)?.relu()
+    }
+}
+
+/// The head's weights, kept on the device for scoring and for Grad-CAM's closed form.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// [hidden, 2048]
+    pub fc1_weight: Tensor,
+    pub fc1_bias: Tensor,
+    /// [2, hidden]
+    pub fc2_weight: Tensor,
+    pub fc2_bias: Tensor,
+    pub activation: HeadActivation,
+}
+
+impl Head {
+    /// Pre-activation of the hidden layer for pooled features [b, 2048].
+    pub fn hidden_pre(&self, pooled: &Tensor) -> candle_core::Result<Tensor> {
+        pooled.matmul(&self.fc1_weight.t()?)?.broadcast_add(&self.fc1_bias)
+    }
+
+    pub fn activate(&self, z: &Tensor) -> candle_core::Result<Tensor> {
+        match self.activation {
+            HeadActivation::None => Ok(z.clone()),
+            HeadActivation::Relu => z.relu(),
+        }
+    }
+
+    /// Logits [b, 2] for pooled features [b, 2048]. Dropout is the identity at inference.
+    pub fn logits(&self, pooled: &Tensor) -> candle_core::Result<Tensor> {
+        let hidden = self.activate(&self.hidden_pre(pooled)?)?;
+        hidden.matmul(&self.fc2_weight.t()?)?.broadcast_add(&self.fc2_bias)
+    }
+}
+
+/// What one forward pass yields.
+#[derive(Debug)]
+pub struct ForwardOutput {
+    /// Last-stage feature map, NHWC [b, h/32, w/32, 2048].
+    pub features: Tensor,
+    /// Global average of the features [b, 2048].
+    pub pooled: Tensor,
+    /// [b, 2]
+    pub logits: Tensor,
+    /// Softmax of the logits [b, 2].
+    pub probabilities: Tensor,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResNet50Dlr {
+    stem: FoldedConv,
+    stages: Vec<Vec<Bottleneck>>,
+    pub head: Head,
+    engine: ConvEngine,
+    pub device: Device,
+}
+
+fn folded(
+    w: &mut WeightSource,
+    conv: &str,
+    bn: &str,
+    shape: [usize; 4],
+    stride: usize,
+    padding: usize,
+    engine: ConvEngine,
+    device: &Device,
+) -> Result<FoldedConv, ModelError> {
+    let weight = w.take(&format!("{conv}.weight"), &shape)?;
+    let c = [shape[0]];
+    let gamma = w.take(&format!("{bn}.weight"), &c)?;
+    let beta = w.take(&format!("{bn}.bias"), &c)?;
+    let mean = w.take(&format!("{bn}.running_mean"), &c)?;
+    let var = w.take(&format!("{bn}.running_var"), &c)?;
+    let on = |t: Tensor| t.to_device(device);
+    Ok(FoldedConv::fold(
+        &on(weight)?,
+        &on(gamma)?,
+        &on(beta)?,
+        &on(mean)?,
+        &on(var)?,
+        stride,
+        padding,
+        engine,
+    )?)
+}
+
+impl ResNet50Dlr {
+    /// Builds the network from torchvision-named weights, folding every BatchNorm.
+    pub fn load(
+        w: &mut WeightSource,
+        input_channels: usize,
+        hidden: usize,
+        activation: HeadActivation,
+        device: &Device,
+        engine: ConvEngine,
+    ) -> Result<Self, ModelError> {
+        let stem = folded(w, "conv1", "bn1", [64, input_channels, 7, 7], 2, 3, engine, device)?;
+        let mut stages = Vec::new();
+        let mut in_ch = 64;
+        for (s, (blocks, width)) in STAGES.iter().enumerate() {
+            let out_ch = width * EXPANSION;
+            let mut stage = Vec::new();
+            for b in 0..*blocks {
+                let p = format!("layer{}.{}", s + 1, b);
+                let cin = if b == 0 { in_ch } else { out_ch };
+                // v1.5: the stride sits on the 3x3 convolution; stage 1 keeps the resolution.
+                let stride = if b == 0 && s > 0 { 2 } else { 1 };
+                let conv = |w: &mut WeightSource, i: usize, shape: [usize; 4], stride, pad| {
+                    folded(w, &format!("{p}.conv{i}"), &format!("{p}.bn{i}"), shape, stride, pad, engine, device)
+                };
+                let reduce = conv(w, 1, [*width, cin, 1, 1], 1, 0)?;
+                let spatial = conv(w, 2, [*width, *width, 3, 3], stride, 1)?;
+                let expand = conv(w, 3, [out_ch, *width, 1, 1], 1, 0)?;
+                let downsample = if b == 0 {
+                    Some(folded(
+                        w,
+                        &format!("{p}.downsample.0"),
+                        &format!("{p}.downsample.1"),
+                        [out_ch, cin, 1, 1],
+                        stride,
+                        0,
+                        engine,
+                        device,
+                    )?)
+                } else {
+                    None
+                };
+                stage.push(Bottleneck {
+                    reduce,
+                    spatial,
+                    expand,
+                    downsample,
+                });
+            }
+            stages.push(stage);
+            in_ch = out_ch;
+        }
+        let f32_on = |t: Tensor| -> Result<Tensor, ModelError> {
+            Ok(t.to_dtype(DType::F32)?.to_device(device)?)
+        };
+        let head = Head {
+            fc1_weight: f32_on(w.take("fc1.weight", &[hidden, FEATURE_CHANNELS])?)?,
+            fc1_bias: f32_on(w.take("fc1.bias", &[hidden])?)?,
+            fc2_weight: f32_on(w.take("fc2.weight", &[NUM_CLASSES, hidden])?)?,
+            fc2_bias: f32_on(w.take("fc2.bias", &[NUM_CLASSES])?)?,
+            activation,
+        };
+        Ok(Self {
+            stem,
+            stages,
+            head,
+            engine,
+            device: device.clone(),
+        })
+    }
+
+    /// Runs the network on a normalised NHWC batch [b, size, size, channels].
+    pub fn forward(&self, input: &Tensor) -> candle_core::Result<ForwardOutput> {
+        let x = self.stem.forward(input, true)?;
+        let mut x = max_pool_3x3_s2(&x, self.engine)?;
+        for stage in &self.stages {
+            for block in stage {
+                x = block.forward(&x)?;
+            }
+        }
+        let features = x;
+        let pooled = features.mean(1)?.mean(1)?;
+        let logits = self.head.logits(&pooled)?;
+        let probabilities = candle_nn::ops::softmax(&logits, D::Minus1)?;
+        Ok(ForwardOutput {
+            features,
+            pooled,
+            logits,
+            probabilities,
+        })
+    }
+}

@@ -1,0 +1,157 @@
+//! The tensors of a ResNet-50 DLR model: their torchvision names and shapes, and a checked
+//! lookup over a set of loaded tensors.
+//!
+//! One table serves every path that touches weights (seeded init, import from PyTorch or
+//! safetensors, loading a model file), so a name or shape can never disagree between them.
+
+use candle_core::Tensor;
+use std::collections::BTreeMap;
+
+use super::ModelError;
+
+/// Bottleneck blocks per stage (ResNet-50) and each stage's middle width.
+pub const STAGES: [(usize, usize); 4] = [(3, 64), (4, 128), (6, 256), (3, 512)];
+/// Bottleneck expansion: a block's output has 4x its middle width.
+pub const EXPANSION: usize = 4;
+/// Channels of the last stage's feature map, the input of the head and of Grad-CAM.
+pub const FEATURE_CHANNELS: usize = 2048;
+pub const NUM_CLASSES: usize = 2;
+
+/// What a named tensor is for; decides how a seeded model initialises it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorRole {
+    ConvWeight,
+    BnWeight,
+    BnBias,
+    BnMean,
+    BnVar,
+    LinearWeight,
+    LinearBias,
+}
+
+#[derive(Debug, Clone)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub role: TensorRole,
+    /// True for the BatchNorm that ends a residual branch (bn3 and downsample.1).
+    pub closes_branch: bool,
+}
+
+fn conv_specs(out: &mut Vec<TensorSpec>, conv: &str, bn: &str, shape: [usize; 4], closes: bool) {
+    out.push(TensorSpec {
+        name: format!("{conv}.weight"),
+        shape: shape.to_vec(),
+        role: TensorRole::ConvWeight,
+        closes_branch: closes,
+    });
+    for (suffix, role) in [
+        ("weight", TensorRole::BnWeight),
+        ("bias", TensorRole::BnBias),
+        ("running_mean", TensorRole::BnMean),
+        ("running_var", TensorRole::BnVar),
+    ] {
+        out.push(TensorSpec {
+            name: format!("{bn}.{suffix}"),
+            shape: vec![shape[0]],
+            role,
+            closes_branch: closes,
+        });
+    }
+}
+
+/// Every tensor of the network in torchvision order, for `input_channels` and a head of
+/// `hidden` units.
+pub fn tensor_specs(input_channels: usize, hidden: usize) -> Vec<TensorSpec> {
+    let mut specs = Vec::with_capacity(330);
+    conv_specs(&mut specs, "conv1", "bn1", [64, input_channels, 7, 7], false);
+    let mut in_ch = 64;
+    for (stage, (blocks, width)) in STAGES.iter().enumerate() {
+        let out_ch = width * EXPANSION;
+        for block in 0..*blocks {
+            let p = format!("layer{}.{}", stage + 1, block);
+            let cin = if block == 0 { in_ch } else { out_ch };
+            conv_specs(&mut specs, &format!("{p}.conv1"), &format!("{p}.bn1"), [*width, cin, 1, 1], false);
+            conv_specs(&mut specs, &format!("{p}.conv2"), &format!("{p}.bn2"), [*width, *width, 3, 3], false);
+            conv_specs(&mut specs, &format!("{p}.conv3"), &format!("{p}.bn3"), [out_ch, *width, 1, 1], true);
+            if block == 0 {
+                conv_specs(
+                    &mut specs,
+                    &format!("{p}.downsample.0"),
+                    &format!("{p}.downsample.1"),
+                    [out_ch, cin, 1, 1],
+                    true,
+                );
+            }
+        }
+        in_ch = out_ch;
+    }
+    for (name, shape, role) in [
+        ("fc1.weight", vec![hidden, FEATURE_CHANNELS], TensorRole::LinearWeight),
+        ("fc1.bias", vec![hidden], TensorRole::LinearBias),
+        ("fc2.weight", vec![NUM_CLASSES, hidden], TensorRole::LinearWeight),
+        ("fc2.bias", vec![NUM_CLASSES], TensorRole::LinearBias),
+    ] {
+        specs.push(TensorSpec {
+            name: name.to_string(),
+            shape,
+            role,
+            closes_branch: false,
+        });
+    }
+    specs
+}
+
+/// Loaded tensors, taken out one by one with their shape checked.
+pub struct WeightSource {
+    tensors: BTreeMap<String, Tensor>,
+}
+
+impl WeightSource {
+    pub fn new(tensors: BTreeMap<String, Tensor>) -> Self {
+        Self { tensors }
+    }
+
+    /// The tensor `name`, which must have `shape`.
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, ModelError> {
+        let tensor = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+            })?;
+        if tensor.dims() != shape {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: tensor.dims().to_vec(),
+            });
+        }
+        Ok(tensor)
+    }
+
+    /// Names nobody took.
+    pub fn remaining(&self) -> Vec<String> {
+        self.tensors.keys().cloned().collect()
+    }
+}
+
+/// Checks a full set of tensors against the table: every name present with its shape, nothing
+/// else. Returns them in table order.
+pub fn check_complete(
+    tensors: BTreeMap<String, Tensor>,
+    input_channels: usize,
+    hidden: usize,
+) -> Result<Vec<(String, Tensor)>, ModelError> {
+    let mut source = WeightSource::new(tensors);
+    let mut ordered = Vec::new();
+    for spec in tensor_specs(input_channels, hidden) {
+        let t = source.take(&spec.name, &spec.shape)?;
+        ordered.push((spec.name, t));
+    }
+    let extra = source.remaining();
+    if let Some(name) = extra.first() {
+        return Err(ModelError::UnexpectedTensor { name: name.clone() });
+    }
+    Ok(ordered)
+}
