@@ -16,7 +16,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::metadata::ModelMetadata;
-use super::weights::check_complete;
+use super::weights::{check_complete, learnable_parameters};
 use super::ModelError;
 
 pub const HASH_KEY: &str = "ceusd.content_hash";
@@ -53,7 +53,7 @@ pub struct ModelFile {
 
 impl ModelFile {
     pub fn parameter_count(&self) -> usize {
-        self.tensors.iter().map(|(_, t)| t.elem_count()).sum()
+        learnable_parameters(&self.tensors)
     }
 
     pub fn tensor_map(&self) -> BTreeMap<String, Tensor> {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::file::{write_model, StoredType};
 use super::metadata::{HeadActivation, ModelMetadata, Provenance, ResizeFilter};
-use super::weights::check_complete;
+use super::weights::{check_complete, learnable_parameters};
 use super::ModelError;
 
 /// What the user tells the importer; `None` means "use what the checkpoint implies".
@@ -269,7 +269,7 @@ pub fn import_checkpoint(source: &Path, out: &Path, opts: &ImportOptions) -> Res
     };
     meta.validate()?;
     let ordered = check_complete(tensors, input_channels as usize, hidden as usize)?;
-    let parameters = ordered.iter().map(|(_, t)| t.elem_count()).sum();
+    let parameters = learnable_parameters(&ordered);
     let content_hash = write_model(out, &meta, ordered, opts.stored)?;
     Ok(ImportReport {
         source: source.to_path_buf(),

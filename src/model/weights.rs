@@ -155,3 +155,13 @@ pub fn check_complete(
     }
     Ok(ordered)
 }
+
+/// Learnable parameters among `tensors`, counted as PyTorch's `parameters()` does: BatchNorm
+/// running statistics are buffers, not parameters.
+pub fn learnable_parameters(tensors: &[(String, Tensor)]) -> usize {
+    tensors
+        .iter()
+        .filter(|(n, _)| !n.ends_with(".running_mean") && !n.ends_with(".running_var"))
+        .map(|(_, t)| t.elem_count())
+        .sum()
+}

@@ -1,0 +1,176 @@
+//! Importing trained checkpoints: torchvision names, the common head layouts, DataParallel
+//! prefixes, and errors that name the tensor at fault.
+
+use candle_core::{DType, Device, Tensor};
+use ceusd::model::import::{import_checkpoint, ImportOptions};
+use ceusd::model::init::{seeded_metadata, seeded_tensors};
+use ceusd::model::{DlrModel, HeadActivation, ResizeFilter, StoredType};
+use std::collections::HashMap;
+use std::path::Path;
+
+fn options() -> ImportOptions {
+    ImportOptions {
+        name: Some("test-import".into()),
+        input_channels: None,
+        mean: None,
+        std: None,
+        classes: vec!["CP".into(), "PDAC".into()],
+        positive_class: "PDAC".into(),
+        threshold: 0.5,
+        head_activation: None,
+        resize_filter: ResizeFilter::Bilinear,
+        training_data: "synthetic test tensors".into(),
+        intended_use: "tests".into(),
+        stored: StoredType::F32,
+        created: "2026-01-01T00:00:00Z".into(),
+    }
+}
+
+/// The seeded model's tensors under a checkpoint's names.
+fn checkpoint(channels: u32, rename: &[(&str, &str)], prefix: &str) -> HashMap<String, Tensor> {
+    let meta = seeded_metadata(21, channels);
+    let mut out = HashMap::new();
+    for (name, t) in seeded_tensors(&meta, 21).unwrap() {
+        let mut renamed = name.clone();
+        for (from, to) in rename {
+            if let Some(rest) = name.strip_prefix(from) {
+                renamed = format!("{to}{rest}");
+            }
+        }
+        if renamed.ends_with("running_var") {
+            // BatchNorm's step counter, present in every real state dict.
+            let counter = renamed.replace("running_var", "num_batches_tracked");
+            out.insert(format!("{prefix}{counter}"), Tensor::new(1000i64, &Device::Cpu).unwrap());
+        }
+        out.insert(format!("{prefix}{renamed}"), t);
+    }
+    out
+}
+
+fn save(dir: &Path, name: &str, tensors: &HashMap<String, Tensor>) -> std::path::PathBuf {
+    let p = dir.join(name);
+    candle_core::safetensors::save(tensors, &p).unwrap();
+    p
+}
+
+fn probe_image() -> image::GrayImage {
+    image::GrayImage::from_fn(224, 224, |x, y| image::Luma([((x * 5 + y * 11) % 230) as u8]))
+}
+
+#[test]
+fn a_dataparallel_sequential_head_checkpoint_imports_and_scores_like_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = checkpoint(3, &[("fc1.", "fc.0."), ("fc2.", "fc.3.")], "module.");
+    let src = save(dir.path(), "dlr.safetensors", &ck);
+    let out = dir.path().join("m.gguf");
+    let report = import_checkpoint(&src, &out, &options()).unwrap();
+    assert_eq!(report.prefix_stripped.as_deref(), Some("module."));
+    assert!(report.head_layout.contains("fc.0/fc.3"), "{}", report.head_layout);
+    assert_eq!(report.head_activation, "relu");
+    assert_eq!(report.input_channels, 3);
+    assert_eq!(report.head_hidden, 512);
+    assert!(report.ignored.is_empty(), "{:?}", report.ignored);
+
+    let imported = DlrModel::load(&out, Some(&report.content_hash), &Device::Cpu).unwrap();
+    assert!(imported.identity.trained);
+    assert_eq!(imported.metadata.mean, vec![0.485, 0.456, 0.406]);
+    let original = DlrModel::seeded(21, 3, &Device::Cpu).unwrap();
+    let img = [probe_image()];
+    let a = imported.scores(&imported.forward_images(&img).unwrap()).unwrap();
+    let b = original.scores(&original.forward_images(&img).unwrap()).unwrap();
+    assert_eq!(a[0].probabilities, b[0].probabilities);
+}
+
+#[test]
+fn a_layout_that_hides_the_activation_needs_it_stated() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = checkpoint(3, &[], "");
+    let src = save(dir.path(), "fc12.safetensors", &ck);
+    let out = dir.path().join("m.gguf");
+    let e = import_checkpoint(&src, &out, &options()).unwrap_err().to_string();
+    assert!(e.contains("--head-activation") && e.contains("fc1/fc2"), "{e}");
+    assert!(!out.exists(), "nothing may be written on error");
+
+    let opts = ImportOptions {
+        head_activation: Some(HeadActivation::None),
+        ..options()
+    };
+    let report = import_checkpoint(&src, &out, &opts).unwrap();
+    assert_eq!(report.head_activation, "none");
+    let m = DlrModel::load(&out, None, &Device::Cpu).unwrap();
+    assert_eq!(m.metadata.head_activation, HeadActivation::None);
+}
+
+#[test]
+fn a_plain_torchvision_classifier_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ck = checkpoint(3, &[], "");
+    ck.retain(|k, _| !k.starts_with("fc"));
+    ck.insert("fc.weight".into(), Tensor::zeros((1000, 2048), DType::F32, &Device::Cpu).unwrap());
+    ck.insert("fc.bias".into(), Tensor::zeros(1000, DType::F32, &Device::Cpu).unwrap());
+    let src = save(dir.path(), "tv.safetensors", &ck);
+    let e = import_checkpoint(&src, &dir.path().join("m.gguf"), &options()).unwrap_err().to_string();
+    assert!(e.contains("single Linear layer 'fc'"), "{e}");
+}
+
+#[test]
+fn missing_and_misshapen_tensors_are_named_with_both_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.gguf");
+    let rename = [("fc1.", "fc.0."), ("fc2.", "fc.3.")];
+
+    let mut ck = checkpoint(3, &rename, "");
+    ck.remove("layer2.3.bn2.running_mean");
+    let src = save(dir.path(), "missing.safetensors", &ck);
+    let e = import_checkpoint(&src, &out, &options()).unwrap_err().to_string();
+    assert!(e.contains("layer2.3.bn2.running_mean") && e.contains("missing"), "{e}");
+
+    let mut ck = checkpoint(3, &rename, "");
+    ck.insert("layer1.1.conv2.weight".into(), Tensor::zeros((64, 64, 5, 5), DType::F32, &Device::Cpu).unwrap());
+    let src = save(dir.path(), "shape.safetensors", &ck);
+    let e = import_checkpoint(&src, &out, &options()).unwrap_err().to_string();
+    assert!(e.contains("layer1.1.conv2.weight") && e.contains("[64, 64, 5, 5]") && e.contains("[64, 64, 3, 3]"), "{e}");
+
+    // The user says 1 channel, the checkpoint's stem takes 3.
+    let ck = checkpoint(3, &rename, "");
+    let src = save(dir.path(), "three.safetensors", &ck);
+    let opts = ImportOptions {
+        input_channels: Some(1),
+        ..options()
+    };
+    let e = import_checkpoint(&src, &out, &opts).unwrap_err().to_string();
+    assert!(e.contains("conv1.weight") && e.contains("[64, 1, 7, 7]") && e.contains("[64, 3, 7, 7]"), "{e}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_gray_network_needs_its_normalisation_stated() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = checkpoint(1, &[("fc1.", "fc.0."), ("fc2.", "fc.3.")], "");
+    let src = save(dir.path(), "gray.safetensors", &ck);
+    let out = dir.path().join("m.gguf");
+    let e = import_checkpoint(&src, &out, &options()).unwrap_err().to_string();
+    assert!(e.contains("--mean") && e.contains("--std"), "{e}");
+    let opts = ImportOptions {
+        mean: Some(vec![0.3]),
+        std: Some(vec![0.2]),
+        ..options()
+    };
+    let report = import_checkpoint(&src, &out, &opts).unwrap();
+    assert_eq!(report.input_channels, 1);
+    let m = DlrModel::load(&out, None, &Device::Cpu).unwrap();
+    assert_eq!((m.metadata.mean.clone(), m.metadata.std.clone()), (vec![0.3], vec![0.2]));
+}
+
+#[test]
+fn unknown_checkpoint_formats_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("weights.h5");
+    std::fs::write(&p, b"not a checkpoint").unwrap();
+    let e = import_checkpoint(&p, &dir.path().join("m.gguf"), &options()).unwrap_err().to_string();
+    assert!(e.contains("weights.h5") && e.contains(".pth"), "{e}");
+    let p = dir.path().join("garbage.pth");
+    std::fs::write(&p, b"PK garbage").unwrap();
+    let e = import_checkpoint(&p, &dir.path().join("m.gguf"), &options()).unwrap_err().to_string();
+    assert!(e.contains("garbage.pth"), "{e}");
+}
