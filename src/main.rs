@@ -16,7 +16,11 @@ use ceusd::roi::Roi;
 const BUILTIN_SEED: u64 = 7;
 
 #[derive(Parser)]
-#[command(name = "ceusd", version, about = "Contrast-enhanced ultrasound key-frame scoring (PDAC vs chronic pancreatitis)")]
+#[command(
+    name = "ceusd",
+    version,
+    about = "Contrast-enhanced ultrasound key-frame scoring (PDAC vs chronic pancreatitis)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -166,13 +170,35 @@ fn run(cli: Cli) -> Result<()> {
                 writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
             } else {
                 let r = &report;
-                writeln!(out, "input      {} ({}; frame {} of {}; {}x{})", r.input.path.display(), r.input.format, r.input.frame, r.input.frames_in_file, r.input.width, r.input.height)?;
+                writeln!(
+                    out,
+                    "input      {} ({}; frame {} of {}; {}x{})",
+                    r.input.path.display(),
+                    r.input.format,
+                    r.input.frame,
+                    r.input.frames_in_file,
+                    r.input.width,
+                    r.input.height
+                )?;
                 writeln!(out, "roi        {}", r.roi)?;
                 for (class, p) in &r.probabilities {
-                    writeln!(out, "P({class}){:width$}{p:.4}", "", width = 10usize.saturating_sub(class.len() + 3))?;
+                    writeln!(
+                        out,
+                        "P({class}){:width$}{p:.4}",
+                        "",
+                        width = 10usize.saturating_sub(class.len() + 3)
+                    )?;
                 }
-                writeln!(out, "label      {} (P({}) {:.4} vs threshold {})", r.label, r.positive_class, r.score, r.threshold)?;
-                writeln!(out, "model      {} {} ({})", r.model.name, r.model.content_hash, r.model.intended_use)?;
+                writeln!(
+                    out,
+                    "label      {} (P({}) {:.4} vs threshold {})",
+                    r.label, r.positive_class, r.score, r.threshold
+                )?;
+                writeln!(
+                    out,
+                    "model      {} {} ({})",
+                    r.model.name, r.model.content_hash, r.model.intended_use
+                )?;
                 if let Some(h) = &r.heatmap {
                     writeln!(out, "heatmap    {}", h.display())?;
                 }
@@ -198,7 +224,11 @@ fn run(cli: Cli) -> Result<()> {
             let meta = seeded_metadata(seed, input_channels);
             let tensors = seeded_tensors(&meta, seed)?;
             let hash = write_model(&path, &meta, tensors, stored_type(&dtype)?)?;
-            writeln!(out, "wrote {} (untrained, seed {seed}) {hash}", path.display())?;
+            writeln!(
+                out,
+                "wrote {} (untrained, seed {seed}) {hash}",
+                path.display()
+            )?;
         }
         Command::Model(ModelCommand::Import(a)) => {
             let opts = ImportOptions {
@@ -214,19 +244,35 @@ fn run(cli: Cli) -> Result<()> {
                 training_data: a.training_data,
                 intended_use: a.intended_use,
                 stored: stored_type(&a.dtype)?,
-                created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                created: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                    .to_string(),
             };
             let report = import_checkpoint(&a.checkpoint, &a.out, &opts)?;
-            writeln!(out, "read       {} ({})", report.source.display(), report.format)?;
+            writeln!(
+                out,
+                "read       {} ({})",
+                report.source.display(),
+                report.format
+            )?;
             if let Some(p) = &report.prefix_stripped {
                 writeln!(out, "prefix     '{p}' stripped (DataParallel)")?;
             }
-            writeln!(out, "head       {}, activation {}, hidden {}", report.head_layout, report.head_activation, report.head_hidden)?;
+            writeln!(
+                out,
+                "head       {}, activation {}, hidden {}",
+                report.head_layout, report.head_activation, report.head_hidden
+            )?;
             writeln!(out, "input      {} channel(s)", report.input_channels)?;
             if !report.ignored.is_empty() {
                 writeln!(out, "ignored    {}", report.ignored.join(", "))?;
             }
-            writeln!(out, "wrote      {} ({} parameters) {}", a.out.display(), report.parameters, report.content_hash)?;
+            writeln!(
+                out,
+                "wrote      {} ({} parameters) {}",
+                a.out.display(),
+                report.parameters,
+                report.content_hash
+            )?;
         }
         Command::Model(ModelCommand::Inspect { file, json }) => {
             let m = read_model(&file, None)?;
@@ -249,14 +295,46 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 let md = &m.metadata;
                 let p = &md.provenance;
-                writeln!(out, "file          {} ({} bytes)", m.path.display(), m.file_bytes)?;
+                writeln!(
+                    out,
+                    "file          {} ({} bytes)",
+                    m.path.display(),
+                    m.file_bytes
+                )?;
                 writeln!(out, "content hash  {}", m.content_hash)?;
                 writeln!(out, "name          {}", md.name)?;
-                writeln!(out, "architecture  {} (format {})", md.architecture, md.format_version)?;
-                writeln!(out, "input         {} channel(s), {}x{}, resize {}, mean {:?}, std {:?}", md.input_channels, md.input_size, md.input_size, md.resize_filter.name(), md.mean, md.std)?;
-                writeln!(out, "classes       {:?}, positive {}, threshold {}", md.classes, md.positive_class, md.threshold)?;
-                writeln!(out, "head          2048 -> {} -> {} -> 2", md.head_hidden, md.head_activation.name())?;
-                writeln!(out, "parameters    {params} in {} tensors; stored as {:?}", m.tensors.len(), type_counts)?;
+                writeln!(
+                    out,
+                    "architecture  {} (format {})",
+                    md.architecture, md.format_version
+                )?;
+                writeln!(
+                    out,
+                    "input         {} channel(s), {}x{}, resize {}, mean {:?}, std {:?}",
+                    md.input_channels,
+                    md.input_size,
+                    md.input_size,
+                    md.resize_filter.name(),
+                    md.mean,
+                    md.std
+                )?;
+                writeln!(
+                    out,
+                    "classes       {:?}, positive {}, threshold {}",
+                    md.classes, md.positive_class, md.threshold
+                )?;
+                writeln!(
+                    out,
+                    "head          2048 -> {} -> {} -> 2",
+                    md.head_hidden,
+                    md.head_activation.name()
+                )?;
+                writeln!(
+                    out,
+                    "parameters    {params} in {} tensors; stored as {:?}",
+                    m.tensors.len(),
+                    type_counts
+                )?;
                 writeln!(out, "trained       {}", p.trained)?;
                 writeln!(out, "training data {}", p.training_data)?;
                 writeln!(out, "created       {} by {}", p.created, p.software)?;

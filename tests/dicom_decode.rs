@@ -17,7 +17,8 @@ fn reference() -> Value {
 }
 
 fn gray_of(p: &Picture) -> image::GrayImage {
-    p.gray_roi(&Roi::full(p.width(), p.height())).expect("full-frame ROI")
+    p.gray_roi(&Roi::full(p.width(), p.height()))
+        .expect("full-frame ROI")
 }
 
 #[test]
@@ -36,18 +37,37 @@ fn every_reference_frame_decodes_like_pydicom() {
             let index = frame["index"].as_u64().unwrap() as u32;
             let loaded = load_frame(&data_dir().join(name), index)
                 .unwrap_or_else(|e| panic!("{name} frame {index}: {e}"));
-            assert_eq!(loaded.frames_in_file as u64, f["number_of_frames"].as_u64().unwrap(), "{name}");
+            assert_eq!(
+                loaded.frames_in_file as u64,
+                f["number_of_frames"].as_u64().unwrap(),
+                "{name}"
+            );
             let gray = gray_of(&loaded.picture);
-            assert_eq!(gray.width() as u64, f["columns"].as_u64().unwrap(), "{name}");
+            assert_eq!(
+                gray.width() as u64,
+                f["columns"].as_u64().unwrap(),
+                "{name}"
+            );
             assert_eq!(gray.height() as u64, f["rows"].as_u64().unwrap(), "{name}");
-            let mean = gray.as_raw().iter().map(|v| *v as f64).sum::<f64>() / gray.as_raw().len() as f64;
+            let mean =
+                gray.as_raw().iter().map(|v| *v as f64).sum::<f64>() / gray.as_raw().len() as f64;
             let want_mean = frame["mean_gray"].as_f64().unwrap();
             if lossy {
-                assert!((mean - want_mean).abs() <= 0.1, "{name} frame {index}: mean {mean} vs {want_mean}");
+                assert!(
+                    (mean - want_mean).abs() <= 0.1,
+                    "{name} frame {index}: mean {mean} vs {want_mean}"
+                );
                 for s in frame["samples"].as_array().unwrap() {
-                    let (x, y, v) = (s[0].as_u64().unwrap() as u32, s[1].as_u64().unwrap() as u32, s[2].as_i64().unwrap());
+                    let (x, y, v) = (
+                        s[0].as_u64().unwrap() as u32,
+                        s[1].as_u64().unwrap() as u32,
+                        s[2].as_i64().unwrap(),
+                    );
                     let got = gray.get_pixel(x, y).0[0] as i64;
-                    assert!((got - v).abs() <= 3, "{name} frame {index} ({x},{y}): {got} vs {v}");
+                    assert!(
+                        (got - v).abs() <= 3,
+                        "{name} frame {index} ({x},{y}): {got} vs {v}"
+                    );
                 }
             } else {
                 let digest = hex::encode(Sha256::digest(gray.as_raw()));
@@ -65,14 +85,20 @@ fn every_reference_frame_decodes_like_pydicom() {
 
 #[test]
 fn a_frame_past_the_end_is_an_error_naming_the_count() {
-    let e = load_frame(&data_dir().join("mono2_multiframe.dcm"), 5).unwrap_err().to_string();
+    let e = load_frame(&data_dir().join("mono2_multiframe.dcm"), 5)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("frame 5") && e.contains("5 frame"), "{e}");
 }
 
 #[test]
 fn truncated_and_non_dicom_files_are_refused_with_a_reason() {
-    let e = load_frame(&data_dir().join("truncated_pixel_data.dcm"), 0).unwrap_err().to_string();
+    let e = load_frame(&data_dir().join("truncated_pixel_data.dcm"), 0)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("truncated_pixel_data.dcm"), "{e}");
-    let e = load_frame(&data_dir().join("not_dicom.dcm"), 0).unwrap_err().to_string();
+    let e = load_frame(&data_dir().join("not_dicom.dcm"), 0)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not_dicom.dcm") && e.contains("DICOM"), "{e}");
 }

@@ -40,7 +40,10 @@ fn checkpoint(channels: u32, rename: &[(&str, &str)], prefix: &str) -> HashMap<S
         if renamed.ends_with("running_var") {
             // BatchNorm's step counter, present in every real state dict.
             let counter = renamed.replace("running_var", "num_batches_tracked");
-            out.insert(format!("{prefix}{counter}"), Tensor::new(1000i64, &Device::Cpu).unwrap());
+            out.insert(
+                format!("{prefix}{counter}"),
+                Tensor::new(1000i64, &Device::Cpu).unwrap(),
+            );
         }
         out.insert(format!("{prefix}{renamed}"), t);
     }
@@ -54,7 +57,9 @@ fn save(dir: &Path, name: &str, tensors: &HashMap<String, Tensor>) -> std::path:
 }
 
 fn probe_image() -> image::GrayImage {
-    image::GrayImage::from_fn(224, 224, |x, y| image::Luma([((x * 5 + y * 11) % 230) as u8]))
+    image::GrayImage::from_fn(224, 224, |x, y| {
+        image::Luma([((x * 5 + y * 11) % 230) as u8])
+    })
 }
 
 #[test]
@@ -65,7 +70,11 @@ fn a_dataparallel_sequential_head_checkpoint_imports_and_scores_like_the_origina
     let out = dir.path().join("m.gguf");
     let report = import_checkpoint(&src, &out, &options()).unwrap();
     assert_eq!(report.prefix_stripped.as_deref(), Some("module."));
-    assert!(report.head_layout.contains("fc.0/fc.3"), "{}", report.head_layout);
+    assert!(
+        report.head_layout.contains("fc.0/fc.3"),
+        "{}",
+        report.head_layout
+    );
     assert_eq!(report.head_activation, "relu");
     assert_eq!(report.input_channels, 3);
     assert_eq!(report.head_hidden, 512);
@@ -76,8 +85,12 @@ fn a_dataparallel_sequential_head_checkpoint_imports_and_scores_like_the_origina
     assert_eq!(imported.metadata.mean, vec![0.485, 0.456, 0.406]);
     let original = DlrModel::seeded(21, 3, &Device::Cpu).unwrap();
     let img = [probe_image()];
-    let a = imported.scores(&imported.forward_images(&img).unwrap()).unwrap();
-    let b = original.scores(&original.forward_images(&img).unwrap()).unwrap();
+    let a = imported
+        .scores(&imported.forward_images(&img).unwrap())
+        .unwrap();
+    let b = original
+        .scores(&original.forward_images(&img).unwrap())
+        .unwrap();
     assert_eq!(a[0].probabilities, b[0].probabilities);
 }
 
@@ -87,8 +100,13 @@ fn a_layout_that_hides_the_activation_needs_it_stated() {
     let ck = checkpoint(3, &[], "");
     let src = save(dir.path(), "fc12.safetensors", &ck);
     let out = dir.path().join("m.gguf");
-    let e = import_checkpoint(&src, &out, &options()).unwrap_err().to_string();
-    assert!(e.contains("--head-activation") && e.contains("fc1/fc2"), "{e}");
+    let e = import_checkpoint(&src, &out, &options())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--head-activation") && e.contains("fc1/fc2"),
+        "{e}"
+    );
     assert!(!out.exists(), "nothing may be written on error");
 
     let opts = ImportOptions {
@@ -106,10 +124,18 @@ fn a_plain_torchvision_classifier_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut ck = checkpoint(3, &[], "");
     ck.retain(|k, _| !k.starts_with("fc"));
-    ck.insert("fc.weight".into(), Tensor::zeros((1000, 2048), DType::F32, &Device::Cpu).unwrap());
-    ck.insert("fc.bias".into(), Tensor::zeros(1000, DType::F32, &Device::Cpu).unwrap());
+    ck.insert(
+        "fc.weight".into(),
+        Tensor::zeros((1000, 2048), DType::F32, &Device::Cpu).unwrap(),
+    );
+    ck.insert(
+        "fc.bias".into(),
+        Tensor::zeros(1000, DType::F32, &Device::Cpu).unwrap(),
+    );
     let src = save(dir.path(), "tv.safetensors", &ck);
-    let e = import_checkpoint(&src, &dir.path().join("m.gguf"), &options()).unwrap_err().to_string();
+    let e = import_checkpoint(&src, &dir.path().join("m.gguf"), &options())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("single Linear layer 'fc'"), "{e}");
 }
 
@@ -122,14 +148,29 @@ fn missing_and_misshapen_tensors_are_named_with_both_shapes() {
     let mut ck = checkpoint(3, &rename, "");
     ck.remove("layer2.3.bn2.running_mean");
     let src = save(dir.path(), "missing.safetensors", &ck);
-    let e = import_checkpoint(&src, &out, &options()).unwrap_err().to_string();
-    assert!(e.contains("layer2.3.bn2.running_mean") && e.contains("missing"), "{e}");
+    let e = import_checkpoint(&src, &out, &options())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("layer2.3.bn2.running_mean") && e.contains("missing"),
+        "{e}"
+    );
 
     let mut ck = checkpoint(3, &rename, "");
-    ck.insert("layer1.1.conv2.weight".into(), Tensor::zeros((64, 64, 5, 5), DType::F32, &Device::Cpu).unwrap());
+    ck.insert(
+        "layer1.1.conv2.weight".into(),
+        Tensor::zeros((64, 64, 5, 5), DType::F32, &Device::Cpu).unwrap(),
+    );
     let src = save(dir.path(), "shape.safetensors", &ck);
-    let e = import_checkpoint(&src, &out, &options()).unwrap_err().to_string();
-    assert!(e.contains("layer1.1.conv2.weight") && e.contains("[64, 64, 5, 5]") && e.contains("[64, 64, 3, 3]"), "{e}");
+    let e = import_checkpoint(&src, &out, &options())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("layer1.1.conv2.weight")
+            && e.contains("[64, 64, 5, 5]")
+            && e.contains("[64, 64, 3, 3]"),
+        "{e}"
+    );
 
     // The user says 1 channel, the checkpoint's stem takes 3.
     let ck = checkpoint(3, &rename, "");
@@ -138,8 +179,13 @@ fn missing_and_misshapen_tensors_are_named_with_both_shapes() {
         input_channels: Some(1),
         ..options()
     };
-    let e = import_checkpoint(&src, &out, &opts).unwrap_err().to_string();
-    assert!(e.contains("conv1.weight") && e.contains("[64, 1, 7, 7]") && e.contains("[64, 3, 7, 7]"), "{e}");
+    let e = import_checkpoint(&src, &out, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("conv1.weight") && e.contains("[64, 1, 7, 7]") && e.contains("[64, 3, 7, 7]"),
+        "{e}"
+    );
     assert!(!out.exists());
 }
 
@@ -149,7 +195,9 @@ fn a_gray_network_needs_its_normalisation_stated() {
     let ck = checkpoint(1, &[("fc1.", "fc.0."), ("fc2.", "fc.3.")], "");
     let src = save(dir.path(), "gray.safetensors", &ck);
     let out = dir.path().join("m.gguf");
-    let e = import_checkpoint(&src, &out, &options()).unwrap_err().to_string();
+    let e = import_checkpoint(&src, &out, &options())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("--mean") && e.contains("--std"), "{e}");
     let opts = ImportOptions {
         mean: Some(vec![0.3]),
@@ -159,7 +207,10 @@ fn a_gray_network_needs_its_normalisation_stated() {
     let report = import_checkpoint(&src, &out, &opts).unwrap();
     assert_eq!(report.input_channels, 1);
     let m = DlrModel::load(&out, None, &Device::Cpu).unwrap();
-    assert_eq!((m.metadata.mean.clone(), m.metadata.std.clone()), (vec![0.3], vec![0.2]));
+    assert_eq!(
+        (m.metadata.mean.clone(), m.metadata.std.clone()),
+        (vec![0.3], vec![0.2])
+    );
 }
 
 #[test]
@@ -167,10 +218,14 @@ fn unknown_checkpoint_formats_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("weights.h5");
     std::fs::write(&p, b"not a checkpoint").unwrap();
-    let e = import_checkpoint(&p, &dir.path().join("m.gguf"), &options()).unwrap_err().to_string();
+    let e = import_checkpoint(&p, &dir.path().join("m.gguf"), &options())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("weights.h5") && e.contains(".pth"), "{e}");
     let p = dir.path().join("garbage.pth");
     std::fs::write(&p, b"PK garbage").unwrap();
-    let e = import_checkpoint(&p, &dir.path().join("m.gguf"), &options()).unwrap_err().to_string();
+    let e = import_checkpoint(&p, &dir.path().join("m.gguf"), &options())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("garbage.pth"), "{e}");
 }

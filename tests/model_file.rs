@@ -37,7 +37,10 @@ fn a_written_model_reads_back_with_its_metadata_and_hash() {
     assert_eq!(m.tensors.len(), 53 + 53 * 4 + 4);
     assert!(m.stored_types.values().all(|t| t == "F32"));
     // No temporary file is left behind.
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
 
@@ -48,15 +51,28 @@ fn an_f16_model_scores_like_its_f32_original() {
     let p16 = dir.path().join("m16.gguf");
     write_seeded(&p32, 9, StoredType::F32);
     write_seeded(&p16, 9, StoredType::F16);
-    assert!(std::fs::metadata(&p16).unwrap().len() * 10 < std::fs::metadata(&p32).unwrap().len() * 6);
+    assert!(
+        std::fs::metadata(&p16).unwrap().len() * 10 < std::fs::metadata(&p32).unwrap().len() * 6
+    );
     let m16 = read_model(&p16, None).unwrap();
     assert!(m16.stored_types.values().all(|t| t == "F16"));
-    let img = image::GrayImage::from_fn(224, 224, |x, y| image::Luma([((x * 7 + y * 3) % 200) as u8]));
+    let img = image::GrayImage::from_fn(224, 224, |x, y| {
+        image::Luma([((x * 7 + y * 3) % 200) as u8])
+    });
     let a = DlrModel::load(&p32, None, &Device::Cpu).unwrap();
     let b = DlrModel::load(&p16, None, &Device::Cpu).unwrap();
-    let pa = a.scores(&a.forward_images(std::slice::from_ref(&img)).unwrap()).unwrap();
-    let pb = b.scores(&b.forward_images(std::slice::from_ref(&img)).unwrap()).unwrap();
-    assert!((pa[0].score - pb[0].score).abs() < 1e-3, "{} vs {}", pa[0].score, pb[0].score);
+    let pa = a
+        .scores(&a.forward_images(std::slice::from_ref(&img)).unwrap())
+        .unwrap();
+    let pb = b
+        .scores(&b.forward_images(std::slice::from_ref(&img)).unwrap())
+        .unwrap();
+    assert!(
+        (pa[0].score - pb[0].score).abs() < 1e-3,
+        "{} vs {}",
+        pa[0].score,
+        pb[0].score
+    );
 }
 
 #[test]
@@ -80,7 +96,9 @@ fn truncated_and_bit_flipped_files_are_refused() {
     for cut in [10, 2000, bytes.len() / 2, bytes.len() - 40] {
         let t = dir.path().join(format!("cut{cut}.gguf"));
         std::fs::write(&t, &bytes[..cut]).unwrap();
-        let e = read_model(&t, None).err().expect("a truncated file must be refused");
+        let e = read_model(&t, None)
+            .err()
+            .expect("a truncated file must be refused");
         assert!(matches!(e, ModelError::Corrupt { .. }), "cut at {cut}: {e}");
         assert!(e.to_string().contains("corrupt or truncated"), "{e}");
     }
@@ -93,7 +111,9 @@ fn truncated_and_bit_flipped_files_are_refused() {
     let e = read_model(&f, None).unwrap_err().to_string();
     assert!(e.contains("content hash mismatch"), "{e}");
 
-    let e = read_model(&dir.path().join("absent.gguf"), None).unwrap_err().to_string();
+    let e = read_model(&dir.path().join("absent.gguf"), None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("absent.gguf"), "{e}");
 }
 
@@ -126,13 +146,37 @@ fn bad_metadata_and_shapes_are_refused_naming_the_key_or_tensor() {
     };
     let cases: Vec<(&str, Option<Value>, &str)> = vec![
         ("ceusd.input.channels", None, "missing"),
-        ("ceusd.input.channels", Some(Value::U32(2)), "expected 1 or 3"),
+        (
+            "ceusd.input.channels",
+            Some(Value::U32(2)),
+            "expected 1 or 3",
+        ),
         ("ceusd.threshold", Some(Value::F32(1.5)), "between 0 and 1"),
-        ("ceusd.threshold", Some(Value::String("0.5".into())), "expected an f32"),
-        ("ceusd.input.resize_filter", Some(Value::String("lanczos".into())), "unknown resize filter"),
-        ("ceusd.classes", Some(Value::Array(vec![Value::String("A".into())])), "1 classes"),
-        ("ceusd.input.mean", Some(Value::Array(vec![Value::F32(0.5)])), "1 values for 3 input channels"),
-        ("general.architecture", Some(Value::String("llama".into())), "is not 'ceus-dlr-resnet50'"),
+        (
+            "ceusd.threshold",
+            Some(Value::String("0.5".into())),
+            "expected an f32",
+        ),
+        (
+            "ceusd.input.resize_filter",
+            Some(Value::String("lanczos".into())),
+            "unknown resize filter",
+        ),
+        (
+            "ceusd.classes",
+            Some(Value::Array(vec![Value::String("A".into())])),
+            "1 classes",
+        ),
+        (
+            "ceusd.input.mean",
+            Some(Value::Array(vec![Value::F32(0.5)])),
+            "1 values for 3 input channels",
+        ),
+        (
+            "general.architecture",
+            Some(Value::String("llama".into())),
+            "is not 'ceus-dlr-resnet50'",
+        ),
     ];
     for (key, value, expect) in cases {
         let p = dir.path().join("bad.gguf");
@@ -143,13 +187,32 @@ fn bad_metadata_and_shapes_are_refused_naming_the_key_or_tensor() {
 
     // A tensor of the wrong shape, with a correct hash: the shape check names it.
     let mut wrong = tensors.clone();
-    let i = wrong.iter().position(|(n, _)| n == "layer3.2.conv2.weight").unwrap();
+    let i = wrong
+        .iter()
+        .position(|(n, _)| n == "layer3.2.conv2.weight")
+        .unwrap();
     wrong[i].1 = Tensor::zeros((256, 256, 1, 1), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let e = write_model(&dir.path().join("w.gguf"), &meta, wrong, StoredType::F16).unwrap_err().to_string();
-    assert!(e.contains("layer3.2.conv2.weight") && e.contains("[256, 256, 1, 1]") && e.contains("[256, 256, 3, 3]"), "{e}");
+    let e = write_model(&dir.path().join("w.gguf"), &meta, wrong, StoredType::F16)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("layer3.2.conv2.weight")
+            && e.contains("[256, 256, 1, 1]")
+            && e.contains("[256, 256, 3, 3]"),
+        "{e}"
+    );
 
     // A missing tensor.
-    let missing: Vec<_> = tensors.iter().filter(|(n, _)| n != "layer4.0.downsample.1.running_var").cloned().collect();
-    let e = write_model(&dir.path().join("m.gguf"), &meta, missing, StoredType::F16).unwrap_err().to_string();
-    assert!(e.contains("layer4.0.downsample.1.running_var") && e.contains("missing"), "{e}");
+    let missing: Vec<_> = tensors
+        .iter()
+        .filter(|(n, _)| n != "layer4.0.downsample.1.running_var")
+        .cloned()
+        .collect();
+    let e = write_model(&dir.path().join("m.gguf"), &meta, missing, StoredType::F16)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("layer4.0.downsample.1.running_var") && e.contains("missing"),
+        "{e}"
+    );
 }

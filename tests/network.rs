@@ -25,10 +25,15 @@ fn model(seed: u64, channels: u32, activation: HeadActivation, engine: ConvEngin
 /// A deterministic ultrasound-like 224x224 image: a dark lesion in speckled tissue.
 fn test_image(seed: u32) -> GrayImage {
     GrayImage::from_fn(224, 224, |x, y| {
-        let h = (x.wrapping_mul(73856093) ^ y.wrapping_mul(19349663) ^ seed.wrapping_mul(83492791)) % 97;
+        let h = (x.wrapping_mul(73856093) ^ y.wrapping_mul(19349663) ^ seed.wrapping_mul(83492791))
+            % 97;
         let dx = x as f32 - 100.0 - seed as f32 * 7.0;
         let dy = y as f32 - 120.0;
-        let lesion = if dx * dx + dy * dy < 1600.0 { 40.0 } else { 120.0 };
+        let lesion = if dx * dx + dy * dy < 1600.0 {
+            40.0
+        } else {
+            120.0
+        };
         image::Luma([(lesion + h as f32 - 48.0).clamp(0.0, 255.0) as u8])
     })
 }
@@ -37,7 +42,10 @@ fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
     let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
     let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-    a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+    a.iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
 }
 
 #[test]
@@ -50,7 +58,10 @@ fn im2col_engine_matches_candle_conv2d() {
         let b = reference.forward_images(&images).unwrap();
         assert_eq!(a.features.dims(), &[1, 7, 7, 2048]);
         let rel = max_rel(&a.features, &b.features);
-        assert!(rel < 1e-4, "{channels} channel(s): features differ by {rel}");
+        assert!(
+            rel < 1e-4,
+            "{channels} channel(s): features differ by {rel}"
+        );
         let dp = max_rel(&a.probabilities, &b.probabilities);
         assert!(dp < 1e-4, "probabilities differ by {dp}");
     }
@@ -106,7 +117,14 @@ fn gradcam_closed_form_matches_autograd() {
                 let auto = gradcam_by_autograd(&m, &out.features, class);
                 assert_eq!(closed.dims(), &[1, 7, 7]);
                 let auto_max: f32 = auto.max_all().unwrap().to_scalar().unwrap();
-                let diff: f32 = (&closed - &auto).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+                let diff: f32 = (&closed - &auto)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
                 if auto_max > 0.0 {
                     non_empty += 1;
                 }

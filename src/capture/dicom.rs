@@ -22,7 +22,10 @@ fn transfer_syntax_name(uid: &str) -> String {
 }
 
 fn int_attr(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<i64> {
-    obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<i64>().ok())
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_int::<i64>().ok())
 }
 
 /// Loads frame `frame` (from 0) of a DICOM file.
@@ -175,7 +178,10 @@ fn native_ybr_frame(obj: &DefaultDicomObject, frame: u32) -> Result<Option<Pictu
     let pixel_data = obj
         .element(tags::PIXEL_DATA)
         .map_err(|e| format!("Pixel Data: {e}"))?;
-    if matches!(pixel_data.value(), dicom_core::value::Value::PixelSequence(_)) {
+    if matches!(
+        pixel_data.value(),
+        dicom_core::value::Value::PixelSequence(_)
+    ) {
         return Ok(None);
     }
     let rows = int_attr(obj, tags::ROWS).unwrap_or(0) as usize;
@@ -185,7 +191,9 @@ fn native_ybr_frame(obj: &DefaultDicomObject, frame: u32) -> Result<Option<Pictu
         return Err("Rows or Columns missing or zero".into());
     }
     if bits != 8 {
-        return Err(format!("{pi} with {bits} bits allocated is not supported (expected 8)"));
+        return Err(format!(
+            "{pi} with {bits} bits allocated is not supported (expected 8)"
+        ));
     }
     let planar = int_attr(obj, tags::PLANAR_CONFIGURATION).unwrap_or(0) == 1;
     let bytes = pixel_data
@@ -193,7 +201,11 @@ fn native_ybr_frame(obj: &DefaultDicomObject, frame: u32) -> Result<Option<Pictu
         .map_err(|e| format!("Pixel Data: {e}"))?;
     let pixels = rows * cols;
     // YBR_FULL_422 stores Y1 Y2 Cb Cr for each horizontal pair of pixels: 2 bytes a pixel.
-    let frame_len = if pi == "YBR_FULL_422" { pixels * 2 } else { pixels * 3 };
+    let frame_len = if pi == "YBR_FULL_422" {
+        pixels * 2
+    } else {
+        pixels * 3
+    };
     let start = frame as usize * frame_len;
     let data = bytes.get(start..start + frame_len).ok_or_else(|| {
         format!(
@@ -259,10 +271,18 @@ impl PaletteLut {
                 .to_multi_int::<i64>()
                 .map_err(|e| format!("{} palette descriptor: {e}", names[i]))?;
             if desc.len() != 3 {
-                return Err(format!("{} palette descriptor has {} values, expected 3", names[i], desc.len()));
+                return Err(format!(
+                    "{} palette descriptor has {} values, expected 3",
+                    names[i],
+                    desc.len()
+                ));
             }
             // 0 entries means 2^16.
-            let entries = if desc[0] == 0 { 65536 } else { desc[0] as usize };
+            let entries = if desc[0] == 0 {
+                65536
+            } else {
+                desc[0] as usize
+            };
             let bits = desc[2];
             first_mapped = desc[1];
             let bytes = obj

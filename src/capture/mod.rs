@@ -23,7 +23,11 @@ pub enum InputError {
     #[error("{path}: DICOM: {reason}")]
     Dicom { path: PathBuf, reason: String },
     #[error("{path}: frame {frame} requested, the file has {frames} frame(s) (numbered from 0)")]
-    NoSuchFrame { path: PathBuf, frame: u32, frames: u32 },
+    NoSuchFrame {
+        path: PathBuf,
+        frame: u32,
+        frames: u32,
+    },
     #[error("{path}: {what} is not supported: {reason}")]
     Unsupported {
         path: PathBuf,

@@ -61,8 +61,12 @@ impl FoldedConv {
     ) -> candle_core::Result<Self> {
         let (cout, cin, kh, kw) = w.dims4()?;
         debug_assert_eq!(kh, kw);
-        let scale = gamma.to_dtype(DType::F32)?.div(&(var.to_dtype(DType::F32)? + BN_EPS)?.sqrt()?)?;
-        let w = w.to_dtype(DType::F32)?.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
+        let scale = gamma
+            .to_dtype(DType::F32)?
+            .div(&(var.to_dtype(DType::F32)? + BN_EPS)?.sqrt()?)?;
+        let w = w
+            .to_dtype(DType::F32)?
+            .broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
         let bias = (beta.to_dtype(DType::F32)? - mean.to_dtype(DType::F32)?.mul(&scale)?)?;
         let weight = match engine {
             // [cout, cin, ky, kx] -> [ky, kx, cin, cout] -> [k*k*cin, cout]
@@ -131,7 +135,11 @@ impl CustomOp1 for Im2col {
         "im2col-nhwc"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, h, w, c) = layout.shape().dims4()?;
         let src = contiguous_f32(storage, layout, self.name())?;
         let (k, s, p) = (self.kernel, self.stride, self.padding);
@@ -175,7 +183,10 @@ pub fn max_pool_3x3_s2(x: &Tensor, engine: ConvEngine) -> candle_core::Result<Te
         ConvEngine::Candle => {
             // Inputs follow a ReLU, so zero padding cannot win a max over a window that always
             // holds at least one real (non-negative) value.
-            let nchw = x.permute((0, 3, 1, 2))?.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
+            let nchw = x
+                .permute((0, 3, 1, 2))?
+                .pad_with_zeros(2, 1, 1)?
+                .pad_with_zeros(3, 1, 1)?;
             let y = nchw.max_pool2d_with_stride(3, 2)?;
             y.permute((0, 2, 3, 1))?.contiguous()
         }
@@ -189,35 +200,41 @@ impl CustomOp1 for MaxPool3x3S2 {
         "maxpool3x3s2-nhwc"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, h, w, c) = layout.shape().dims4()?;
         let src = contiguous_f32(storage, layout, self.name())?;
         let ho = (h + 2 - 3) / 2 + 1;
         let wo = (w + 2 - 3) / 2 + 1;
         let mut dst = vec![f32::NEG_INFINITY; b * ho * wo * c];
-        dst.par_chunks_mut(wo * c).enumerate().for_each(|(task, out_row)| {
-            let (bi, oy) = (task / ho, task % ho);
-            let image = &src[bi * h * w * c..(bi + 1) * h * w * c];
-            for ox in 0..wo {
-                let out = &mut out_row[ox * c..(ox + 1) * c];
-                for ky in 0..3 {
-                    let iy = (oy * 2 + ky) as isize - 1;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    for kx in 0..3 {
-                        let ix = (ox * 2 + kx) as isize - 1;
-                        if ix < 0 || ix >= w as isize {
+        dst.par_chunks_mut(wo * c)
+            .enumerate()
+            .for_each(|(task, out_row)| {
+                let (bi, oy) = (task / ho, task % ho);
+                let image = &src[bi * h * w * c..(bi + 1) * h * w * c];
+                for ox in 0..wo {
+                    let out = &mut out_row[ox * c..(ox + 1) * c];
+                    for ky in 0..3 {
+                        let iy = (oy * 2 + ky) as isize - 1;
+                        if iy < 0 || iy >= h as isize {
                             continue;
                         }
-                        let from = (iy as usize * w + ix as usize) * c;
-                        for (o, v) in out.iter_mut().zip(&image[from..from + c]) {
-                            *o = o.max(*v);
+                        for kx in 0..3 {
+                            let ix = (ox * 2 + kx) as isize - 1;
+                            if ix < 0 || ix >= w as isize {
+                                continue;
+                            }
+                            let from = (iy as usize * w + ix as usize) * c;
+                            for (o, v) in out.iter_mut().zip(&image[from..from + c]) {
+                                *o = o.max(*v);
+                            }
                         }
                     }
                 }
-            }
-        });
+            });
         Ok((CpuStorage::F32(dst), Shape::from((b, ho, wo, c))))
     }
 }

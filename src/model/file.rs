@@ -66,7 +66,10 @@ fn ggml_name(t: GgmlDType) -> String {
 }
 
 /// The content hash over metadata and (name-sorted) tensors.
-fn content_hash(metadata: &ModelMetadata, tensors: &BTreeMap<String, (GgmlDType, Vec<usize>, Vec<u8>)>) -> String {
+fn content_hash(
+    metadata: &ModelMetadata,
+    tensors: &BTreeMap<String, (GgmlDType, Vec<usize>, Vec<u8>)>,
+) -> String {
     let mut h = Sha256::new();
     h.update(b"ceusd-model-v1\0");
     // serde_json writes struct fields in declaration order: a stable, canonical encoding.
@@ -140,7 +143,10 @@ pub fn write_model(
         path: path.to_path_buf(),
         source: e,
     };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
         .ok_or_else(|| ModelError::BadPath(path.to_path_buf()))?;

@@ -61,8 +61,8 @@ pub fn upsample_normalised(cam: &Tensor, width: u32, height: u32) -> Result<Heat
         px.copy_from_slice(&v.to_ne_bytes());
     }
     let mut dst = fr::images::Image::new(width, height, fr::PixelType::F32);
-    let options = fr::ResizeOptions::new()
-        .resize_alg(fr::ResizeAlg::Interpolation(fr::FilterType::Bilinear));
+    let options =
+        fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Interpolation(fr::FilterType::Bilinear));
     fr::Resizer::new()
         .resize(&src, &mut dst, &options)
         .map_err(|e| ModelError::Heatmap(e.to_string()))?;
@@ -109,7 +109,11 @@ pub fn overlay(gray_roi: &GrayImage, heat: &Heatmap) -> Result<RgbImage, ModelEr
         let alpha = 0.25 + 0.45 * v;
         let colour = jet(v);
         let gray = g.0[0] as f32;
-        let mix = |c: f32| ((1.0 - alpha) * gray + alpha * c * 255.0).round().clamp(0.0, 255.0) as u8;
+        let mix = |c: f32| {
+            ((1.0 - alpha) * gray + alpha * c * 255.0)
+                .round()
+                .clamp(0.0, 255.0) as u8
+        };
         *px = Rgb([mix(colour[0]), mix(colour[1]), mix(colour[2])]);
     }
     Ok(out)

@@ -68,7 +68,12 @@ fn read_checkpoint(path: &Path) -> Result<(String, BTreeMap<String, Tensor>), Mo
         "pth" | "pt" | "bin" => {
             // A bare state dict, or a training checkpoint that nests it under a key.
             let mut found = None;
-            for key in [None, Some("state_dict"), Some("model_state_dict"), Some("model")] {
+            for key in [
+                None,
+                Some("state_dict"),
+                Some("model_state_dict"),
+                Some("model"),
+            ] {
                 match candle_core::pickle::read_all_with_key(path, key) {
                     Ok(t) if !t.is_empty() => {
                         let label = match key {
@@ -93,9 +98,7 @@ fn read_checkpoint(path: &Path) -> Result<(String, BTreeMap<String, Tensor>), Mo
         other => {
             return Err(ModelError::Checkpoint {
                 path: path.to_path_buf(),
-                reason: format!(
-                    "unknown extension '{other}': expected .pth, .pt or .safetensors"
-                ),
+                reason: format!("unknown extension '{other}': expected .pth, .pt or .safetensors"),
             })
         }
     };
@@ -115,7 +118,12 @@ const HEAD_LAYOUTS: [(&str, &str, &str, Option<HeadActivation>); 3] = [
         "nn.Sequential fc.0/fc.3 (Linear, ReLU, Dropout, Linear)",
         Some(HeadActivation::Relu),
     ),
-    ("fc.0", "fc.2", "nn.Sequential fc.0/fc.2 (Linear, one module, Linear)", None),
+    (
+        "fc.0",
+        "fc.2",
+        "nn.Sequential fc.0/fc.2 (Linear, one module, Linear)",
+        None,
+    ),
     ("fc1", "fc2", "separate fc1/fc2 Linear layers", None),
 ];
 
@@ -124,7 +132,16 @@ pub fn normalise_names(
     mut tensors: BTreeMap<String, Tensor>,
     requested_activation: Option<HeadActivation>,
     path: &Path,
-) -> Result<(BTreeMap<String, Tensor>, Option<String>, String, HeadActivation, Vec<String>), ModelError> {
+) -> Result<
+    (
+        BTreeMap<String, Tensor>,
+        Option<String>,
+        String,
+        HeadActivation,
+        Vec<String>,
+    ),
+    ModelError,
+> {
     let bad = |reason: String| ModelError::Checkpoint {
         path: path.to_path_buf(),
         reason,
@@ -143,13 +160,16 @@ pub fn normalise_names(
     let layout = HEAD_LAYOUTS
         .iter()
         .find(|(a, b, _, _)| {
-            tensors.contains_key(&format!("{a}.weight")) && tensors.contains_key(&format!("{b}.weight"))
+            tensors.contains_key(&format!("{a}.weight"))
+                && tensors.contains_key(&format!("{b}.weight"))
         })
         .ok_or_else(|| {
             if tensors.contains_key("fc.weight") {
-                bad("the head is a single Linear layer 'fc' (torchvision's classifier); the DLR \
+                bad(
+                    "the head is a single Linear layer 'fc' (torchvision's classifier); the DLR \
                      head needs two: 2048→hidden→2 (fc.0/fc.3, fc.0/fc.2 or fc1/fc2)"
-                    .into())
+                        .into(),
+                )
             } else {
                 bad("no DLR head found: expected fc.0/fc.3, fc.0/fc.2 or fc1/fc2 weights".into())
             }
@@ -193,7 +213,11 @@ pub fn normalise_names(
 }
 
 /// Imports `source` into a model file at `out`.
-pub fn import_checkpoint(source: &Path, out: &Path, opts: &ImportOptions) -> Result<ImportReport, ModelError> {
+pub fn import_checkpoint(
+    source: &Path,
+    out: &Path,
+    opts: &ImportOptions,
+) -> Result<ImportReport, ModelError> {
     let (format, tensors) = read_checkpoint(source)?;
     let (tensors, prefix, layout, activation, ignored) =
         normalise_names(tensors, opts.head_activation, source)?;
@@ -261,7 +285,10 @@ pub fn import_checkpoint(source: &Path, out: &Path, opts: &ImportOptions) -> Res
                 software: format!("ceusd {}", env!("CARGO_PKG_VERSION")),
                 source: format!(
                     "imported from {} ({format}, {source_hash})",
-                    source.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default()
+                    source
+                        .file_name()
+                        .map(|f| f.to_string_lossy().to_string())
+                        .unwrap_or_default()
                 ),
                 intended_use: opts.intended_use.clone(),
             },

@@ -37,7 +37,10 @@ fn name_hash(name: &str) -> u64 {
 }
 
 /// The seeded tensors of a model with `meta`'s input channels and head width.
-pub fn seeded_tensors(meta: &ModelMetadata, seed: u64) -> Result<Vec<(String, Tensor)>, ModelError> {
+pub fn seeded_tensors(
+    meta: &ModelMetadata,
+    seed: u64,
+) -> Result<Vec<(String, Tensor)>, ModelError> {
     let mut out = Vec::new();
     for spec in tensor_specs(meta.input_channels as usize, meta.head_hidden as usize) {
         let mut rng = SplitMix64(seed ^ name_hash(&spec.name));
@@ -59,13 +62,20 @@ pub fn seeded_tensors(meta: &ModelMetadata, seed: u64) -> Result<Vec<(String, Te
                     // nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
                     TensorRole::LinearWeight => u / (fan_in as f32).sqrt(),
                     TensorRole::LinearBias => {
-                        let fan = if spec.name.starts_with("fc1") { 2048 } else { meta.head_hidden };
+                        let fan = if spec.name.starts_with("fc1") {
+                            2048
+                        } else {
+                            meta.head_hidden
+                        };
                         u / (fan as f32).sqrt()
                     }
                 }
             })
             .collect();
-        out.push((spec.name, Tensor::from_vec(values, spec.shape, &Device::Cpu)?));
+        out.push((
+            spec.name,
+            Tensor::from_vec(values, spec.shape, &Device::Cpu)?,
+        ));
     }
     Ok(out)
 }

@@ -187,7 +187,10 @@ impl ModelMetadata {
                 format!("{} (expected 32 to 1024)", self.input_size),
             ));
         }
-        for (key, values) in [("ceusd.input.mean", &self.mean), ("ceusd.input.std", &self.std)] {
+        for (key, values) in [
+            ("ceusd.input.mean", &self.mean),
+            ("ceusd.input.std", &self.std),
+        ] {
             if values.len() != self.input_channels as usize {
                 return Err(bad(
                     key,
@@ -203,7 +206,10 @@ impl ModelMetadata {
             }
         }
         if self.std.iter().any(|v| *v <= 0.0) {
-            return Err(bad("ceusd.input.std", "a value is not positive".to_string()));
+            return Err(bad(
+                "ceusd.input.std",
+                "a value is not positive".to_string(),
+            ));
         }
         if self.classes.len() != 2 {
             return Err(bad(
@@ -212,7 +218,10 @@ impl ModelMetadata {
             ));
         }
         if self.classes[0] == self.classes[1] {
-            return Err(bad("ceusd.classes", "the two class names are the same".into()));
+            return Err(bad(
+                "ceusd.classes",
+                "the two class names are the same".into(),
+            ));
         }
         if !self.classes.contains(&self.positive_class) {
             return Err(bad(
@@ -243,10 +252,19 @@ impl ModelMetadata {
         vec![
             ("general.architecture".into(), s(&self.architecture)),
             ("general.name".into(), s(&self.name)),
-            ("ceusd.format_version".into(), Value::U32(self.format_version)),
-            ("ceusd.input.channels".into(), Value::U32(self.input_channels)),
+            (
+                "ceusd.format_version".into(),
+                Value::U32(self.format_version),
+            ),
+            (
+                "ceusd.input.channels".into(),
+                Value::U32(self.input_channels),
+            ),
             ("ceusd.input.size".into(), Value::U32(self.input_size)),
-            ("ceusd.input.resize_filter".into(), s(self.resize_filter.name())),
+            (
+                "ceusd.input.resize_filter".into(),
+                s(self.resize_filter.name()),
+            ),
             ("ceusd.input.mean".into(), floats(&self.mean)),
             ("ceusd.input.std".into(), floats(&self.std)),
             (
@@ -256,7 +274,10 @@ impl ModelMetadata {
             ("ceusd.positive_class".into(), s(&self.positive_class)),
             ("ceusd.threshold".into(), Value::F32(self.threshold)),
             ("ceusd.head.hidden".into(), Value::U32(self.head_hidden)),
-            ("ceusd.head.activation".into(), s(self.head_activation.name())),
+            (
+                "ceusd.head.activation".into(),
+                s(self.head_activation.name()),
+            ),
             ("ceusd.provenance.trained".into(), Value::Bool(p.trained)),
             ("ceusd.provenance.training_data".into(), s(&p.training_data)),
             ("ceusd.provenance.created".into(), s(&p.created)),

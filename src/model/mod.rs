@@ -137,7 +137,11 @@ pub struct DlrModel {
 
 impl DlrModel {
     /// Reads, verifies and builds a model file on `device`.
-    pub fn load(path: &Path, expected_hash: Option<&str>, device: &Device) -> Result<Self, ModelError> {
+    pub fn load(
+        path: &Path,
+        expected_hash: Option<&str>,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
         let file = read_model(path, expected_hash)?;
         let identity = ModelIdentity {
             name: file.metadata.name.clone(),
@@ -147,7 +151,13 @@ impl DlrModel {
             source: file.metadata.provenance.source.clone(),
             path: Some(path.to_path_buf()),
         };
-        Self::from_tensors(file.metadata, identity, file.tensors, device, ConvEngine::for_device(device))
+        Self::from_tensors(
+            file.metadata,
+            identity,
+            file.tensors,
+            device,
+            ConvEngine::for_device(device),
+        )
     }
 
     /// A seeded, untrained model built in memory; identical to `ceusd model init --seed`.
@@ -162,7 +172,13 @@ impl DlrModel {
             source: metadata.provenance.source.clone(),
             path: None,
         };
-        Self::from_tensors(metadata, identity, tensors, device, ConvEngine::for_device(device))
+        Self::from_tensors(
+            metadata,
+            identity,
+            tensors,
+            device,
+            ConvEngine::for_device(device),
+        )
     }
 
     /// Builds a model from tensors already in memory.
@@ -184,7 +200,9 @@ impl DlrModel {
             engine,
         )?;
         if let Some(extra) = source.remaining().first() {
-            return Err(ModelError::UnexpectedTensor { name: extra.clone() });
+            return Err(ModelError::UnexpectedTensor {
+                name: extra.clone(),
+            });
         }
         Ok(Self {
             metadata,

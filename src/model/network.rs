@@ -49,7 +49,9 @@ pub struct Head {
 impl Head {
     /// Pre-activation of the hidden layer for pooled features [b, 2048].
     pub fn hidden_pre(&self, pooled: &Tensor) -> candle_core::Result<Tensor> {
-        pooled.matmul(&self.fc1_weight.t()?)?.broadcast_add(&self.fc1_bias)
+        pooled
+            .matmul(&self.fc1_weight.t()?)?
+            .broadcast_add(&self.fc1_bias)
     }
 
     pub fn activate(&self, z: &Tensor) -> candle_core::Result<Tensor> {
@@ -62,7 +64,9 @@ impl Head {
     /// Logits [b, 2] for pooled features [b, 2048]. Dropout is the identity at inference.
     pub fn logits(&self, pooled: &Tensor) -> candle_core::Result<Tensor> {
         let hidden = self.activate(&self.hidden_pre(pooled)?)?;
-        hidden.matmul(&self.fc2_weight.t()?)?.broadcast_add(&self.fc2_bias)
+        hidden
+            .matmul(&self.fc2_weight.t()?)?
+            .broadcast_add(&self.fc2_bias)
     }
 }
 
@@ -127,7 +131,16 @@ impl ResNet50Dlr {
         device: &Device,
         engine: ConvEngine,
     ) -> Result<Self, ModelError> {
-        let stem = folded(w, "conv1", "bn1", [64, input_channels, 7, 7], 2, 3, engine, device)?;
+        let stem = folded(
+            w,
+            "conv1",
+            "bn1",
+            [64, input_channels, 7, 7],
+            2,
+            3,
+            engine,
+            device,
+        )?;
         let mut stages = Vec::new();
         let mut in_ch = 64;
         for (s, (blocks, width)) in STAGES.iter().enumerate() {
@@ -139,7 +152,16 @@ impl ResNet50Dlr {
                 // v1.5: the stride sits on the 3x3 convolution; stage 1 keeps the resolution.
                 let stride = if b == 0 && s > 0 { 2 } else { 1 };
                 let conv = |w: &mut WeightSource, i: usize, shape: [usize; 4], stride, pad| {
-                    folded(w, &format!("{p}.conv{i}"), &format!("{p}.bn{i}"), shape, stride, pad, engine, device)
+                    folded(
+                        w,
+                        &format!("{p}.conv{i}"),
+                        &format!("{p}.bn{i}"),
+                        shape,
+                        stride,
+                        pad,
+                        engine,
+                        device,
+                    )
                 };
                 let reduce = conv(w, 1, [*width, cin, 1, 1], 1, 0)?;
                 let spatial = conv(w, 2, [*width, *width, 3, 3], stride, 1)?;

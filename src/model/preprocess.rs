@@ -31,34 +31,65 @@ pub fn gray_from_rgb(rgb: &RgbImage) -> GrayImage {
 }
 
 /// Resizes a gray image to `size`x`size` as Pillow's `Image.resize((size, size), filter)`.
-pub fn resize_gray(gray: &GrayImage, size: u32, filter: ResizeFilter) -> Result<GrayImage, ModelError> {
+///
+/// Pillow resamples horizontally first, rounds and clips to 8 bits, then resamples vertically.
+/// With filters that overshoot (bicubic) the order and the clipping in between change the
+/// result by several gray levels near edges, so the two passes are run here as two one-axis
+/// resizes in Pillow's order.
+pub fn resize_gray(
+    gray: &GrayImage,
+    size: u32,
+    filter: ResizeFilter,
+) -> Result<GrayImage, ModelError> {
     if gray.width() == 0 || gray.height() == 0 {
         return Err(ModelError::Input("cannot resize an empty image".into()));
     }
-    let src = fr::images::Image::from_vec_u8(
-        gray.width(),
-        gray.height(),
-        gray.as_raw().clone(),
-        fr::PixelType::U8,
-    )
-    .map_err(|e| ModelError::Input(format!("resize source: {e}")))?;
-    let mut dst = fr::images::Image::new(size, size, fr::PixelType::U8);
     let alg = match filter {
         ResizeFilter::Nearest => fr::ResizeAlg::Nearest,
         ResizeFilter::Bilinear => fr::ResizeAlg::Convolution(fr::FilterType::Bilinear),
         // Pillow's BICUBIC is the a = -0.5 cubic, i.e. Catmull-Rom.
         ResizeFilter::Bicubic => fr::ResizeAlg::Convolution(fr::FilterType::CatmullRom),
     };
+    let horizontal = resize_u8(
+        gray.as_raw().clone(),
+        gray.width(),
+        gray.height(),
+        size,
+        gray.height(),
+        alg,
+    )?;
+    let both = resize_u8(horizontal, size, gray.height(), size, size, alg)?;
+    GrayImage::from_raw(size, size, both)
+        .ok_or_else(|| ModelError::Input("resize produced a wrong-sized buffer".into()))
+}
+
+fn resize_u8(
+    pixels: Vec<u8>,
+    width: u32,
+    height: u32,
+    to_width: u32,
+    to_height: u32,
+    alg: fr::ResizeAlg,
+) -> Result<Vec<u8>, ModelError> {
+    if (width, height) == (to_width, to_height) {
+        return Ok(pixels);
+    }
+    let src = fr::images::Image::from_vec_u8(width, height, pixels, fr::PixelType::U8)
+        .map_err(|e| ModelError::Input(format!("resize source: {e}")))?;
+    let mut dst = fr::images::Image::new(to_width, to_height, fr::PixelType::U8);
     fr::Resizer::new()
         .resize(&src, &mut dst, &fr::ResizeOptions::new().resize_alg(alg))
         .map_err(|e| ModelError::Input(format!("resize: {e}")))?;
-    GrayImage::from_raw(size, size, dst.into_vec())
-        .ok_or_else(|| ModelError::Input("resize produced a wrong-sized buffer".into()))
+    Ok(dst.into_vec())
 }
 
 /// Network-sized gray images to a normalised NHWC batch [b, size, size, channels]; a gray
 /// value is replicated into every channel when the model takes three.
-pub fn batch_tensor(images: &[GrayImage], meta: &ModelMetadata, device: &Device) -> Result<Tensor, ModelError> {
+pub fn batch_tensor(
+    images: &[GrayImage],
+    meta: &ModelMetadata,
+    device: &Device,
+) -> Result<Tensor, ModelError> {
     let size = meta.input_size;
     let channels = meta.input_channels as usize;
     let mut data = Vec::with_capacity(images.len() * (size * size) as usize * channels);

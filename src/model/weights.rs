@@ -64,16 +64,40 @@ fn conv_specs(out: &mut Vec<TensorSpec>, conv: &str, bn: &str, shape: [usize; 4]
 /// `hidden` units.
 pub fn tensor_specs(input_channels: usize, hidden: usize) -> Vec<TensorSpec> {
     let mut specs = Vec::with_capacity(330);
-    conv_specs(&mut specs, "conv1", "bn1", [64, input_channels, 7, 7], false);
+    conv_specs(
+        &mut specs,
+        "conv1",
+        "bn1",
+        [64, input_channels, 7, 7],
+        false,
+    );
     let mut in_ch = 64;
     for (stage, (blocks, width)) in STAGES.iter().enumerate() {
         let out_ch = width * EXPANSION;
         for block in 0..*blocks {
             let p = format!("layer{}.{}", stage + 1, block);
             let cin = if block == 0 { in_ch } else { out_ch };
-            conv_specs(&mut specs, &format!("{p}.conv1"), &format!("{p}.bn1"), [*width, cin, 1, 1], false);
-            conv_specs(&mut specs, &format!("{p}.conv2"), &format!("{p}.bn2"), [*width, *width, 3, 3], false);
-            conv_specs(&mut specs, &format!("{p}.conv3"), &format!("{p}.bn3"), [out_ch, *width, 1, 1], true);
+            conv_specs(
+                &mut specs,
+                &format!("{p}.conv1"),
+                &format!("{p}.bn1"),
+                [*width, cin, 1, 1],
+                false,
+            );
+            conv_specs(
+                &mut specs,
+                &format!("{p}.conv2"),
+                &format!("{p}.bn2"),
+                [*width, *width, 3, 3],
+                false,
+            );
+            conv_specs(
+                &mut specs,
+                &format!("{p}.conv3"),
+                &format!("{p}.bn3"),
+                [out_ch, *width, 1, 1],
+                true,
+            );
             if block == 0 {
                 conv_specs(
                     &mut specs,
@@ -87,9 +111,17 @@ pub fn tensor_specs(input_channels: usize, hidden: usize) -> Vec<TensorSpec> {
         in_ch = out_ch;
     }
     for (name, shape, role) in [
-        ("fc1.weight", vec![hidden, FEATURE_CHANNELS], TensorRole::LinearWeight),
+        (
+            "fc1.weight",
+            vec![hidden, FEATURE_CHANNELS],
+            TensorRole::LinearWeight,
+        ),
         ("fc1.bias", vec![hidden], TensorRole::LinearBias),
-        ("fc2.weight", vec![NUM_CLASSES, hidden], TensorRole::LinearWeight),
+        (
+            "fc2.weight",
+            vec![NUM_CLASSES, hidden],
+            TensorRole::LinearWeight,
+        ),
         ("fc2.bias", vec![NUM_CLASSES], TensorRole::LinearBias),
     ] {
         specs.push(TensorSpec {
