@@ -229,3 +229,78 @@ fn unknown_checkpoint_formats_are_refused() {
         .to_string();
     assert!(e.contains("garbage.pth"), "{e}");
 }
+
+/// Writes a PyTorch `torch.save` zip file from a safetensors file with
+/// `tools/make_torch_checkpoint.py` (Python standard library only; PyTorch is not needed).
+fn torch_save(src: &Path, out: &Path, extra: &[&str]) {
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/make_torch_checkpoint.py");
+    let status = std::process::Command::new("python3")
+        .arg(tool)
+        .arg(src)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .status()
+        .expect("python3 must be installed to write PyTorch test checkpoints");
+    assert!(status.success(), "make_torch_checkpoint.py failed");
+}
+
+#[test]
+fn pytorch_checkpoints_import_bare_and_nested() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain: HashMap<String, Tensor> = checkpoint(3, &[], "")
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
+        .collect();
+    let src = save(dir.path(), "plain.safetensors", &plain);
+    let original = DlrModel::seeded(21, 3, &Device::Cpu).unwrap();
+    let img = [probe_image()];
+    let want = original
+        .scores(&original.forward_images(&img).unwrap())
+        .unwrap();
+
+    // A training checkpoint: DataParallel prefix, state dict nested under "state_dict" beside
+    // the epoch and best AUC, BatchNorm step counters, an nn.Sequential head.
+    let nested = dir.path().join("checkpoint.pth");
+    torch_save(
+        &src,
+        &nested,
+        &[
+            "--prefix",
+            "module.",
+            "--nest",
+            "state_dict",
+            "--rename",
+            "fc1.=fc.0.",
+            "--rename",
+            "fc2.=fc.3.",
+            "--add-num-batches-tracked",
+        ],
+    );
+    let out = dir.path().join("nested.gguf");
+    let report = import_checkpoint(&nested, &out, &options()).unwrap();
+    assert!(
+        report.format.contains("under 'state_dict'"),
+        "{}",
+        report.format
+    );
+    assert_eq!(report.prefix_stripped.as_deref(), Some("module."));
+    assert!(report.head_layout.contains("fc.0/fc.3"));
+    let m = DlrModel::load(&out, None, &Device::Cpu).unwrap();
+    let got = m.scores(&m.forward_images(&img).unwrap()).unwrap();
+    assert_eq!(got[0].probabilities, want[0].probabilities);
+
+    // A bare state dict with fc1/fc2 (activation stated).
+    let bare = dir.path().join("bare.pt");
+    torch_save(&src, &bare, &[]);
+    let opts = ImportOptions {
+        head_activation: Some(HeadActivation::Relu),
+        ..options()
+    };
+    let out = dir.path().join("bare.gguf");
+    let report = import_checkpoint(&bare, &out, &opts).unwrap();
+    assert_eq!(report.format, "PyTorch state dict");
+    let m = DlrModel::load(&out, None, &Device::Cpu).unwrap();
+    let got = m.scores(&m.forward_images(&img).unwrap()).unwrap();
+    assert_eq!(got[0].probabilities, want[0].probabilities);
+}

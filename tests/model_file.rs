@@ -96,9 +96,9 @@ fn truncated_and_bit_flipped_files_are_refused() {
     for cut in [10, 2000, bytes.len() / 2, bytes.len() - 40] {
         let t = dir.path().join(format!("cut{cut}.gguf"));
         std::fs::write(&t, &bytes[..cut]).unwrap();
-        let e = read_model(&t, None)
-            .err()
-            .expect("a truncated file must be refused");
+        let Err(e) = read_model(&t, None) else {
+            panic!("cut at {cut}: a truncated file must be refused");
+        };
         assert!(matches!(e, ModelError::Corrupt { .. }), "cut at {cut}: {e}");
         assert!(e.to_string().contains("corrupt or truncated"), "{e}");
     }

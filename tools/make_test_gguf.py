@@ -123,7 +123,8 @@ def write_gguf(path: Path, w: dict[str, np.ndarray], channels: int, size: int,
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description="Write a random-weight ceusd ResNet-50 GGUF test model.")
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="output .gguf path")
     ap.add_argument("--channels", type=int, choices=(1, 3), default=3)
     ap.add_argument("--size", type=int, default=224)

@@ -25,8 +25,27 @@ manifest does not prescribe a tolerance).
 Cases cover: bilinear and bicubic, downscaling (integer and non-integer
 factors), upscaling, non-square ROIs (aspect ratio changes), odd ROI sizes and
 offsets, one axis down / other axis up, a ROI that is already 224x224 (no
-resampling), and the full frame. The full-frame ``convert("L")`` result of each
-source image is written too, so the grey conversion can be checked on its own.
+resampling), the full frame, and tall ROIs for which Pillow 13 changed the
+order of the two resampling passes (see below). The full-frame
+``convert("L")`` result of each source image is written too, so the grey
+conversion can be checked on its own.
+
+Pillow versions
+---------------
+Pillow resamples in two separable passes, each rounded to uint8. Up to 12.x
+it always runs the horizontal pass first (except for h > 100 w); Pillow 13 runs
+the vertical pass first when (h - 224) > 0 and (h - 224) > 2 (w - 224), e.g. a
+181x447 ROI. The two orders give different images (off by 1 for bilinear, up
+to ~20 grey levels for bicubic near saturated edges). Each case records its
+``pass_order`` under the Pillow that made the fixtures and, where the other
+generation differs, an extra ``expected_pillow12`` image. All other cases are
+identical for Pillow 12 and 13.
+
+The script also contains a plain-numpy model of the pipeline (``luma_601``,
+``precompute_coeffs``, ``resample_model``) written from Pillow's C sources. It
+reproduces Pillow 12.3 and 13.0 exactly and ``--verify`` checks it on every
+case, so it can serve as the specification for the Rust port (fixed-point
+coefficients with 22 fractional bits, round-half-up, clip after each pass).
 
 Output layout (default ``tests/data/pillow/``)::
 
@@ -34,6 +53,7 @@ Output layout (default ``tests/data/pillow/``)::
     src_*.png                 RGB sources (8-bit, no alpha)
     src_*_gray.png            Pillow convert("L") of the whole source
     <case>.png                expected 224x224 mode-L result for each case
+    <case>.pillow12.png       Pillow 12.x result, only where it differs
 
 ``manifest.json``::
 
@@ -45,7 +65,10 @@ Output layout (default ``tests/data/pillow/``)::
       "gray_source": "src_us800.png", "gray_expected": "src_us800_gray.png",
       "gray": [{"gray_source": ..., "gray_expected": ...}, ...],   # every source
       "cases": [{"name", "source", "roi": [x, y, w, h],
-                 "filter": "bilinear" | "bicubic", "expected"}, ...]
+                 "filter": "bilinear" | "bicubic", "expected",
+                 "pass_order": "horizontal_first" | "vertical_first",
+                 ["expected_pillow12"]}, ...],
+      "sha256": {file: hex digest, ...}
     }
 
 How to run
@@ -54,7 +77,8 @@ How to run
     python3 tools/pillow_fixtures.py                 # (re)generate tests/data/pillow/
     python3 tools/pillow_fixtures.py --verify        # recompute every expected image
                                                      # from the stored sources with the
-                                                     # installed Pillow and compare
+                                                     # installed Pillow and the numpy
+                                                     # model, and compare
 
 Regenerating with a different numpy may change the random source images (the
 expected images are always recomputed from the sources, so fixtures stay
@@ -115,6 +139,14 @@ CASES = [
     # Tiny ROI, strong upscale (31x23 -> 224x224, 7.2x / 9.7x).
     ("up_tiny_bilinear", "us160", (101, 64, 31, 23), "bilinear"),
     ("up_tiny_bicubic", "us160", (101, 64, 31, 23), "bicubic"),
+    # Tall ROIs: the height shrinks by more than twice as many pixels as the
+    # width, so Pillow >= 13 runs the vertical pass first (Pillow 12 does not;
+    # see horizontal_first()). Width upscaled / height downscaled:
+    ("tall_vfirst_bilinear", "us800", (301, 21, 181, 447), "bilinear"),
+    ("tall_vfirst_bicubic", "us800", (301, 21, 181, 447), "bicubic"),
+    # Both axes downscaled (290 -> 224, 561 -> 224):
+    ("portrait_vfirst_bilinear", "us800", (60, 30, 290, 561), "bilinear"),
+    ("portrait_vfirst_bicubic", "us800", (60, 30, 290, 561), "bicubic"),
 ]
 
 # Source whose grey conversion is named in the top-level gray_* keys.
@@ -324,40 +356,76 @@ def _clip8(acc: np.ndarray) -> np.ndarray:
     return np.clip(acc >> PRECISION_BITS, 0, 255).astype(np.uint8)
 
 
-def resample_model(gray: np.ndarray, out_w: int, out_h: int, filt: str) -> np.ndarray:
+def horizontal_first(in_w: int, in_h: int, out_w: int, out_h: int, pillow_major: int) -> bool:
+    """Order of the two passes.
+
+    Pillow 13 runs the vertical pass first when the height shrinks by more
+    than twice as many pixels as the width does (Resample.c,
+    ImagingResampleInner). Pillow 12.x resamples horizontally first except
+    for extreme portrait images (height > 100 x width, height shrinking), for
+    which Image.resize does a vertical-only resize and then a horizontal-only
+    one. Because each pass rounds to uint8, the order changes results (by 1
+    for smooth images, more at saturated edges with bicubic).
+    """
+    if pillow_major < 13:
+        return not (in_h > in_w * 100 and out_h < in_h)
+    return not ((in_h - out_h) > 0 and (in_h - out_h) > (in_w - out_w) * 2)
+
+
+def _pass_h(img: np.ndarray, out_w: int, filt: str) -> np.ndarray:
+    """Horizontal pass over every row of img (int64 values 0..255)."""
+    hb, hw = precompute_coeffs(img.shape[1], out_w, filt)
+    out = np.empty((img.shape[0], out_w), dtype=np.int64)
+    for xx, ((xmin, n), k) in enumerate(zip(hb, hw)):
+        out[:, xx] = _clip8((1 << (PRECISION_BITS - 1)) + img[:, xmin:xmin + n] @ k)
+    return out
+
+
+def _pass_v(img: np.ndarray, bounds, weights) -> np.ndarray:
+    """Vertical pass over every column of img, with precomputed coefficients."""
+    out = np.empty((len(bounds), img.shape[1]), dtype=np.int64)
+    for yy, ((ymin, n), k) in enumerate(zip(bounds, weights)):
+        out[yy] = _clip8((1 << (PRECISION_BITS - 1)) + k @ img[ymin:ymin + n])
+    return out
+
+
+def resample_model(gray: np.ndarray, out_w: int, out_h: int, filt: str,
+                   pillow_major: int = 13) -> np.ndarray:
     """Pillow's ImagingResample for a mode-L image (box = whole image).
 
-    Two passes, horizontal first, each rounded and clipped to uint8; the
-    horizontal pass only covers the rows the vertical pass reads. A pass is
-    skipped when its axis keeps its size; if both are, the image is copied.
+    Two separable passes, each rounded and clipped to uint8. A pass is skipped
+    when its axis keeps its size (and Image.resize copies the image when both
+    do). When the horizontal pass runs first it only covers the rows that the
+    vertical pass will read (bounds of the first and last output row).
     """
     in_h, in_w = gray.shape
     img = gray.astype(np.int64)
     need_h, need_v = out_w != in_w, out_h != in_h
     vb, vw = precompute_coeffs(in_h, out_h, filt)
-    if need_h:
-        ybox_first = vb[0][0]
-        ybox_last = vb[-1][0] + vb[-1][1]
-        hb, hw = precompute_coeffs(in_w, out_w, filt)
-        rows = img[ybox_first:ybox_last]
-        tmp = np.empty((rows.shape[0], out_w), dtype=np.int64)
-        for xx, ((xmin, n), k) in enumerate(zip(hb, hw)):
-            acc = (1 << (PRECISION_BITS - 1)) + rows[:, xmin:xmin + n] @ k
-            tmp[:, xx] = _clip8(acc)
-        img = tmp
-        vb = [(ymin - ybox_first, n) for ymin, n in vb]
-    if need_v:
-        out = np.empty((out_h, img.shape[1]), dtype=np.int64)
-        for yy, ((ymin, n), k) in enumerate(zip(vb, vw)):
-            acc = (1 << (PRECISION_BITS - 1)) + k @ img[ymin:ymin + n]
-            out[yy] = _clip8(acc)
-        img = out
+    if horizontal_first(in_w, in_h, out_w, out_h, pillow_major):
+        if need_h:
+            ybox_first, ybox_last = vb[0][0], vb[-1][0] + vb[-1][1]
+            img = _pass_h(img[ybox_first:ybox_last], out_w, filt)
+            vb = [(ymin - ybox_first, n) for ymin, n in vb]
+        if need_v:
+            img = _pass_v(img, vb, vw)
+    else:
+        if need_v:
+            img = _pass_v(img, vb, vw)
+        if need_h:
+            img = _pass_h(img, out_w, filt)
     return img.astype(np.uint8)
 
 
-def pipeline_model(rgb: np.ndarray, roi: tuple[int, int, int, int], filt: str) -> np.ndarray:
+def pipeline_model(rgb: np.ndarray, roi: tuple[int, int, int, int], filt: str,
+                   pillow_major: int = 13) -> np.ndarray:
     x, y, w, h = roi
-    return resample_model(luma_601(rgb[y:y + h, x:x + w]), OUT_SIZE[0], OUT_SIZE[1], filt)
+    return resample_model(luma_601(rgb[y:y + h, x:x + w]), OUT_SIZE[0], OUT_SIZE[1], filt,
+                          pillow_major)
+
+
+def pillow_major() -> int:
+    return int(PIL.__version__.split(".")[0])
 
 
 def _sha256(path: Path) -> str:
@@ -379,19 +447,35 @@ def generate(out: Path) -> dict:
             reread.convert("RGB").convert("L").save(out / gray_file, optimize=True)
         gray_entries.append({"gray_source": src_file, "gray_expected": gray_file})
 
+    major = pillow_major()
+    other = 12 if major >= 13 else 13
     cases = []
     for name, source, roi, filt in CASES:
         with Image.open(out / f"src_{source}.png") as src:
             result = pillow_pipeline(src, roi, filt)
+            rgb = np.asarray(src.convert("RGB"))
         assert result.mode == "L" and result.size == OUT_SIZE
+        # The numpy model must agree with the installed Pillow before we trust
+        # it for the other Pillow generation's pass order.
+        if not np.array_equal(np.asarray(result), pipeline_model(rgb, roi, filt, major)):
+            raise SystemExit(f"{name}: numpy model disagrees with Pillow {PIL.__version__}")
         result.save(out / f"{name}.png", optimize=True)
-        cases.append({
+        w, h = roi[2], roi[3]
+        case = {
             "name": name,
             "source": f"src_{source}.png",
             "roi": list(roi),
             "filter": filt,
             "expected": f"{name}.png",
-        })
+            "pass_order": "horizontal_first"
+            if horizontal_first(w, h, *OUT_SIZE, major) else "vertical_first",
+        }
+        alt = pipeline_model(rgb, roi, filt, other)
+        if not np.array_equal(np.asarray(result), alt):
+            alt_file = f"{name}.pillow{other}.png"
+            Image.fromarray(alt, mode="L").save(out / alt_file, optimize=True)
+            case[f"expected_pillow{other}"] = alt_file
+        cases.append(case)
 
     primary = next(g for g in gray_entries if g["gray_source"] == f"src_{PRIMARY_GRAY_SOURCE}.png")
     manifest = {
@@ -401,6 +485,13 @@ def generate(out: Path) -> dict:
         "output_size": list(OUT_SIZE),
         "pipeline": ('Image.open(source).convert("RGB").crop((x, y, x+w, y+h))'
                      '.convert("L").resize((224, 224), filter, reducing_gap=None)'),
+        "pass_order_note": (
+            f"'expected' is Pillow {PIL.__version__}. pass_order is the order of the two "
+            "separable passes it used (each pass rounds to uint8). Pillow >= 13 runs the "
+            "vertical pass first when (h - 224) > 0 and (h - 224) > 2 * (w - 224); Pillow 12 "
+            "runs the horizontal pass first (unless h > 100 * w). Where the other generation "
+            f"gives a different image, it is in 'expected_pillow{other}' (made with the "
+            "numpy model in tools/pillow_fixtures.py, which reproduces both exactly)."),
         "gray_source": primary["gray_source"],
         "gray_expected": primary["gray_expected"],
         "gray": gray_entries,
@@ -441,19 +532,28 @@ def verify(out: Path) -> int:
             compare(f"gray {g['gray_source']} (Pillow)", src.convert("RGB").convert("L"),
                     g["gray_expected"])
         compare(f"gray {g['gray_source']} (numpy model)", luma_601(rgb), g["gray_expected"])
+    made_with = int(manifest["pillow_version"].split(".")[0])
     for c in manifest["cases"]:
+        roi = tuple(c["roi"])
         with Image.open(out / c["source"]) as src:
             rgb = np.asarray(src.convert("RGB"))
-            compare(f"{c['name']} (Pillow)", pillow_pipeline(src, tuple(c["roi"]), c["filter"]),
-                    c["expected"])
-        compare(f"{c['name']} (numpy model)", pipeline_model(rgb, tuple(c["roi"]), c["filter"]),
-                c["expected"])
+            # Only meaningful with the same Pillow generation as the fixtures.
+            if pillow_major() == made_with:
+                compare(f"{c['name']} (Pillow)", pillow_pipeline(src, roi, c["filter"]),
+                        c["expected"])
+        compare(f"{c['name']} (numpy model, Pillow {made_with})",
+                pipeline_model(rgb, roi, c["filter"], made_with), c["expected"])
+        for key, file in c.items():
+            if key.startswith("expected_pillow"):
+                major = int(key.removeprefix("expected_pillow"))
+                compare(f"{c['name']} (numpy model, Pillow {major})",
+                        pipeline_model(rgb, roi, c["filter"], major), file)
     return failures
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description="Generate or verify Pillow crop/convert('L')/resize fixtures for ceusd.")
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT,
                     help=f"fixture directory (default: {DEFAULT_OUT.relative_to(REPO_ROOT)})")
     ap.add_argument("--verify", action="store_true",

@@ -55,7 +55,11 @@ How to run
     # Check the ONNX graph against a plain numpy float64 forward pass.
     python3 tools/reference_resnet.py check-graph --model m.gguf [--input a.png]
 
-Every subcommand but ``info`` accepts ``--export-onnx PATH`` to save the graph.
+Every subcommand but ``info`` accepts ``--export-onnx PATH`` to save the graph
+and ``--opt-level``: ``fixtures`` and ``check-graph`` default to ``disable``
+(ORT runs the graph node by node, BatchNormalization is not fused into Conv),
+``bench`` defaults to ``all`` (what a production ORT deployment would run).
+Threads: ``--threads`` sets intra_op_num_threads; inter_op is 1, sequential.
 A random test model can be made with ``tools/make_test_gguf.py``.
 """
 
@@ -640,7 +644,7 @@ def cmd_check_graph(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Run '<subcommand> --help' for the options of each mode.")
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -127,21 +127,22 @@ const HEAD_LAYOUTS: [(&str, &str, &str, Option<HeadActivation>); 3] = [
     ("fc1", "fc2", "separate fc1/fc2 Linear layers", None),
 ];
 
+/// A checkpoint's tensors under the model file's names, and what was found on the way.
+pub struct NormalisedCheckpoint {
+    pub tensors: BTreeMap<String, Tensor>,
+    pub prefix_stripped: Option<String>,
+    pub head_layout: String,
+    pub head_activation: HeadActivation,
+    /// Checkpoint entries that are not part of the network (e.g. an auxiliary head).
+    pub ignored: Vec<String>,
+}
+
 /// Renames a checkpoint's tensors to the model file's names and decides the head activation.
 pub fn normalise_names(
     mut tensors: BTreeMap<String, Tensor>,
     requested_activation: Option<HeadActivation>,
     path: &Path,
-) -> Result<
-    (
-        BTreeMap<String, Tensor>,
-        Option<String>,
-        String,
-        HeadActivation,
-        Vec<String>,
-    ),
-    ModelError,
-> {
+) -> Result<NormalisedCheckpoint, ModelError> {
     let bad = |reason: String| ModelError::Checkpoint {
         path: path.to_path_buf(),
         reason,
@@ -209,7 +210,13 @@ pub fn normalise_names(
             ignored.push(name);
         }
     }
-    Ok((out, stripped, description.to_string(), activation, ignored))
+    Ok(NormalisedCheckpoint {
+        tensors: out,
+        prefix_stripped: stripped,
+        head_layout: description.to_string(),
+        head_activation: activation,
+        ignored,
+    })
 }
 
 /// Imports `source` into a model file at `out`.
@@ -219,8 +226,13 @@ pub fn import_checkpoint(
     opts: &ImportOptions,
 ) -> Result<ImportReport, ModelError> {
     let (format, tensors) = read_checkpoint(source)?;
-    let (tensors, prefix, layout, activation, ignored) =
-        normalise_names(tensors, opts.head_activation, source)?;
+    let NormalisedCheckpoint {
+        tensors,
+        prefix_stripped: prefix,
+        head_layout: layout,
+        head_activation: activation,
+        ignored,
+    } = normalise_names(tensors, opts.head_activation, source)?;
     let conv1 = tensors
         .get("conv1.weight")
         .ok_or_else(|| ModelError::MissingTensor {

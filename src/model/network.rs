@@ -92,33 +92,44 @@ pub struct ResNet50Dlr {
     pub device: Device,
 }
 
-fn folded(
-    w: &mut WeightSource,
-    conv: &str,
-    bn: &str,
-    shape: [usize; 4],
-    stride: usize,
-    padding: usize,
+/// Takes named weights off a [`WeightSource`] and builds folded convolutions on one device.
+struct ConvLoader<'a> {
+    weights: &'a mut WeightSource,
     engine: ConvEngine,
-    device: &Device,
-) -> Result<FoldedConv, ModelError> {
-    let weight = w.take(&format!("{conv}.weight"), &shape)?;
-    let c = [shape[0]];
-    let gamma = w.take(&format!("{bn}.weight"), &c)?;
-    let beta = w.take(&format!("{bn}.bias"), &c)?;
-    let mean = w.take(&format!("{bn}.running_mean"), &c)?;
-    let var = w.take(&format!("{bn}.running_var"), &c)?;
-    let on = |t: Tensor| t.to_device(device);
-    Ok(FoldedConv::fold(
-        &on(weight)?,
-        &on(gamma)?,
-        &on(beta)?,
-        &on(mean)?,
-        &on(var)?,
-        stride,
-        padding,
-        engine,
-    )?)
+    device: &'a Device,
+}
+
+impl ConvLoader<'_> {
+    /// The convolution `conv` (OIHW `shape`) with the BatchNorm `bn` folded in.
+    fn folded(
+        &mut self,
+        conv: &str,
+        bn: &str,
+        shape: [usize; 4],
+        stride: usize,
+        padding: usize,
+    ) -> Result<FoldedConv, ModelError> {
+        let c = [shape[0]];
+        let device = self.device;
+        let mut take = |name: String, shape: &[usize]| -> Result<Tensor, ModelError> {
+            Ok(self.weights.take(&name, shape)?.to_device(device)?)
+        };
+        let weight = take(format!("{conv}.weight"), &shape)?;
+        let gamma = take(format!("{bn}.weight"), &c)?;
+        let beta = take(format!("{bn}.bias"), &c)?;
+        let mean = take(format!("{bn}.running_mean"), &c)?;
+        let var = take(format!("{bn}.running_var"), &c)?;
+        Ok(FoldedConv::fold(
+            &weight,
+            &gamma,
+            &beta,
+            &mean,
+            &var,
+            stride,
+            padding,
+            self.engine,
+        )?)
+    }
 }
 
 impl ResNet50Dlr {
@@ -131,16 +142,12 @@ impl ResNet50Dlr {
         device: &Device,
         engine: ConvEngine,
     ) -> Result<Self, ModelError> {
-        let stem = folded(
-            w,
-            "conv1",
-            "bn1",
-            [64, input_channels, 7, 7],
-            2,
-            3,
+        let mut convs = ConvLoader {
+            weights: w,
             engine,
             device,
-        )?;
+        };
+        let stem = convs.folded("conv1", "bn1", [64, input_channels, 7, 7], 2, 3)?;
         let mut stages = Vec::new();
         let mut in_ch = 64;
         for (s, (blocks, width)) in STAGES.iter().enumerate() {
@@ -151,32 +158,18 @@ impl ResNet50Dlr {
                 let cin = if b == 0 { in_ch } else { out_ch };
                 // v1.5: the stride sits on the 3x3 convolution; stage 1 keeps the resolution.
                 let stride = if b == 0 && s > 0 { 2 } else { 1 };
-                let conv = |w: &mut WeightSource, i: usize, shape: [usize; 4], stride, pad| {
-                    folded(
-                        w,
-                        &format!("{p}.conv{i}"),
-                        &format!("{p}.bn{i}"),
-                        shape,
-                        stride,
-                        pad,
-                        engine,
-                        device,
-                    )
-                };
-                let reduce = conv(w, 1, [*width, cin, 1, 1], 1, 0)?;
-                let spatial = conv(w, 2, [*width, *width, 3, 3], stride, 1)?;
-                let expand = conv(w, 3, [out_ch, *width, 1, 1], 1, 0)?;
+                let (c1, c2, c3) = (
+                    format!("{p}.conv1"),
+                    format!("{p}.conv2"),
+                    format!("{p}.conv3"),
+                );
+                let (b1, b2, b3) = (format!("{p}.bn1"), format!("{p}.bn2"), format!("{p}.bn3"));
+                let reduce = convs.folded(&c1, &b1, [*width, cin, 1, 1], 1, 0)?;
+                let spatial = convs.folded(&c2, &b2, [*width, *width, 3, 3], stride, 1)?;
+                let expand = convs.folded(&c3, &b3, [out_ch, *width, 1, 1], 1, 0)?;
                 let downsample = if b == 0 {
-                    Some(folded(
-                        w,
-                        &format!("{p}.downsample.0"),
-                        &format!("{p}.downsample.1"),
-                        [out_ch, cin, 1, 1],
-                        stride,
-                        0,
-                        engine,
-                        device,
-                    )?)
+                    let (dc, db) = (format!("{p}.downsample.0"), format!("{p}.downsample.1"));
+                    Some(convs.folded(&dc, &db, [out_ch, cin, 1, 1], stride, 0)?)
                 } else {
                     None
                 };

@@ -34,7 +34,8 @@ pub struct TensorSpec {
     pub name: String,
     pub shape: Vec<usize>,
     pub role: TensorRole,
-    /// True for the BatchNorm that ends a residual branch (bn3 and downsample.1).
+    /// True for the BatchNorm that ends a bottleneck's residual branch (bn3); the shortcut's
+    /// downsample BatchNorm is not one.
     pub closes_branch: bool,
 }
 
@@ -104,7 +105,7 @@ pub fn tensor_specs(input_channels: usize, hidden: usize) -> Vec<TensorSpec> {
                     &format!("{p}.downsample.0"),
                     &format!("{p}.downsample.1"),
                     [out_ch, cin, 1, 1],
-                    true,
+                    false,
                 );
             }
         }
