@@ -7,7 +7,9 @@
 //! folded weights go through candle's own `conv2d`, which the CPU can also run so both paths are
 //! tested against each other.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, DType, Device, InplaceOp2, InplaceOp3, Layout, Shape, Tensor,
+};
 use rayon::prelude::*;
 
 /// How convolutions are executed.
@@ -87,25 +89,38 @@ impl FoldedConv {
         })
     }
 
-    /// Applies the convolution to NHWC `x`, optionally followed by ReLU.
-    pub fn forward(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
-        let y = match self.engine {
-            ConvEngine::Im2col => self.forward_im2col(x)?,
+    /// Applies the convolution to NHWC `x`, then adds `residual` (a bottleneck's shortcut) if
+    /// given, then ReLU if asked.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> candle_core::Result<Tensor> {
+        match self.engine {
+            ConvEngine::Im2col => self.forward_im2col(x, residual, relu),
             ConvEngine::Candle => {
                 let nchw = x.permute((0, 3, 1, 2))?;
                 let y = nchw.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
                 let y = y.broadcast_add(&self.bias.reshape((1, self.out_channels, 1, 1))?)?;
-                y.permute((0, 2, 3, 1))?.contiguous()?
+                let mut y = y.permute((0, 2, 3, 1))?.contiguous()?;
+                if let Some(r) = residual {
+                    y = (y + r)?;
+                }
+                if relu {
+                    y = y.relu()?;
+                }
+                Ok(y)
             }
-        };
-        if relu {
-            y.relu()
-        } else {
-            Ok(y)
         }
     }
 
-    fn forward_im2col(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward_im2col(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> candle_core::Result<Tensor> {
         let (b, h, w, c) = x.dims4()?;
         let ho = (h + 2 * self.padding - self.kernel) / self.stride + 1;
         let wo = (w + 2 * self.padding - self.kernel) / self.stride + 1;
@@ -118,8 +133,113 @@ impl FoldedConv {
                 padding: self.padding,
             })?
         };
-        let y = rows.matmul(&self.weight)?.broadcast_add(&self.bias)?;
+        // The product is a fresh tensor that nothing else holds: the epilogue (bias, shortcut,
+        // ReLU) runs in place over it in one pass instead of three.
+        let y = rows.matmul(&self.weight)?;
+        let epilogue = Epilogue { relu };
+        match residual {
+            Some(r) => {
+                let r = r.reshape((b * ho * wo, self.out_channels))?;
+                y.inplace_op3(&self.bias, &r, &epilogue)?
+            }
+            None => y.inplace_op2(&self.bias, &epilogue)?,
+        }
         y.reshape((b, ho, wo, self.out_channels))
+    }
+}
+
+/// `y[m, n] = act(y[m, n] + bias[n] (+ residual[m, n]))`, in place over a GEMM's output.
+struct Epilogue {
+    relu: bool,
+}
+
+impl Epilogue {
+    fn apply(&self, y: &mut [f32], bias: &[f32], residual: Option<&[f32]>) {
+        let n = bias.len();
+        let relu = self.relu;
+        y.par_chunks_mut(n * 64)
+            .enumerate()
+            .for_each(|(chunk, rows)| {
+                let first = chunk * n * 64;
+                for (r, row) in rows.chunks_mut(n).enumerate() {
+                    let res = residual.map(|res| &res[first + r * n..first + (r + 1) * n]);
+                    for j in 0..n {
+                        let mut v = row[j] + bias[j];
+                        if let Some(res) = res {
+                            v += res[j];
+                        }
+                        row[j] = if relu { v.max(0.0) } else { v };
+                    }
+                }
+            });
+    }
+}
+
+fn contiguous_f32_mut<'a>(
+    storage: &'a mut CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a mut [f32]> {
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: output is not contiguous")))?;
+    match storage {
+        CpuStorage::F32(v) => Ok(&mut v[start..end]),
+        _ => Err(candle_core::Error::Msg(format!(
+            "{op}: expected f32 output"
+        ))),
+    }
+}
+
+impl InplaceOp2 for Epilogue {
+    fn name(&self) -> &'static str {
+        "conv-epilogue"
+    }
+
+    fn cpu_fwd(
+        &self,
+        y: &mut CpuStorage,
+        ly: &Layout,
+        bias: &CpuStorage,
+        lb: &Layout,
+    ) -> candle_core::Result<()> {
+        let bias = contiguous_f32(bias, lb, InplaceOp2::name(self))?;
+        self.apply(
+            contiguous_f32_mut(y, ly, InplaceOp2::name(self))?,
+            bias,
+            None,
+        );
+        Ok(())
+    }
+}
+
+impl InplaceOp3 for Epilogue {
+    fn name(&self) -> &'static str {
+        "conv-epilogue-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        y: &mut CpuStorage,
+        ly: &Layout,
+        bias: &CpuStorage,
+        lb: &Layout,
+        residual: &CpuStorage,
+        lr: &Layout,
+    ) -> candle_core::Result<()> {
+        let bias = contiguous_f32(bias, lb, InplaceOp3::name(self))?;
+        let residual = contiguous_f32(residual, lr, InplaceOp3::name(self))?;
+        let y = contiguous_f32_mut(y, ly, InplaceOp3::name(self))?;
+        if residual.len() != y.len() {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: shortcut has {} values, output {}",
+                InplaceOp3::name(self),
+                residual.len(),
+                y.len()
+            )));
+        }
+        self.apply(y, bias, Some(residual));
+        Ok(())
     }
 }
 

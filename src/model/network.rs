@@ -23,14 +23,13 @@ struct Bottleneck {
 
 impl Bottleneck {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.reduce.forward(x, true)?;
-        let y = self.spatial.forward(&y, true)?;
-        let y = self.expand.forward(&y, false)?;
+        let y = self.reduce.forward(x, None, true)?;
+        let y = self.spatial.forward(&y, None, true)?;
         let shortcut = match &self.downsample {
-            Some(d) => d.forward(x, false)?,
+            Some(d) => d.forward(x, None, false)?,
             None => x.clone(),
         };
-        (y + shortcut)?.relu()
+        self.expand.forward(&y, Some(&shortcut), true)
     }
 }
 
@@ -204,7 +203,7 @@ impl ResNet50Dlr {
 
     /// Runs the network on a normalised NHWC batch [b, size, size, channels].
     pub fn forward(&self, input: &Tensor) -> candle_core::Result<ForwardOutput> {
-        let x = self.stem.forward(input, true)?;
+        let x = self.stem.forward(input, None, true)?;
         let mut x = max_pool_3x3_s2(&x, self.engine)?;
         for stage in &self.stages {
             for block in stage {
