@@ -65,21 +65,26 @@ fn ggml_name(t: GgmlDType) -> String {
     format!("{t:?}")
 }
 
-/// The content hash over metadata and (name-sorted) tensors.
-fn content_hash(
-    metadata: &ModelMetadata,
-    tensors: &BTreeMap<String, (GgmlDType, Vec<usize>, Vec<u8>)>,
-) -> String {
-    let mut h = Sha256::new();
-    h.update(b"ceusd-model-v1\0");
-    // serde_json writes struct fields in declaration order: a stable, canonical encoding.
-    let meta = serde_json::to_vec(metadata).unwrap_or_default();
-    h.update((meta.len() as u64).to_le_bytes());
-    h.update(&meta);
-    for (name, (dtype, dims, bytes)) in tensors {
+/// The content hash, fed metadata first and then every tensor in name order, so a file is
+/// hashed while it is read, without a second copy of its weights.
+struct ContentHasher(Sha256);
+
+impl ContentHasher {
+    fn new(metadata: &ModelMetadata) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"ceusd-model-v1\0");
+        // serde_json writes struct fields in declaration order: a stable, canonical encoding.
+        let meta = serde_json::to_vec(metadata).unwrap_or_default();
+        h.update((meta.len() as u64).to_le_bytes());
+        h.update(&meta);
+        Self(h)
+    }
+
+    fn tensor(&mut self, name: &str, dtype: GgmlDType, dims: &[usize], bytes: &[u8]) {
+        let h = &mut self.0;
         h.update((name.len() as u64).to_le_bytes());
         h.update(name.as_bytes());
-        h.update(ggml_name(*dtype).as_bytes());
+        h.update(ggml_name(dtype).as_bytes());
         h.update((dims.len() as u64).to_le_bytes());
         for d in dims {
             h.update((*d as u64).to_le_bytes());
@@ -87,7 +92,10 @@ fn content_hash(
         h.update((bytes.len() as u64).to_le_bytes());
         h.update(bytes);
     }
-    format!("sha256:{}", hex::encode(h.finalize()))
+
+    fn finish(self) -> String {
+        format!("sha256:{}", hex::encode(self.0.finalize()))
+    }
 }
 
 /// Tensors in their stored form, and the content hash they give with `metadata`.
@@ -97,15 +105,17 @@ fn encode(
     stored: StoredType,
 ) -> Result<(Vec<(String, QTensor)>, String), ModelError> {
     let mut qtensors = Vec::with_capacity(tensors.len());
-    let mut hashed = BTreeMap::new();
     for (name, t) in tensors {
         let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
-        let q = QTensor::quantize(&t, stored.ggml())?;
-        let bytes = q.data()?.to_vec();
-        hashed.insert(name.clone(), (q.dtype(), t.dims().to_vec(), bytes));
-        qtensors.push((name.clone(), q));
+        qtensors.push((name.clone(), QTensor::quantize(&t, stored.ggml())?));
     }
-    let hash = content_hash(metadata, &hashed);
+    let mut by_name: Vec<&(String, QTensor)> = qtensors.iter().collect();
+    by_name.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut hasher = ContentHasher::new(metadata);
+    for (name, q) in by_name {
+        hasher.tensor(name, q.dtype(), q.shape().dims(), &q.data()?);
+    }
+    let hash = hasher.finish();
     Ok((qtensors, hash))
 }
 
@@ -193,7 +203,7 @@ pub fn read_model(path: &Path, expected_hash: Option<&str>) -> Result<ModelFile,
         }
     }
     let mut tensors = BTreeMap::new();
-    let mut hashed = BTreeMap::new();
+    let mut hasher = ContentHasher::new(&metadata);
     let mut stored_types = BTreeMap::new();
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
@@ -210,12 +220,11 @@ pub fn read_model(path: &Path, expected_hash: Option<&str>) -> Result<ModelFile,
                 })
             }
         }
-        let dims = q.shape().dims().to_vec();
-        hashed.insert(name.clone(), (q.dtype(), dims, q.data()?.to_vec()));
+        hasher.tensor(name, q.dtype(), q.shape().dims(), &q.data()?);
         stored_types.insert(name.clone(), ggml_name(q.dtype()));
         tensors.insert(name.clone(), q.dequantize(&Device::Cpu)?);
     }
-    let actual = content_hash(&metadata, &hashed);
+    let actual = hasher.finish();
     if actual != recorded {
         return Err(corrupt(format!(
             "content hash mismatch: the file records {recorded} but its contents hash to {actual}; \
