@@ -100,6 +100,32 @@ fn analyze_a_png_roi_with_heatmap_and_json() {
 }
 
 #[test]
+fn analyze_a_jpeg_still() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, _) = init_model(dir.path());
+    let jpeg = dir.path().join("frame.jpg");
+    image::open(data("pillow/src_us640.png"))
+        .unwrap()
+        .to_rgb8()
+        .save(&jpeg)
+        .unwrap();
+    let out = ok(&ceusd(&[
+        "analyze",
+        jpeg.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--json",
+    ]));
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["input"]["format"], "JPEG");
+    assert_eq!(
+        (r["input"]["width"].as_u64(), r["input"]["height"].as_u64()),
+        (Some(640), Some(480))
+    );
+    assert_eq!(r["roi"]["width"], 640);
+}
+
+#[test]
 fn analyze_a_dicom_cine_frame_in_text() {
     let dir = tempfile::tempdir().unwrap();
     let (model, _) = init_model(dir.path());

@@ -18,11 +18,11 @@ pub const ARCHITECTURE: &str = "ceus-dlr-resnet50";
 pub const FORMAT_VERSION: u32 = 1;
 
 /// How the ROI is resized to the network's input, named as Pillow names its filters, since
-/// training pipelines resize with Pillow (torchvision's `Resize` on PIL images).
+/// training pipelines resize with Pillow (torchvision's `Resize` on PIL images). Only filters
+/// whose output is checked against Pillow's are accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ResizeFilter {
-    Nearest,
     Bilinear,
     Bicubic,
 }
@@ -30,7 +30,6 @@ pub enum ResizeFilter {
 impl ResizeFilter {
     pub fn name(self) -> &'static str {
         match self {
-            ResizeFilter::Nearest => "nearest",
             ResizeFilter::Bilinear => "bilinear",
             ResizeFilter::Bicubic => "bicubic",
         }
@@ -41,11 +40,10 @@ impl std::str::FromStr for ResizeFilter {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "nearest" => Ok(Self::Nearest),
             "bilinear" => Ok(Self::Bilinear),
             "bicubic" => Ok(Self::Bicubic),
             other => Err(format!(
-                "unknown resize filter '{other}' (expected nearest, bilinear or bicubic)"
+                "unknown resize filter '{other}' (expected bilinear or bicubic)"
             )),
         }
     }

@@ -48,7 +48,6 @@ pub fn resize_gray(
         return Err(ModelError::Input("cannot resize an empty image".into()));
     }
     let alg = match filter {
-        ResizeFilter::Nearest => fr::ResizeAlg::Nearest,
         ResizeFilter::Bilinear => fr::ResizeAlg::Convolution(fr::FilterType::Bilinear),
         // Pillow's BICUBIC is the a = -0.5 cubic, i.e. Catmull-Rom.
         ResizeFilter::Bicubic => fr::ResizeAlg::Convolution(fr::FilterType::CatmullRom),
