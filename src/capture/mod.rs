@@ -2,6 +2,7 @@
 //! multi-frame, decoded to one frame's pixels.
 
 pub mod dicom;
+pub mod frame;
 pub mod still;
 
 use image::{GrayImage, RgbImage};
