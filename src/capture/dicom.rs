@@ -8,7 +8,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::{open_file, DefaultDicomObject};
 use dicom_pixeldata::{ConvertOptions, PhotometricInterpretation, PixelDecoder};
 use image::{GrayImage, RgbImage};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{InputError, LoadedFrame, Picture};
 
@@ -28,123 +28,177 @@ fn int_attr(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<i64> {
         .and_then(|e| e.to_int::<i64>().ok())
 }
 
-/// Loads frame `frame` (from 0) of a DICOM file.
-pub fn load_frame(path: &Path, frame: u32) -> Result<LoadedFrame, InputError> {
-    let fail = |reason: String| InputError::Dicom {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let obj = open_file(path).map_err(|e| fail(format!("cannot parse the file: {e}")))?;
-    let ts = transfer_syntax_name(obj.meta().transfer_syntax());
-    let modality = obj
-        .element_opt(tags::MODALITY)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
-        .unwrap_or_else(|| "?".into());
-    if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
-        return Err(fail("the file has no Pixel Data".into()));
-    }
-    let frames = int_attr(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32;
-    if frame >= frames {
-        return Err(InputError::NoSuchFrame {
+/// A parsed DICOM file whose frames can be decoded one at a time.
+pub struct DicomFile {
+    path: PathBuf,
+    obj: DefaultDicomObject,
+    frames: u32,
+    modality: String,
+    transfer_syntax: String,
+}
+
+impl DicomFile {
+    pub fn open(path: &Path) -> Result<Self, InputError> {
+        let fail = |reason: String| InputError::Dicom {
             path: path.to_path_buf(),
-            frame,
+            reason,
+        };
+        let obj = open_file(path).map_err(|e| fail(format!("cannot parse the file: {e}")))?;
+        let transfer_syntax = transfer_syntax_name(obj.meta().transfer_syntax());
+        let modality = string_attr(&obj, tags::MODALITY).unwrap_or_else(|| "?".into());
+        if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+            return Err(fail("the file has no Pixel Data".into()));
+        }
+        let frames = int_attr(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32;
+        Ok(Self {
+            path: path.to_path_buf(),
+            obj,
             frames,
-        });
+            modality,
+            transfer_syntax,
+        })
     }
-    if let Some(picture) = native_ybr_frame(&obj, frame).map_err(fail)? {
-        return Ok(LoadedFrame {
-            picture,
-            frame,
-            frames_in_file: frames,
-            format: format!("DICOM {modality}, {}, {ts}", photometric_name(&obj)),
-        });
+
+    pub fn frames(&self) -> u32 {
+        self.frames
     }
-    let decoded = obj
-        .decode_pixel_data_frame(frame)
-        .map_err(|e| fail(format!("cannot decode frame {frame} ({ts}): {e}")))?;
-    // The decoded photometric interpretation: codecs that convert colour (JPEG) report RGB.
-    let pi = decoded.photometric_interpretation().clone();
-    let (rows, cols) = (decoded.rows(), decoded.columns());
-    let unsupported = |what: String, reason: &str| InputError::Unsupported {
-        path: path.to_path_buf(),
-        what,
-        reason: reason.to_string(),
-    };
-    let picture = match (&pi, decoded.samples_per_pixel()) {
-        (
-            PhotometricInterpretation::Rgb
-            | PhotometricInterpretation::YbrFull
-            | PhotometricInterpretation::YbrFull422,
-            3,
-        ) => {
-            let img = decoded
-                .to_dynamic_image_with_options(0, &ConvertOptions::new().force_8bit())
-                .map_err(|e| fail(format!("frame {frame}: {e}")))?;
-            Picture::Rgb(img.to_rgb8())
+
+    pub fn object(&self) -> &DefaultDicomObject {
+        &self.obj
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Decodes frame `frame` (from 0).
+    pub fn frame(&self, frame: u32) -> Result<LoadedFrame, InputError> {
+        let path = self.path.as_path();
+        let fail = |reason: String| InputError::Dicom {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let (obj, frames, modality, ts) = (
+            &self.obj,
+            self.frames,
+            &self.modality,
+            &self.transfer_syntax,
+        );
+        if frame >= frames {
+            return Err(InputError::NoSuchFrame {
+                path: path.to_path_buf(),
+                frame,
+                frames,
+            });
         }
-        (PhotometricInterpretation::PaletteColor, 1) => {
-            let data = decoded
-                .frame_data(0)
-                .map_err(|e| fail(format!("frame {frame}: {e}")))?;
-            let indices: Vec<u16> = match decoded.bits_allocated() {
-                8 => data.iter().map(|v| *v as u16).collect(),
-                16 => data
-                    .chunks_exact(2)
-                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                    .collect(),
-                other => {
-                    return Err(unsupported(
-                        format!("PALETTE COLOR with {other} bits allocated"),
-                        "expected 8 or 16",
-                    ))
-                }
-            };
-            let lut = PaletteLut::read(&obj).map_err(fail)?;
-            let mut rgb = RgbImage::new(cols, rows);
-            for (px, idx) in rgb.pixels_mut().zip(indices) {
-                px.0 = lut.colour(idx);
-            }
-            Picture::Rgb(rgb)
+        if let Some(picture) = native_ybr_frame(obj, frame).map_err(fail)? {
+            return Ok(LoadedFrame {
+                picture,
+                frame,
+                frames_in_file: frames,
+                format: format!("DICOM {modality}, {}, {ts}", photometric_name(obj)),
+            });
         }
-        (PhotometricInterpretation::Monochrome1 | PhotometricInterpretation::Monochrome2, 1) => {
-            if decoded.bits_allocated() == 8 {
-                // 8-bit ultrasound gray is used as stored (no windowing), as exported images are.
-                let data = decoded
-                    .frame_data(0)
-                    .map_err(|e| fail(format!("frame {frame}: {e}")))?;
-                let invert = matches!(pi, PhotometricInterpretation::Monochrome1);
-                let pixels: Vec<u8> = data
-                    .iter()
-                    .take((rows * cols) as usize)
-                    .map(|v| if invert { 255 - v } else { *v })
-                    .collect();
-                Picture::Gray(
-                    GrayImage::from_raw(cols, rows, pixels)
-                        .ok_or_else(|| fail(format!("frame {frame}: short pixel data")))?,
-                )
-            } else {
-                // Deeper gray goes through the file's modality and VOI LUTs to 8 bits.
+        let decoded = obj
+            .decode_pixel_data_frame(frame)
+            .map_err(|e| fail(format!("cannot decode frame {frame} ({ts}): {e}")))?;
+        // The decoded photometric interpretation: codecs that convert colour (JPEG) report RGB.
+        let pi = decoded.photometric_interpretation().clone();
+        let (rows, cols) = (decoded.rows(), decoded.columns());
+        let unsupported = |what: String, reason: &str| InputError::Unsupported {
+            path: path.to_path_buf(),
+            what,
+            reason: reason.to_string(),
+        };
+        let picture = match (&pi, decoded.samples_per_pixel()) {
+            (
+                PhotometricInterpretation::Rgb
+                | PhotometricInterpretation::YbrFull
+                | PhotometricInterpretation::YbrFull422,
+                3,
+            ) => {
                 let img = decoded
                     .to_dynamic_image_with_options(0, &ConvertOptions::new().force_8bit())
                     .map_err(|e| fail(format!("frame {frame}: {e}")))?;
-                Picture::Gray(img.to_luma8())
+                Picture::Rgb(img.to_rgb8())
             }
-        }
-        (other, spp) => {
-            return Err(unsupported(
-                format!("photometric interpretation {other} with {spp} sample(s) per pixel"),
-                "expected RGB, YBR_FULL, YBR_FULL_422, PALETTE COLOR or MONOCHROME1/2",
-            ))
-        }
-    };
-    Ok(LoadedFrame {
-        picture,
-        frame,
-        frames_in_file: frames,
-        format: format!("DICOM {modality}, {pi}, {ts}"),
-    })
+            (PhotometricInterpretation::PaletteColor, 1) => {
+                let data = decoded
+                    .frame_data(0)
+                    .map_err(|e| fail(format!("frame {frame}: {e}")))?;
+                let indices: Vec<u16> = match decoded.bits_allocated() {
+                    8 => data.iter().map(|v| *v as u16).collect(),
+                    16 => data
+                        .chunks_exact(2)
+                        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                        .collect(),
+                    other => {
+                        return Err(unsupported(
+                            format!("PALETTE COLOR with {other} bits allocated"),
+                            "expected 8 or 16",
+                        ))
+                    }
+                };
+                let lut = PaletteLut::read(obj).map_err(fail)?;
+                let mut rgb = RgbImage::new(cols, rows);
+                for (px, idx) in rgb.pixels_mut().zip(indices) {
+                    px.0 = lut.colour(idx);
+                }
+                Picture::Rgb(rgb)
+            }
+            (
+                PhotometricInterpretation::Monochrome1 | PhotometricInterpretation::Monochrome2,
+                1,
+            ) => {
+                if decoded.bits_allocated() == 8 {
+                    // 8-bit ultrasound gray is used as stored (no windowing), as exported images are.
+                    let data = decoded
+                        .frame_data(0)
+                        .map_err(|e| fail(format!("frame {frame}: {e}")))?;
+                    let invert = matches!(pi, PhotometricInterpretation::Monochrome1);
+                    let pixels: Vec<u8> = data
+                        .iter()
+                        .take((rows * cols) as usize)
+                        .map(|v| if invert { 255 - v } else { *v })
+                        .collect();
+                    Picture::Gray(
+                        GrayImage::from_raw(cols, rows, pixels)
+                            .ok_or_else(|| fail(format!("frame {frame}: short pixel data")))?,
+                    )
+                } else {
+                    // Deeper gray goes through the file's modality and VOI LUTs to 8 bits.
+                    let img = decoded
+                        .to_dynamic_image_with_options(0, &ConvertOptions::new().force_8bit())
+                        .map_err(|e| fail(format!("frame {frame}: {e}")))?;
+                    Picture::Gray(img.to_luma8())
+                }
+            }
+            (other, spp) => {
+                return Err(unsupported(
+                    format!("photometric interpretation {other} with {spp} sample(s) per pixel"),
+                    "expected RGB, YBR_FULL, YBR_FULL_422, PALETTE COLOR or MONOCHROME1/2",
+                ))
+            }
+        };
+        Ok(LoadedFrame {
+            picture,
+            frame,
+            frames_in_file: frames,
+            format: format!("DICOM {modality}, {pi}, {ts}"),
+        })
+    }
+}
+
+/// Loads frame `frame` (from 0) of a DICOM file.
+pub fn load_frame(path: &Path, frame: u32) -> Result<LoadedFrame, InputError> {
+    DicomFile::open(path)?.frame(frame)
+}
+
+fn string_attr(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
 }
 
 fn photometric_name(obj: &DefaultDicomObject) -> String {

@@ -3,6 +3,8 @@
 
 pub mod dicom;
 pub mod frame;
+pub mod replay;
+pub mod source;
 pub mod still;
 
 use image::{GrayImage, RgbImage};
