@@ -6,6 +6,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use ceusd::analyze::{analyze, AnalyzeRequest};
+use ceusd::capture::record::{record, RecordLimit};
+use ceusd::capture::source::{Pacing, SourceSpec};
 use ceusd::model::file::{read_model, write_model, StoredType};
 use ceusd::model::import::{import_checkpoint, ImportOptions};
 use ceusd::model::init::{seeded_metadata, seeded_tensors};
@@ -33,6 +35,27 @@ enum Command {
     /// Create, import and inspect model files.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Record a source to a frame folder (PNG frames + manifest.json) that `frames:DIR` replays.
+    Capture(CaptureArgs),
+}
+
+#[derive(Args)]
+struct CaptureArgs {
+    /// dicom:FILE or frames:DIR.
+    #[arg(long)]
+    source: SourceSpec,
+    /// A new or empty folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Stop after this many frames.
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Stop after this many seconds of recorded time.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Replay speed for recorded sources (1 = real time); without it, as fast as possible.
+    #[arg(long)]
+    speed: Option<f64>,
 }
 
 #[derive(Args)]
@@ -211,6 +234,34 @@ fn run(cli: Cli) -> Result<()> {
                     writeln!(out, "WARNING    {w}")?;
                 }
             }
+        }
+        Command::Capture(c) => {
+            let pacing = match c.speed {
+                Some(s) => Pacing::real_time(s).map_err(anyhow::Error::msg)?,
+                None => Pacing::AsFastAsPossible,
+            };
+            if c.seconds.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
+                bail!("--seconds: expected a positive number");
+            }
+            let mut source = c.source.open(pacing)?;
+            log::info!("recording {}", source.describe());
+            let summary = record(
+                source.as_mut(),
+                &c.out,
+                RecordLimit {
+                    frames: c.frames,
+                    seconds: c.seconds,
+                },
+            )?;
+            writeln!(
+                out,
+                "recorded {} frames over {:.2} s ({:.2} fps), {} dropped, to {}",
+                summary.frames,
+                summary.seconds,
+                summary.fps,
+                summary.dropped,
+                c.out.display()
+            )?;
         }
         Command::Model(ModelCommand::Init {
             seed,

@@ -1,8 +1,11 @@
-//! Where frames come from. For now: still images (PNG, JPEG) and DICOM files, single- or
-//! multi-frame, decoded to one frame's pixels.
+//! Where frames come from: still images (PNG, JPEG), DICOM files (one frame, or a cine replayed
+//! as a stream), and frame folders; what a frame is and how its pixels become gray; recording
+//! any source to a frame folder.
 
 pub mod dicom;
+pub mod folder;
 pub mod frame;
+pub mod record;
 pub mod replay;
 pub mod source;
 pub mod still;
@@ -23,6 +26,8 @@ pub enum InputError {
     },
     #[error("{path}: not a readable image: {reason}")]
     Image { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Manifest { path: PathBuf, reason: String },
     #[error("{path}: DICOM: {reason}")]
     Dicom { path: PathBuf, reason: String },
     #[error("{path}: frame {frame} requested, the file has {frames} frame(s) (numbered from 0)")]

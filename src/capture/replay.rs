@@ -229,4 +229,8 @@ impl FrameSource for DicomReplay {
             data,
         }))
     }
+
+    fn injection_offset_s(&self) -> Option<f64> {
+        self.timing.injection_offset_s
+    }
 }

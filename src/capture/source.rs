@@ -33,6 +33,12 @@ pub trait FrameSource: Send {
     fn dropped(&self) -> u64 {
         0
     }
+
+    /// Contrast injection relative to the timestamp origin, in seconds, when the source
+    /// records it (a DICOM cine's Contrast/Bolus Start Time).
+    fn injection_offset_s(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// How a recorded source delivers its frames.
@@ -69,5 +75,42 @@ impl Pacing {
         if due > now {
             std::thread::sleep(due - now);
         }
+    }
+}
+
+/// Where frames come from, as written in configuration and on the command line:
+/// `dicom:exam.dcm` (a cine) or `frames:dir/` (a frame folder with a manifest).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    Dicom(std::path::PathBuf),
+    Frames(std::path::PathBuf),
+}
+
+impl std::str::FromStr for SourceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (scheme, rest) = s.split_once(':').ok_or_else(|| {
+            format!("source '{s}': expected KIND:WHERE, e.g. dicom:exam.dcm or frames:dir/")
+        })?;
+        if rest.is_empty() {
+            return Err(format!("source '{s}': nothing after '{scheme}:'"));
+        }
+        match scheme {
+            "dicom" => Ok(SourceSpec::Dicom(rest.into())),
+            "frames" => Ok(SourceSpec::Frames(rest.into())),
+            other => Err(format!(
+                "source '{s}': kind '{other}' is not available in this build (available: dicom:, frames:)"
+            )),
+        }
+    }
+}
+
+impl SourceSpec {
+    /// Opens the source.
+    pub fn open(&self, pacing: Pacing) -> Result<Box<dyn FrameSource>, InputError> {
+        Ok(match self {
+            SourceSpec::Dicom(p) => Box::new(super::replay::DicomReplay::open(p, pacing)?),
+            SourceSpec::Frames(p) => Box::new(super::folder::FolderReplay::open(p, pacing)?),
+        })
     }
 }
