@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use ceusd::analyze::{analyze, AnalyzeRequest};
 use ceusd::capture::record::{record, RecordLimit};
 use ceusd::capture::source::{Pacing, SourceSpec};
+use ceusd::capture::synthetic::{parse_spec, LesionKind, SyntheticScanner};
 use ceusd::model::file::{read_model, write_model, StoredType};
 use ceusd::model::import::{import_checkpoint, ImportOptions};
 use ceusd::model::init::{seeded_metadata, seeded_tensors};
@@ -35,8 +36,30 @@ enum Command {
     /// Create, import and inspect model files.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Write a synthetic CEUS exam as a frame folder, with its ground truth beside it.
+    Synth(SynthArgs),
     /// Record a source to a frame folder (PNG frames + manifest.json) that `frames:DIR` replays.
     Capture(CaptureArgs),
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// pdac or cp.
+    #[arg(long)]
+    kind: LesionKind,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Seconds of exam.
+    #[arg(long, default_value_t = 120.0)]
+    duration: f64,
+    /// Frame size WxH.
+    #[arg(long, default_value = "1280x720")]
+    size: String,
+    #[arg(long, default_value_t = 15.0)]
+    fps: f64,
+    /// A new or empty folder.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -234,6 +257,32 @@ fn run(cli: Cli) -> Result<()> {
                     writeln!(out, "WARNING    {w}")?;
                 }
             }
+        }
+        Command::Synth(a) => {
+            let kind = match a.kind {
+                LesionKind::Pdac => "pdac",
+                LesionKind::Cp => "cp",
+            };
+            let spec = format!(
+                "{kind}?seed={}&duration={}&size={}&fps={}",
+                a.seed, a.duration, a.size, a.fps
+            );
+            let config = parse_spec(&spec).map_err(anyhow::Error::msg)?;
+            let mut scanner = SyntheticScanner::new(config, Pacing::AsFastAsPossible)
+                .map_err(anyhow::Error::msg)?;
+            let truth = serde_json::to_string_pretty(scanner.truth())?;
+            let summary = record(&mut scanner, &a.out, RecordLimit::default())?;
+            std::fs::write(a.out.join("ground_truth.json"), truth).with_context(|| {
+                format!("writing {}", a.out.join("ground_truth.json").display())
+            })?;
+            writeln!(
+                out,
+                "wrote {} frames ({:.1} s at {:.1} fps) and ground_truth.json to {}",
+                summary.frames,
+                summary.seconds,
+                summary.fps,
+                a.out.display()
+            )?;
         }
         Command::Capture(c) => {
             let pacing = match c.speed {

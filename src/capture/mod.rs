@@ -9,6 +9,7 @@ pub mod record;
 pub mod replay;
 pub mod source;
 pub mod still;
+pub mod synthetic;
 
 use image::{GrayImage, RgbImage};
 use std::path::{Path, PathBuf};

@@ -79,11 +79,13 @@ impl Pacing {
 }
 
 /// Where frames come from, as written in configuration and on the command line:
-/// `dicom:exam.dcm` (a cine) or `frames:dir/` (a frame folder with a manifest).
+/// `dicom:exam.dcm` (a cine), `frames:dir/` (a frame folder with a manifest) or
+/// `synthetic:pdac?seed=7` (the synthetic scanner; see `synthetic::parse_spec`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceSpec {
     Dicom(std::path::PathBuf),
     Frames(std::path::PathBuf),
+    Synthetic(super::synthetic::SyntheticConfig),
 }
 
 impl std::str::FromStr for SourceSpec {
@@ -98,8 +100,11 @@ impl std::str::FromStr for SourceSpec {
         match scheme {
             "dicom" => Ok(SourceSpec::Dicom(rest.into())),
             "frames" => Ok(SourceSpec::Frames(rest.into())),
+            "synthetic" => super::synthetic::parse_spec(rest)
+                .map(SourceSpec::Synthetic)
+                .map_err(|e| format!("source '{s}': {e}")),
             other => Err(format!(
-                "source '{s}': kind '{other}' is not available in this build (available: dicom:, frames:)"
+                "source '{s}': kind '{other}' is not available in this build (available: dicom:, frames:, synthetic:)"
             )),
         }
     }
@@ -111,6 +116,15 @@ impl SourceSpec {
         Ok(match self {
             SourceSpec::Dicom(p) => Box::new(super::replay::DicomReplay::open(p, pacing)?),
             SourceSpec::Frames(p) => Box::new(super::folder::FolderReplay::open(p, pacing)?),
+            SourceSpec::Synthetic(c) => Box::new(
+                super::synthetic::SyntheticScanner::new(c.clone(), pacing).map_err(|reason| {
+                    InputError::Unsupported {
+                        path: "synthetic".into(),
+                        what: "configuration".into(),
+                        reason,
+                    }
+                })?,
+            ),
         })
     }
 }
