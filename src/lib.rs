@@ -6,5 +6,6 @@
 
 pub mod analyze;
 pub mod capture;
+pub mod layout;
 pub mod model;
 pub mod roi;

@@ -1,0 +1,245 @@
+//! Scanner layouts: pane detection on synthetic frames of several layouts, presets, and the
+//! B-mode → CEUS ROI mapping.
+
+use ceusd::capture::frame::LumaRange;
+use ceusd::capture::source::Pacing;
+use ceusd::capture::synthetic::{LesionKind, SyntheticConfig, SyntheticScanner};
+use ceusd::layout::{detect, preset, Layout, LayoutError};
+use ceusd::roi::Roi;
+use image::GrayImage;
+
+fn close(a: &Roi, b: &Roi, tol: u32) -> bool {
+    a.x.abs_diff(b.x) <= tol
+        && a.y.abs_diff(b.y) <= tol
+        && a.width.abs_diff(b.width) <= 2 * tol
+        && a.height.abs_diff(b.height) <= 2 * tol
+}
+
+fn synthetic(width: u32, height: u32, seed: u64) -> SyntheticScanner {
+    let c = SyntheticConfig {
+        width,
+        height,
+        fps: 1.0,
+        duration_s: 60.0,
+        ..SyntheticConfig::new(LesionKind::Pdac, seed)
+    };
+    SyntheticScanner::new(c, Pacing::AsFastAsPossible).unwrap()
+}
+
+fn gray(s: &mut SyntheticScanner, index: u64) -> GrayImage {
+    let f = s.frame(index);
+    f.gray_region(&Roi::full(f.width, f.height), LumaRange::Full)
+        .unwrap()
+}
+
+#[test]
+fn panes_are_found_on_synthetic_frames_of_several_sizes() {
+    for (w, h) in [(1280, 720), (1920, 1080), (640, 360), (800, 600)] {
+        for seed in [1, 2] {
+            let mut s = synthetic(w, h, seed);
+            let truth = s.truth().clone();
+            let found = detect(&gray(&mut s, 40)).unwrap();
+            let tol = (w / 100).max(3);
+            assert!(
+                close(&found.bmode, &truth.bmode_pane, tol),
+                "{w}x{h}: B-mode {} vs {}",
+                found.bmode,
+                truth.bmode_pane
+            );
+            assert!(
+                close(&found.ceus, &truth.ceus_pane, tol),
+                "{w}x{h}: CEUS {} vs {}",
+                found.ceus,
+                truth.ceus_pane
+            );
+        }
+    }
+}
+
+#[test]
+fn a_dark_pre_contrast_ceus_pane_is_reported_not_guessed() {
+    let mut s = synthetic(1280, 720, 3);
+    let e = detect(&gray(&mut s, 2)).unwrap_err();
+    assert!(matches!(e, LayoutError::NotFound { .. }), "{e}");
+    assert!(e.to_string().contains("1280x720"));
+}
+
+/// Speckled panes at arbitrary places on a black screen with text bars above them.
+fn drawn(width: u32, height: u32, panes: &[Roi]) -> GrayImage {
+    let mut img = GrayImage::new(width, height);
+    for x in 10..width / 3 {
+        for y in 4..10 {
+            if x % 5 != 0 {
+                img.put_pixel(x, y, image::Luma([220]));
+            }
+        }
+    }
+    for (i, p) in panes.iter().enumerate() {
+        for y in p.y..p.y + p.height {
+            for x in p.x..p.x + p.width {
+                let n = (x.wrapping_mul(2654435761) ^ y.wrapping_mul(40503) ^ i as u32)
+                    .rotate_left(7)
+                    % 160;
+                img.put_pixel(x, y, image::Luma([20 + n as u8]));
+            }
+        }
+    }
+    img
+}
+
+#[test]
+fn panes_are_found_wherever_a_scanner_puts_them() {
+    let layouts = [
+        (
+            900,
+            600,
+            Roi {
+                x: 40,
+                y: 60,
+                width: 380,
+                height: 480,
+            },
+            Roi {
+                x: 470,
+                y: 60,
+                width: 380,
+                height: 480,
+            },
+        ),
+        (
+            1024,
+            768,
+            Roi {
+                x: 10,
+                y: 100,
+                width: 480,
+                height: 600,
+            },
+            Roi {
+                x: 530,
+                y: 120,
+                width: 460,
+                height: 560,
+            },
+        ),
+        (
+            1920,
+            1080,
+            Roi {
+                x: 200,
+                y: 150,
+                width: 700,
+                height: 800,
+            },
+            Roi {
+                x: 1000,
+                y: 150,
+                width: 700,
+                height: 800,
+            },
+        ),
+    ];
+    for (w, h, b, c) in layouts {
+        let found = detect(&drawn(w, h, &[b, c])).unwrap();
+        assert!(
+            close(&found.bmode, &b, 2),
+            "{w}x{h}: B-mode {} vs {b}",
+            found.bmode
+        );
+        assert!(
+            close(&found.ceus, &c, 2),
+            "{w}x{h}: CEUS {} vs {c}",
+            found.ceus
+        );
+    }
+    let one = detect(&drawn(
+        900,
+        600,
+        &[Roi {
+            x: 40,
+            y: 60,
+            width: 800,
+            height: 480,
+        }],
+    ))
+    .unwrap_err();
+    assert!(one.to_string().contains("1 textured column band"), "{one}");
+}
+
+#[test]
+fn presets_match_the_synthetic_scanner() {
+    for (name, w, h) in [
+        ("synthetic-720p", 1280, 720),
+        ("synthetic-1080p", 1920, 1080),
+    ] {
+        let p = preset(name).unwrap();
+        let s = synthetic(w, h, 0);
+        assert_eq!((p.width, p.height), (w, h));
+        assert_eq!(
+            p.layout,
+            Layout {
+                bmode: s.truth().bmode_pane,
+                ceus: s.truth().ceus_pane
+            }
+        );
+    }
+    assert!(preset("logiq-e20")
+        .unwrap_err()
+        .to_string()
+        .contains("synthetic-720p"));
+}
+
+#[test]
+fn a_bmode_roi_maps_to_the_same_tissue_on_ceus() {
+    for seed in 0..10 {
+        let s = synthetic(1280, 720, seed);
+        let t = s.truth();
+        let layout = Layout {
+            bmode: t.bmode_pane,
+            ceus: t.ceus_pane,
+        };
+        assert_eq!(
+            layout.bmode_to_ceus(&t.lesion_bmode).unwrap(),
+            t.lesion_ceus
+        );
+    }
+    let layout = Layout {
+        bmode: Roi {
+            x: 0,
+            y: 0,
+            width: 400,
+            height: 300,
+        },
+        ceus: Roi {
+            x: 500,
+            y: 10,
+            width: 200,
+            height: 150,
+        }, // shown at half scale
+    };
+    assert_eq!(
+        layout
+            .bmode_to_ceus(&Roi {
+                x: 100,
+                y: 60,
+                width: 80,
+                height: 40
+            })
+            .unwrap(),
+        Roi {
+            x: 550,
+            y: 40,
+            width: 40,
+            height: 20
+        }
+    );
+    let e = layout
+        .bmode_to_ceus(&Roi {
+            x: 350,
+            y: 10,
+            width: 80,
+            height: 40,
+        })
+        .unwrap_err();
+    assert!(matches!(e, LayoutError::OutsideBmode { .. }), "{e}");
+}
