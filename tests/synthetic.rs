@@ -269,3 +269,45 @@ fn the_synth_command_writes_a_replayable_exam_with_its_ground_truth() {
         "the folder holds the scanner's frames"
     );
 }
+
+#[test]
+fn every_capture_format_carries_the_same_picture() {
+    use ceusd::capture::frame::PixelFormat;
+    use ceusd::model::preprocess::gray_from_rgb;
+    let base = config(LesionKind::Pdac, 8);
+    let reference = scanner(base.clone());
+    let rgb = image::RgbImage::from_raw(640, 360, reference.render(80)).unwrap();
+    let t = reference.truth();
+    for pane in [t.bmode_pane, t.ceus_pane] {
+        let want = gray_from_rgb(&pane.crop(&rgb).unwrap());
+        for format in PixelFormat::ALL {
+            let mut s = scanner(SyntheticConfig {
+                format,
+                ..base.clone()
+            });
+            let f = s.frame(80);
+            assert_eq!(f.format, format);
+            let got = f.gray_region(&pane, LumaRange::Limited).unwrap();
+            let diffs: Vec<i32> = got
+                .as_raw()
+                .iter()
+                .zip(want.as_raw())
+                .map(|(a, b)| *a as i32 - *b as i32)
+                .collect();
+            let max = diffs.iter().map(|d| d.abs()).max().unwrap();
+            let mean = diffs.iter().map(|d| d.abs() as f64).sum::<f64>() / diffs.len() as f64;
+            match format {
+                // Lossless paths.
+                PixelFormat::Rgb24 | PixelFormat::Bgr24 | PixelFormat::Grey => {
+                    assert_eq!(max, 0, "{format}")
+                }
+                // 8-bit limited-range luma holds 220 levels: expanding it back rounds by one.
+                PixelFormat::Yuyv | PixelFormat::Uyvy | PixelFormat::Nv12 => {
+                    assert!(max <= 1, "{format}: max {max}")
+                }
+                // Lossy; speckle is the hardest case for JPEG.
+                PixelFormat::Mjpeg => assert!(mean < 4.0, "{format}: mean {mean}"),
+            }
+        }
+    }
+}

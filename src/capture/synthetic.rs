@@ -72,6 +72,13 @@ pub struct SyntheticConfig {
     pub motion: Vec<Span>,
     pub frozen: Vec<Span>,
     pub black: Vec<Span>,
+    /// The pixel format frames are delivered in, as a capture card would (RGB24 by default).
+    #[serde(default = "default_format")]
+    pub format: PixelFormat,
+}
+
+fn default_format() -> PixelFormat {
+    PixelFormat::Rgb24
 }
 
 impl SyntheticConfig {
@@ -88,6 +95,7 @@ impl SyntheticConfig {
             motion: Vec::new(),
             frozen: Vec::new(),
             black: Vec::new(),
+            format: PixelFormat::Rgb24,
         }
     }
 
@@ -112,6 +120,19 @@ impl SyntheticConfig {
                 "injection at {} s: expected >= 0",
                 self.injection_s
             ));
+        }
+        if matches!(
+            self.format,
+            PixelFormat::Yuyv | PixelFormat::Uyvy | PixelFormat::Nv12
+        ) && self.width % 2 != 0
+        {
+            return Err(format!(
+                "{}: width {} must be even",
+                self.format, self.width
+            ));
+        }
+        if self.format == PixelFormat::Nv12 && self.height % 2 != 0 {
+            return Err(format!("NV12: height {} must be even", self.height));
         }
         if let Some(t) = self.transit_s {
             if !(0.0..=60.0).contains(&t) {
@@ -478,14 +499,111 @@ impl SyntheticScanner {
             self.last_live = Some(d.clone());
             d
         };
+        let (stride, data) = encode(&data, w, h, self.config.format);
         Frame {
             sequence: index,
             timestamp: Duration::from_secs_f64(t),
             width: w,
             height: h,
-            format: PixelFormat::Rgb24,
-            stride: 3 * w as usize,
+            format: self.config.format,
+            stride,
             data,
+        }
+    }
+}
+
+/// BT.601 limited-range Y'CbCr of one RGB pixel, as capture cards send HDMI video.
+#[inline]
+fn ycbcr(r: u8, g: u8, b: u8) -> (i32, i32, i32) {
+    let (r, g, b) = (r as i32, g as i32, b as i32);
+    let y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16;
+    let cb = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128;
+    let cr = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128;
+    (y, cb, cr)
+}
+
+/// Packs an RGB24 picture in `format`: (stride of the first plane, bytes).
+pub fn encode(rgb: &[u8], w: u32, h: u32, format: PixelFormat) -> (usize, Vec<u8>) {
+    let (w, h) = (w as usize, h as usize);
+    let px = |x: usize, y: usize| {
+        let at = (y * w + x) * 3;
+        (rgb[at], rgb[at + 1], rgb[at + 2])
+    };
+    match format {
+        PixelFormat::Rgb24 => (3 * w, rgb.to_vec()),
+        PixelFormat::Bgr24 => (
+            3 * w,
+            rgb.chunks_exact(3)
+                .flat_map(|p| [p[2], p[1], p[0]])
+                .collect(),
+        ),
+        PixelFormat::Grey => (
+            w,
+            rgb.chunks_exact(3)
+                .map(|p| crate::model::preprocess::pillow_luma(p[0], p[1], p[2]))
+                .collect(),
+        ),
+        PixelFormat::Yuyv | PixelFormat::Uyvy => {
+            let mut out = Vec::with_capacity(2 * w * h);
+            for y in 0..h {
+                for x in (0..w).step_by(2) {
+                    let (y0, cb0, cr0) = {
+                        let (r, g, b) = px(x, y);
+                        ycbcr(r, g, b)
+                    };
+                    let (y1, cb1, cr1) = {
+                        let (r, g, b) = px(x + 1, y);
+                        ycbcr(r, g, b)
+                    };
+                    let (cb, cr) = ((cb0 + cb1 + 1) / 2, (cr0 + cr1 + 1) / 2);
+                    let q = |v: i32| v.clamp(0, 255) as u8;
+                    if format == PixelFormat::Yuyv {
+                        out.extend_from_slice(&[q(y0), q(cb), q(y1), q(cr)]);
+                    } else {
+                        out.extend_from_slice(&[q(cb), q(y0), q(cr), q(y1)]);
+                    }
+                }
+            }
+            (2 * w, out)
+        }
+        PixelFormat::Nv12 => {
+            let mut out = vec![0u8; w * h + w * h / 2];
+            for y in 0..h {
+                for x in 0..w {
+                    let (r, g, b) = px(x, y);
+                    out[y * w + x] = ycbcr(r, g, b).0.clamp(0, 255) as u8;
+                }
+            }
+            for y in (0..h).step_by(2) {
+                for x in (0..w).step_by(2) {
+                    let (mut cb, mut cr) = (0, 0);
+                    for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                        let (r, g, b) = px(x + dx, y + dy);
+                        let (_, u, v) = ycbcr(r, g, b);
+                        cb += u;
+                        cr += v;
+                    }
+                    let at = w * h + (y / 2) * w + x;
+                    out[at] = ((cb + 2) / 4).clamp(0, 255) as u8;
+                    out[at + 1] = ((cr + 2) / 4).clamp(0, 255) as u8;
+                }
+            }
+            (w, out)
+        }
+        PixelFormat::Mjpeg => {
+            let mut jpeg = Vec::new();
+            let encoded = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode(
+                rgb,
+                w as u32,
+                h as u32,
+                image::ExtendedColorType::Rgb8,
+            );
+            // Encoding an in-memory buffer of the right size cannot fail; an empty frame would
+            // be refused downstream with a decode error if it ever did.
+            if encoded.is_err() {
+                jpeg.clear();
+            }
+            (0, jpeg)
         }
     }
 }
@@ -525,7 +643,7 @@ impl FrameSource for SyntheticScanner {
     }
 }
 
-/// Parses `pdac?seed=7&size=960x540&fps=15&duration=60&injection=5&transit=14&motion=20-24,40-41&frozen=..&black=..`.
+/// Parses `pdac?seed=7&size=960x540&fps=15&duration=60&injection=5&transit=14&motion=20-24,40-41&frozen=..&black=..&format=YUYV`.
 pub fn parse_spec(spec: &str) -> Result<SyntheticConfig, String> {
     let (kind, query) = spec.split_once('?').unwrap_or((spec, ""));
     let mut c = SyntheticConfig::new(kind.parse()?, 0);
@@ -568,9 +686,10 @@ pub fn parse_spec(spec: &str) -> Result<SyntheticConfig, String> {
             "motion" => c.motion = spans(value)?,
             "frozen" => c.frozen = spans(value)?,
             "black" => c.black = spans(value)?,
+            "format" => c.format = value.parse()?,
             other => {
                 return Err(format!(
-                    "unknown option '{other}' (expected seed, size, fps, duration, injection, transit, motion, frozen, black)"
+                    "unknown option '{other}' (expected seed, size, fps, duration, injection, transit, motion, frozen, black, format)"
                 ))
             }
         }
