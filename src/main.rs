@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use ceusd::analyze::{analyze, AnalyzeRequest};
+use ceusd::capture::dicom_write::{write_cine, CineInfo};
 use ceusd::capture::record::{record, RecordLimit};
 use ceusd::capture::source::{Pacing, SourceSpec};
 use ceusd::capture::synthetic::{parse_spec, LesionKind, SyntheticScanner};
@@ -57,9 +58,13 @@ struct SynthArgs {
     size: String,
     #[arg(long, default_value_t = 15.0)]
     fps: f64,
-    /// A new or empty folder.
+    /// A new or empty folder (frames + manifest.json), or a file ending in .dcm (a DICOM
+    /// ultrasound cine, JPEG baseline).
     #[arg(long)]
     out: PathBuf,
+    /// DICOM only: leave out Contrast/Bolus Start Time, as many scanners do.
+    #[arg(long)]
+    omit_injection_tag: bool,
 }
 
 #[derive(Args)]
@@ -271,18 +276,55 @@ fn run(cli: Cli) -> Result<()> {
             let mut scanner = SyntheticScanner::new(config, Pacing::AsFastAsPossible)
                 .map_err(anyhow::Error::msg)?;
             let truth = serde_json::to_string_pretty(scanner.truth())?;
-            let summary = record(&mut scanner, &a.out, RecordLimit::default())?;
-            std::fs::write(a.out.join("ground_truth.json"), truth).with_context(|| {
-                format!("writing {}", a.out.join("ground_truth.json").display())
-            })?;
-            writeln!(
-                out,
-                "wrote {} frames ({:.1} s at {:.1} fps) and ground_truth.json to {}",
-                summary.frames,
-                summary.seconds,
-                summary.fps,
-                a.out.display()
-            )?;
+            let is_dicom = a
+                .out
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("dcm"));
+            let truth_path = if is_dicom {
+                a.out.with_extension("ground_truth.json")
+            } else {
+                a.out.join("ground_truth.json")
+            };
+            if is_dicom {
+                let injection_s = scanner.truth().injection_s;
+                let frames: Vec<u64> = (0..scanner.frame_count()).collect();
+                let (w, h) = (scanner.truth().config.width, scanner.truth().config.height);
+                let images = frames.into_iter().map(|i| {
+                    image::RgbImage::from_raw(w, h, scanner.frame(i).data).unwrap_or_default()
+                });
+                let info = CineInfo {
+                    frame_time_ms: 1000.0 / a.fps,
+                    acquisition_time: "120000.000".into(),
+                    acquisition_date: "20260101".into(),
+                    injection_s: (!a.omit_injection_tag).then_some(injection_s),
+                    uid_seed: a.seed,
+                    description: format!(
+                        "synthetic CEUS exam, {kind}-like lesion, seed {}",
+                        a.seed
+                    ),
+                };
+                let n = write_cine(&a.out, images, &info)?;
+                std::fs::write(&truth_path, truth)
+                    .with_context(|| format!("writing {}", truth_path.display()))?;
+                writeln!(
+                    out,
+                    "wrote a {n}-frame DICOM cine to {} and {}",
+                    a.out.display(),
+                    truth_path.display()
+                )?;
+            } else {
+                let summary = record(&mut scanner, &a.out, RecordLimit::default())?;
+                std::fs::write(&truth_path, truth)
+                    .with_context(|| format!("writing {}", truth_path.display()))?;
+                writeln!(
+                    out,
+                    "wrote {} frames ({:.1} s at {:.1} fps) and ground_truth.json to {}",
+                    summary.frames,
+                    summary.seconds,
+                    summary.fps,
+                    a.out.display()
+                )?;
+            }
         }
         Command::Capture(c) => {
             let pacing = match c.speed {

@@ -311,3 +311,71 @@ fn every_capture_format_carries_the_same_picture() {
         }
     }
 }
+
+#[test]
+fn a_synthetic_exam_written_as_dicom_replays_with_its_timing_and_injection() {
+    use ceusd::capture::replay::DicomReplay;
+    use ceusd::capture::source::FrameSource;
+    let dir = tempfile::tempdir().unwrap();
+    for omit in [false, true] {
+        let out = dir.path().join(format!("exam-{omit}.dcm"));
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ceusd"));
+        cmd.args([
+            "synth",
+            "--kind",
+            "pdac",
+            "--seed",
+            "12",
+            "--duration",
+            "3",
+            "--size",
+            "320x240",
+            "--fps",
+            "4",
+            "--out",
+        ])
+        .arg(&out);
+        if omit {
+            cmd.arg("--omit-injection-tag");
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(out.with_extension("ground_truth.json").is_file());
+        let mut replay = DicomReplay::open(&out, Pacing::AsFastAsPossible).unwrap();
+        assert_eq!(replay.timing().source, "Frame Time");
+        assert_eq!(
+            replay.injection_offset_s(),
+            if omit { None } else { Some(5.0) }
+        );
+        let reference = scanner(SyntheticConfig {
+            width: 320,
+            height: 240,
+            fps: 4.0,
+            duration_s: 3.0,
+            ..SyntheticConfig::new(LesionKind::Pdac, 12)
+        });
+        let mut n = 0u64;
+        while let SourceEvent::Frame(f) = replay.next_event().unwrap() {
+            assert!((f.timestamp.as_secs_f64() - n as f64 * 0.25).abs() < 1e-6);
+            let want = Frame {
+                data: reference.render(n),
+                ..f.clone()
+            };
+            let full = Roi::full(320, 240);
+            let (a, b) = (
+                f.gray_region(&full, LumaRange::Full).unwrap(),
+                want.gray_region(&full, LumaRange::Full).unwrap(),
+            );
+            let mean = a
+                .as_raw()
+                .iter()
+                .zip(b.as_raw())
+                .map(|(p, q)| (*p as f64 - *q as f64).abs())
+                .sum::<f64>()
+                / a.as_raw().len() as f64;
+            assert!(mean < 4.0, "frame {n}: mean |diff| {mean} after JPEG");
+            n += 1;
+        }
+        assert_eq!(n, 12);
+    }
+}

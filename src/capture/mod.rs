@@ -3,6 +3,7 @@
 //! any source to a frame folder.
 
 pub mod dicom;
+pub mod dicom_write;
 pub mod folder;
 pub mod frame;
 pub mod record;

@@ -1,0 +1,256 @@
+//! Writing a cine as a DICOM Ultrasound Multi-frame Image: JPEG baseline frames (YBR_FULL_422,
+//! one fragment per frame, with a basic offset table), Frame Time, and Contrast/Bolus Start
+//! Time when the injection time is known. The synthetic scanner uses it so the DICOM replay
+//! path runs on long, realistic clips. Patient attributes name a synthetic subject; nothing
+//! identifies a person.
+
+use dicom_core::value::PixelFragmentSequence;
+use dicom_core::{dicom_value, DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use image::RgbImage;
+use std::path::Path;
+
+use super::InputError;
+
+/// What the cine's header says besides its pixels.
+#[derive(Debug, Clone)]
+pub struct CineInfo {
+    pub frame_time_ms: f64,
+    /// Time of day of the first frame, DICOM TM (HHMMSS.FFFFFF).
+    pub acquisition_time: String,
+    pub acquisition_date: String,
+    /// Injection relative to the first frame, seconds; written as Contrast/Bolus Start Time.
+    pub injection_s: Option<f64>,
+    /// Seeds the UIDs so the same input gives the same file.
+    pub uid_seed: u64,
+    pub description: String,
+}
+
+fn seconds_to_tm(s: f64) -> String {
+    let s = s.rem_euclid(86_400.0);
+    let h = (s / 3600.0).floor();
+    let m = ((s - h * 3600.0) / 60.0).floor();
+    let sec = s - h * 3600.0 - m * 60.0;
+    format!("{:02}{:02}{:09.6}", h as u32, m as u32, sec)
+}
+
+/// A UID under the 2.25 root (ISO/IEC 9834-8: a UUID as a decimal integer), from a seed.
+fn uid(seed: u64, what: u64) -> String {
+    let mut z = seed ^ what.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = || {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut x = z;
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    };
+    let v = ((next() as u128) << 64 | next() as u128) >> 2; // keep the UID within 64 characters
+    format!("2.25.{v}")
+}
+
+fn put(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: impl Into<PrimitiveValue>) {
+    obj.put(DataElement::new(tag, vr, value.into()));
+}
+
+/// Writes `frames` (all the same size) to `path`, atomically. Returns the number of frames.
+pub fn write_cine(
+    path: &Path,
+    frames: impl IntoIterator<Item = RgbImage>,
+    info: &CineInfo,
+) -> Result<u32, InputError> {
+    let fail = |reason: String| InputError::Dicom {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut fragments: Vec<Vec<u8>> = Vec::new();
+    let mut size: Option<(u32, u32)> = None;
+    for (i, frame) in frames.into_iter().enumerate() {
+        let dims = frame.dimensions();
+        if *size.get_or_insert(dims) != dims {
+            return Err(fail(format!(
+                "frame {i} is {}x{}, the cine is {:?}",
+                dims.0, dims.1, size
+            )));
+        }
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&frame)
+            .map_err(|e| fail(format!("frame {i}: JPEG encoding: {e}")))?;
+        if jpeg.len() % 2 == 1 {
+            jpeg.push(0); // fragments have even length
+        }
+        fragments.push(jpeg);
+    }
+    let (w, h) = size.ok_or_else(|| fail("no frames to write".into()))?;
+    // Basic offset table: each frame's item offset from the first item (8-byte item headers).
+    let mut offsets = Vec::with_capacity(fragments.len());
+    let mut at = 0u32;
+    for f in &fragments {
+        offsets.push(at);
+        at += 8 + f.len() as u32;
+    }
+    let n = fragments.len() as u32;
+
+    let mut obj = InMemDicomObject::new_empty();
+    put(
+        &mut obj,
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        uids::ULTRASOUND_MULTI_FRAME_IMAGE_STORAGE,
+    );
+    put(
+        &mut obj,
+        tags::SOP_INSTANCE_UID,
+        VR::UI,
+        uid(info.uid_seed, 3),
+    );
+    put(
+        &mut obj,
+        tags::STUDY_INSTANCE_UID,
+        VR::UI,
+        uid(info.uid_seed, 1),
+    );
+    put(
+        &mut obj,
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        uid(info.uid_seed, 2),
+    );
+    put(&mut obj, tags::MODALITY, VR::CS, "US");
+    put(&mut obj, tags::PATIENT_NAME, VR::PN, "SYNTHETIC^CEUS");
+    put(
+        &mut obj,
+        tags::PATIENT_ID,
+        VR::LO,
+        format!("SYNTH-{}", info.uid_seed),
+    );
+    put(
+        &mut obj,
+        tags::STUDY_DATE,
+        VR::DA,
+        info.acquisition_date.as_str(),
+    );
+    put(
+        &mut obj,
+        tags::STUDY_TIME,
+        VR::TM,
+        info.acquisition_time.as_str(),
+    );
+    put(
+        &mut obj,
+        tags::ACQUISITION_TIME,
+        VR::TM,
+        info.acquisition_time.as_str(),
+    );
+    put(
+        &mut obj,
+        tags::CONTENT_TIME,
+        VR::TM,
+        info.acquisition_time.as_str(),
+    );
+    put(
+        &mut obj,
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        info.description.as_str(),
+    );
+    put(&mut obj, tags::INSTANCE_NUMBER, VR::IS, "1");
+    put(
+        &mut obj,
+        tags::SAMPLES_PER_PIXEL,
+        VR::US,
+        PrimitiveValue::from(3u16),
+    );
+    put(
+        &mut obj,
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "YBR_FULL_422",
+    );
+    put(
+        &mut obj,
+        tags::PLANAR_CONFIGURATION,
+        VR::US,
+        PrimitiveValue::from(0u16),
+    );
+    put(&mut obj, tags::NUMBER_OF_FRAMES, VR::IS, n.to_string());
+    put(&mut obj, tags::ROWS, VR::US, PrimitiveValue::from(h as u16));
+    put(
+        &mut obj,
+        tags::COLUMNS,
+        VR::US,
+        PrimitiveValue::from(w as u16),
+    );
+    put(
+        &mut obj,
+        tags::BITS_ALLOCATED,
+        VR::US,
+        PrimitiveValue::from(8u16),
+    );
+    put(
+        &mut obj,
+        tags::BITS_STORED,
+        VR::US,
+        PrimitiveValue::from(8u16),
+    );
+    put(&mut obj, tags::HIGH_BIT, VR::US, PrimitiveValue::from(7u16));
+    put(
+        &mut obj,
+        tags::PIXEL_REPRESENTATION,
+        VR::US,
+        PrimitiveValue::from(0u16),
+    );
+    put(&mut obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "01");
+    put(
+        &mut obj,
+        tags::FRAME_TIME,
+        VR::DS,
+        format!("{:.3}", info.frame_time_ms),
+    );
+    put(
+        &mut obj,
+        tags::CINE_RATE,
+        VR::IS,
+        format!("{}", (1000.0 / info.frame_time_ms).round() as u32),
+    );
+    obj.put(DataElement::new(
+        tags::FRAME_INCREMENT_POINTER,
+        VR::AT,
+        dicom_value!(Tags, [tags::FRAME_TIME]),
+    ));
+    put(&mut obj, tags::CONTRAST_BOLUS_AGENT, VR::LO, "SonoVue");
+    if let Some(inj) = info.injection_s {
+        let start = super::replay::parse_tm(&info.acquisition_time).ok_or_else(|| {
+            fail(format!(
+                "acquisition time '{}' is not a DICOM time",
+                info.acquisition_time
+            ))
+        })?;
+        put(
+            &mut obj,
+            tags::CONTRAST_BOLUS_START_TIME,
+            VR::TM,
+            seconds_to_tm(start + inj),
+        );
+    }
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PixelFragmentSequence::new(offsets, fragments),
+    ));
+    let file = obj
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::JPEG_BASELINE8_BIT))
+        .map_err(|e| fail(format!("file meta: {e}")))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| fail("not a file path".into()))?;
+    let tmp = path.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    file.write_to_file(&tmp)
+        .map_err(|e| fail(format!("writing: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| InputError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    Ok(n)
+}
