@@ -37,6 +37,11 @@ enum Command {
     /// Create, import and inspect model files.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// List video capture devices with their formats, sizes and frame rates.
+    Devices {
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a synthetic CEUS exam as a frame folder, with its ground truth beside it.
     Synth(SynthArgs),
     /// Record a source to a frame folder (PNG frames + manifest.json) that `frames:DIR` replays.
@@ -69,7 +74,7 @@ struct SynthArgs {
 
 #[derive(Args)]
 struct CaptureArgs {
-    /// dicom:FILE or frames:DIR.
+    /// v4l2:/dev/videoN[?format=..&size=WxH&fps=N], dicom:FILE, frames:DIR or synthetic:pdac|cp[?seed=N..].
     #[arg(long)]
     source: SourceSpec,
     /// A new or empty folder.
@@ -260,6 +265,37 @@ fn run(cli: Cli) -> Result<()> {
                 )?;
                 for w in &r.warnings {
                     writeln!(out, "WARNING    {w}")?;
+                }
+            }
+        }
+        Command::Devices { json } => {
+            let devices = ceusd::capture::v4l2::list_devices();
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&devices)?)?;
+            } else if devices.is_empty() {
+                writeln!(
+                    out,
+                    "no video capture devices found (looked at /dev/video*)"
+                )?;
+            } else {
+                for d in &devices {
+                    writeln!(out, "{} — {} ({})", d.path.display(), d.card, d.driver)?;
+                    match &d.offers {
+                        Ok(offers) => {
+                            for o in offers {
+                                let mark = if o.supported {
+                                    ""
+                                } else {
+                                    " (not supported by ceusd)"
+                                };
+                                writeln!(out, "  {} {}{mark}", o.fourcc, o.description)?;
+                                for size in &o.sizes {
+                                    writeln!(out, "    {size}")?;
+                                }
+                            }
+                        }
+                        Err(e) => writeln!(out, "  {e}")?,
+                    }
                 }
             }
         }

@@ -6,11 +6,13 @@ pub mod dicom;
 pub mod dicom_write;
 pub mod folder;
 pub mod frame;
+pub mod reconnect;
 pub mod record;
 pub mod replay;
 pub mod source;
 pub mod still;
 pub mod synthetic;
+pub mod v4l2;
 
 use image::{GrayImage, RgbImage};
 use std::path::{Path, PathBuf};

@@ -79,13 +79,15 @@ impl Pacing {
 }
 
 /// Where frames come from, as written in configuration and on the command line:
-/// `dicom:exam.dcm` (a cine), `frames:dir/` (a frame folder with a manifest) or
-/// `synthetic:pdac?seed=7` (the synthetic scanner; see `synthetic::parse_spec`).
+/// `v4l2:/dev/video0?format=YUYV&size=1920x1080&fps=60` (a capture card), `dicom:exam.dcm`
+/// (a cine), `frames:dir/` (a frame folder with a manifest) or `synthetic:pdac?seed=7` (the
+/// synthetic scanner; see `synthetic::parse_spec`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceSpec {
     Dicom(std::path::PathBuf),
     Frames(std::path::PathBuf),
     Synthetic(super::synthetic::SyntheticConfig),
+    V4l2(super::v4l2::V4l2Options),
 }
 
 impl std::str::FromStr for SourceSpec {
@@ -100,11 +102,14 @@ impl std::str::FromStr for SourceSpec {
         match scheme {
             "dicom" => Ok(SourceSpec::Dicom(rest.into())),
             "frames" => Ok(SourceSpec::Frames(rest.into())),
+            "v4l2" => super::v4l2::V4l2Options::parse(rest)
+                .map(SourceSpec::V4l2)
+                .map_err(|e| format!("source '{s}': {e}")),
             "synthetic" => super::synthetic::parse_spec(rest)
                 .map(SourceSpec::Synthetic)
                 .map_err(|e| format!("source '{s}': {e}")),
             other => Err(format!(
-                "source '{s}': kind '{other}' is not available in this build (available: dicom:, frames:, synthetic:)"
+                "source '{s}': unknown kind '{other}' (expected v4l2:, dicom:, frames: or synthetic:)"
             )),
         }
     }
@@ -116,6 +121,10 @@ impl SourceSpec {
         Ok(match self {
             SourceSpec::Dicom(p) => Box::new(super::replay::DicomReplay::open(p, pacing)?),
             SourceSpec::Frames(p) => Box::new(super::folder::FolderReplay::open(p, pacing)?),
+            SourceSpec::V4l2(o) => Box::new(super::reconnect::Reconnecting::new(
+                super::v4l2::V4l2Device::new(o.clone()),
+                super::reconnect::Backoff::default(),
+            )),
             SourceSpec::Synthetic(c) => Box::new(
                 super::synthetic::SyntheticScanner::new(c.clone(), pacing).map_err(|reason| {
                     InputError::Unsupported {
