@@ -8,4 +8,5 @@ pub mod analyze;
 pub mod capture;
 pub mod layout;
 pub mod model;
+pub mod rng;
 pub mod roi;

@@ -12,6 +12,7 @@ use image::RgbImage;
 use std::path::Path;
 
 use super::InputError;
+use crate::rng::{spread, SplitMix64};
 
 /// What the cine's header says besides its pixels.
 #[derive(Debug, Clone)]
@@ -37,15 +38,8 @@ fn seconds_to_tm(s: f64) -> String {
 
 /// A UID under the 2.25 root (ISO/IEC 9834-8: a UUID as a decimal integer), from a seed.
 fn uid(seed: u64, what: u64) -> String {
-    let mut z = seed ^ what.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut next = || {
-        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut x = z;
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^ (x >> 31)
-    };
-    let v = ((next() as u128) << 64 | next() as u128) >> 2; // keep the UID within 64 characters
+    let mut rng = SplitMix64(seed ^ spread(what));
+    let v = ((rng.next_u64() as u128) << 64 | rng.next_u64() as u128) >> 2; // within 64 characters
     format!("2.25.{v}")
 }
 

@@ -4,11 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::frame::{Frame, PixelFormat};
-use super::source::{FrameSource, Pacing, SourceEvent};
-use super::{still, InputError, Picture};
+use super::frame::Frame;
+use super::source::{FrameSource, Pacer, Pacing, SourceEvent};
+use super::{still, InputError};
 
 pub const MANIFEST: &str = "manifest.json";
 pub const MANIFEST_VERSION: u32 = 1;
@@ -100,9 +100,8 @@ impl Manifest {
 pub struct FolderReplay {
     dir: PathBuf,
     manifest: Manifest,
-    pacing: Pacing,
+    pacer: Pacer,
     next: usize,
-    started: Option<Instant>,
     dropped: u64,
 }
 
@@ -131,9 +130,8 @@ impl FolderReplay {
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
-            pacing,
+            pacer: Pacer::new(pacing),
             next: 0,
-            started: None,
             dropped,
         })
     }
@@ -164,23 +162,13 @@ impl FrameSource for FolderReplay {
         };
         let timestamp = Duration::from_secs_f64(entry.timestamp_s);
         let loaded = still::load(&self.dir.join(&entry.file), 0)?;
-        let started = *self.started.get_or_insert_with(Instant::now);
-        self.pacing.wait(started, timestamp);
+        self.pacer.wait(timestamp);
         self.next += 1;
-        let (width, height) = (loaded.picture.width(), loaded.picture.height());
-        let (format, stride, data) = match loaded.picture {
-            Picture::Gray(g) => (PixelFormat::Grey, width as usize, g.into_raw()),
-            Picture::Rgb(c) => (PixelFormat::Rgb24, 3 * width as usize, c.into_raw()),
-        };
-        Ok(SourceEvent::Frame(Frame {
-            sequence: entry.sequence,
+        Ok(SourceEvent::Frame(Frame::from_picture(
+            loaded.picture,
+            entry.sequence,
             timestamp,
-            width,
-            height,
-            format,
-            stride,
-            data,
-        }))
+        )))
     }
 
     fn dropped(&self) -> u64 {

@@ -175,6 +175,24 @@ const fn limited_to_full() -> [u8; 256] {
 static LIMITED_TO_FULL: [u8; 256] = limited_to_full();
 
 impl Frame {
+    /// A decoded picture as a frame: gray as GREY, colour as RGB24.
+    pub fn from_picture(picture: super::Picture, sequence: u64, timestamp: Duration) -> Self {
+        let (width, height) = (picture.width(), picture.height());
+        let (format, stride, data) = match picture {
+            super::Picture::Gray(g) => (PixelFormat::Grey, width as usize, g.into_raw()),
+            super::Picture::Rgb(c) => (PixelFormat::Rgb24, 3 * width as usize, c.into_raw()),
+        };
+        Frame {
+            sequence,
+            timestamp,
+            width,
+            height,
+            format,
+            stride,
+            data,
+        }
+    }
+
     /// Checks that the buffer holds what the format, size and stride promise.
     pub fn validate(&self) -> Result<(), ConvertError> {
         let Some(bpp) = self.format.bytes_per_pixel() else {

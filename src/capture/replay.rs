@@ -11,12 +11,12 @@
 
 use dicom_dictionary_std::tags;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::dicom::DicomFile;
-use super::frame::{Frame, PixelFormat};
-use super::source::{FrameSource, Pacing, SourceEvent};
-use super::{InputError, Picture};
+use super::frame::Frame;
+use super::source::{FrameSource, Pacer, Pacing, SourceEvent};
+use super::InputError;
 
 /// Timing read from a cine's header.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,9 +166,8 @@ pub fn cine_timing(file: &DicomFile) -> Result<CineTiming, String> {
 pub struct DicomReplay {
     file: DicomFile,
     timing: CineTiming,
-    pacing: Pacing,
+    pacer: Pacer,
     next: u32,
-    started: Option<Instant>,
 }
 
 impl DicomReplay {
@@ -181,9 +180,8 @@ impl DicomReplay {
         Ok(Self {
             file,
             timing,
-            pacing,
+            pacer: Pacer::new(pacing),
             next: 0,
-            started: None,
         })
     }
 
@@ -211,23 +209,13 @@ impl FrameSource for DicomReplay {
         let index = self.next;
         let timestamp = self.timing.frame_times[index as usize];
         let loaded = self.file.frame(index)?;
-        let started = *self.started.get_or_insert_with(Instant::now);
-        self.pacing.wait(started, timestamp);
+        self.pacer.wait(timestamp);
         self.next += 1;
-        let (width, height) = (loaded.picture.width(), loaded.picture.height());
-        let (format, stride, data) = match loaded.picture {
-            Picture::Gray(g) => (PixelFormat::Grey, width as usize, g.into_raw()),
-            Picture::Rgb(c) => (PixelFormat::Rgb24, 3 * width as usize, c.into_raw()),
-        };
-        Ok(SourceEvent::Frame(Frame {
-            sequence: index as u64,
+        Ok(SourceEvent::Frame(Frame::from_picture(
+            loaded.picture,
+            index as u64,
             timestamp,
-            width,
-            height,
-            format,
-            stride,
-            data,
-        }))
+        )))
     }
 
     fn injection_offset_s(&self) -> Option<f64> {

@@ -67,10 +67,27 @@ impl Pacing {
             Pacing::AsFastAsPossible => Duration::ZERO,
         }
     }
+}
+
+/// Delivers a recording's frames on time: the replay's clock starts at its first frame.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    pacing: Pacing,
+    started: Option<Instant>,
+}
+
+impl Pacer {
+    pub fn new(pacing: Pacing) -> Self {
+        Self {
+            pacing,
+            started: None,
+        }
+    }
 
     /// Sleeps until the frame recorded at `timestamp` is due.
-    pub fn wait(&self, started: Instant, timestamp: Duration) {
-        let due = started + self.due(timestamp);
+    pub fn wait(&mut self, timestamp: Duration) {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        let due = started + self.pacing.due(timestamp);
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);

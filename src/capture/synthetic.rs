@@ -15,11 +15,12 @@
 //! repeat the last live frame; black segments are all-zero frames.
 
 use serde::{Deserialize, Serialize};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::frame::{Frame, PixelFormat};
-use super::source::{FrameSource, Pacing, SourceEvent};
+use super::source::{FrameSource, Pacer, Pacing, SourceEvent};
 use super::InputError;
+use crate::rng::{mix64, spread, SplitMix64};
 use crate::roi::Roi;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,23 +168,6 @@ pub struct GroundTruth {
     pub config: SyntheticConfig,
 }
 
-/// SplitMix64: a small, stable generator (same stream on every platform and version).
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Time-intensity curve of the parenchyma, 0..1, `t` seconds after arrival: a gamma variate
 /// (rise over ~10 s) reaching 1 at its peak, then wash-out towards ~0.35.
 fn time_intensity(t: f64) -> f64 {
@@ -204,12 +188,9 @@ fn time_intensity(t: f64) -> f64 {
 /// A fixed pseudo-random value in 0..1 for a pixel (speckle), from seed, frame and position.
 #[inline]
 fn hash01(seed: u64, frame: u64, x: u32, y: u32) -> f32 {
-    let mut z = seed
-        ^ frame.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ ((x as u64) << 32 | y as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
+    let z =
+        seed ^ spread(frame) ^ ((x as u64) << 32 | y as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    (mix64(z) >> 40) as f32 / (1u64 << 24) as f32
 }
 
 /// 3x5 digits for the on-screen timer.
@@ -230,20 +211,19 @@ const DIGITS: [[u8; 5]; 10] = [
 pub struct SyntheticScanner {
     config: SyntheticConfig,
     truth: GroundTruth,
-    pacing: Pacing,
+    pacer: Pacer,
     /// Lesion shape: centre (relative to the pane), radii and margin harmonics.
     lesion: (f64, f64, f64, f64, [f64; 4], [f64; 4]),
     /// Heterogeneity blobs inside a PDAC-like lesion: (x, y, radius) relative to the pane.
     patches: Vec<(f64, f64, f64)>,
     next: u64,
     last_live: Option<Vec<u8>>,
-    started: Option<Instant>,
 }
 
 impl SyntheticScanner {
     pub fn new(config: SyntheticConfig, pacing: Pacing) -> Result<Self, String> {
         config.validate()?;
-        let mut rng = Rng(config.seed ^ 0x5EED_CE05);
+        let mut rng = SplitMix64(config.seed ^ 0x5EED_CE05);
         let transit = config.transit_s.unwrap_or_else(|| 10.0 + 10.0 * rng.unit());
         let (w, h) = (config.width, config.height);
         // Panes: B-mode left, CEUS right, below a header band for the text overlays.
@@ -321,12 +301,11 @@ impl SyntheticScanner {
         Ok(Self {
             config,
             truth,
-            pacing,
+            pacer: Pacer::new(pacing),
             lesion: (cx, cy, rx, ry, amp, phase),
             patches,
             next: 0,
             last_live: None,
-            started: None,
         })
     }
 
@@ -632,8 +611,7 @@ impl FrameSource for SyntheticScanner {
         }
         let index = self.next;
         let frame = self.frame(index);
-        let started = *self.started.get_or_insert_with(Instant::now);
-        self.pacing.wait(started, frame.timestamp);
+        self.pacer.wait(frame.timestamp);
         self.next += 1;
         Ok(SourceEvent::Frame(frame))
     }

@@ -1,33 +1,18 @@
 //! Seeded random models for tests and benchmarks, marked untrained in their metadata.
 //!
-//! The generator is SplitMix64, written out here so that a seed gives the same weights on
-//! every platform and crate version (fixtures computed from `--seed 7` stay valid). Weights
+//! The generator is SplitMix64 (`crate::rng`), so a seed gives the same weights on every
+//! platform and version (fixtures computed from `--seed 7` stay valid). Weights
 //! follow PyTorch's initialisation scales, and BatchNorm statistics are drawn near the values
 //! of a trained network, so activations keep a realistic range through all 16 blocks instead of
 //! exploding: a random model is useful for checking arithmetic, never for a diagnosis.
 
 use candle_core::{Device, Tensor};
 
+use crate::rng::SplitMix64;
+
 use super::metadata::{ModelMetadata, Provenance};
 use super::weights::{tensor_specs, TensorRole};
 use super::ModelError;
-
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn symmetric(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
 
 /// FNV-1a, to give each tensor its own stream: adding a tensor never shifts the others.
 fn name_hash(name: &str) -> u64 {
@@ -48,7 +33,7 @@ pub fn seeded_tensors(
         let fan_in: usize = spec.shape.iter().skip(1).product::<usize>().max(1);
         let values: Vec<f32> = (0..n)
             .map(|_| {
-                let u = rng.symmetric();
+                let u = rng.symmetric_f32();
                 match spec.role {
                     // Kaiming-uniform for ReLU networks.
                     TensorRole::ConvWeight => u * (6.0 / fan_in as f32).sqrt(),

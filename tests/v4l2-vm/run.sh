@@ -80,7 +80,7 @@ chmod +x initramfs/init
 # 4. Boot. TCG: this machine's KVM cannot run a stock kernel.
 timeout 600 qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 2 -nographic -no-reboot -nic none \
     -kernel "kernel/boot/vmlinuz-$kver" -initrd initramfs.cpio \
-    -append "console=ttyS0 quiet panic=-1 rdinit=/init" | tee console.log
+    -append "console=ttyS0 quiet panic=-1 rdinit=/init" </dev/null | tee console.log
 code="$(grep -a -o 'EXIT=[0-9]*' console.log | tail -n 1 | cut -d= -f2)"
 if [ -z "$code" ]; then
     echo "the guest did not report a result" >&2
