@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::atomic_file::write_atomically;
 use crate::capture::{load_frame, InputError};
 use crate::model::gradcam::{overlay, upsample_normalised};
 use crate::model::preprocess::resize_gray;
@@ -72,22 +73,17 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
 
-/// Writes a PNG under a temporary name and renames it, so a reader never sees half a file.
+/// Writes a PNG atomically, so a reader never sees half a file.
 pub fn write_png_atomically(path: &Path, image: &image::RgbImage) -> Result<(), AnalyzeError> {
-    let fail = |reason: String| AnalyzeError::Output {
+    write_atomically(path, |w| {
+        image
+            .write_to(w, image::ImageFormat::Png)
+            .map_err(std::io::Error::other)
+    })
+    .map_err(|e| AnalyzeError::Output {
         path: path.to_path_buf(),
-        reason,
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| fail("not a file path".into()))?
-        .to_string_lossy()
-        .to_string();
-    let tmp = path.with_file_name(format!(".{name}.partial"));
-    image
-        .save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| fail(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string()))
+        reason: e.to_string(),
+    })
 }
 
 pub fn analyze(model: &DlrModel, req: &AnalyzeRequest) -> Result<AnalyzeReport, AnalyzeError> {

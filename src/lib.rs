@@ -5,6 +5,7 @@
 //! 2022) and explained with a Grad-CAM heatmap.
 
 pub mod analyze;
+pub mod atomic_file;
 pub mod capture;
 pub mod layout;
 pub mod model;

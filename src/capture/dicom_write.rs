@@ -12,6 +12,7 @@ use image::RgbImage;
 use std::path::Path;
 
 use super::InputError;
+use crate::atomic_file::write_atomically;
 use crate::rng::{spread, SplitMix64};
 
 /// What the cine's header says besides its pixels.
@@ -236,15 +237,11 @@ pub fn write_cine(
     let file = obj
         .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::JPEG_BASELINE8_BIT))
         .map_err(|e| fail(format!("file meta: {e}")))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| fail("not a file path".into()))?;
-    let tmp = path.with_file_name(format!(".{}.partial", name.to_string_lossy()));
-    file.write_to_file(&tmp)
-        .map_err(|e| fail(format!("writing: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| InputError::Io {
-        path: path.to_path_buf(),
-        source: e,
+    write_atomically(path, |w| file.write_all(w).map_err(std::io::Error::other)).map_err(|e| {
+        InputError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
     })?;
     Ok(n)
 }

@@ -8,7 +8,9 @@ use super::folder::{Manifest, ManifestFrame, MANIFEST, MANIFEST_VERSION};
 use super::frame::{Frame, LumaRange, PixelFormat};
 use super::source::{FrameSource, SourceEvent};
 use super::InputError;
+use crate::atomic_file::write_atomically;
 use crate::roi::Roi;
+use std::io::Write;
 
 /// When to stop recording (whichever comes first; the source's end always stops it).
 #[derive(Debug, Clone, Copy, Default)]
@@ -142,13 +144,13 @@ pub fn record(
         dropped,
         frames,
     };
-    let tmp = out.join(format!(".{MANIFEST}.partial"));
-    let text = serde_json::to_string_pretty(&manifest).map_err(|e| InputError::Image {
-        path: tmp.clone(),
+    let manifest_path = out.join(MANIFEST);
+    let text = serde_json::to_string_pretty(&manifest).map_err(|e| InputError::Manifest {
+        path: manifest_path.clone(),
         reason: e.to_string(),
     })?;
-    std::fs::write(&tmp, text).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, out.join(MANIFEST)).map_err(io(out))?;
+    write_atomically(&manifest_path, |w| w.write_all(text.as_bytes()))
+        .map_err(io(&manifest_path))?;
     if no_signal > 0 {
         log::warn!("{no_signal} no-signal event(s) while recording");
     }

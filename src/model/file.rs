@@ -12,12 +12,13 @@ use candle_core::{DType, Device, Tensor};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use super::metadata::ModelMetadata;
 use super::weights::{check_complete, learnable_parameters};
 use super::ModelError;
+use crate::atomic_file::write_atomically;
 
 pub const HASH_KEY: &str = "ceusd.content_hash";
 
@@ -149,26 +150,13 @@ pub fn write_model(
     let kv_refs: Vec<(&str, &Value)> = kv.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let t_refs: Vec<(&str, &QTensor)> = qtensors.iter().map(|(k, q)| (k.as_str(), q)).collect();
 
-    let io = |e: std::io::Error| ModelError::Io {
+    write_atomically(path, |w| {
+        gguf_file::write(w, &kv_refs, &t_refs).map_err(|e| std::io::Error::other(e.to_string()))
+    })
+    .map_err(|e| ModelError::Io {
         path: path.to_path_buf(),
         source: e,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| ModelError::BadPath(path.to_path_buf()))?;
-    let tmp = dir.join(format!(".{}.partial", file_name.to_string_lossy()));
-    {
-        let f = File::create(&tmp).map_err(io)?;
-        let mut w = BufWriter::new(f);
-        gguf_file::write(&mut w, &kv_refs, &t_refs)?;
-        w.flush().map_err(io)?;
-        w.get_ref().sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)?;
+    })?;
     Ok(hash)
 }
 

@@ -53,8 +53,6 @@ pub enum ModelError {
     UnsupportedTensorType { name: String, dtype: String },
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
-    #[error("not a usable output path: {0}")]
-    BadPath(PathBuf),
     #[error("input: {0}")]
     Input(String),
     #[error("heatmap: {0}")]
