@@ -6,7 +6,8 @@
 # final EXIT=<code> line, which becomes this script's exit status.
 #
 # Needs: qemu-system-x86, busybox-static, cpio, kmod (depmod), and apt-get download access to
-# Debian's linux-image package. Usage: tests/v4l2-vm/run.sh [WORKDIR]
+# Debian's linux-image package. Usage: tests/v4l2-vm/run.sh [WORKDIR]; CEUSD_VM_FILTER=name
+# runs only the tests whose names contain it.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -60,18 +61,20 @@ done
 cp "kernel/lib/modules/$kver"/modules.{dep,alias,symbols,builtin,order} "initramfs/lib/modules/$kver/" 2>/dev/null || true
 cp "kernel/lib/modules/$kver"/modules.builtin.modinfo "initramfs/lib/modules/$kver/" 2>/dev/null || true
 cp "$testbin" initramfs/ceusd-v4l2-tests
-cat > initramfs/init <<'INIT'
+cat > initramfs/init <<INIT
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-# One vivid instance with a single capture node (webcam input).
-modprobe vivid n_devs=1 node_types=0x1 || echo "modprobe vivid failed"
+# Two vivid instances: vivid-000 is a webcam (capture node only); vivid-001 has an HDMI
+# input and an HDMI output, for looping frames back.
+modprobe vivid n_devs=2 node_types=0x1,0x101 num_inputs=1,1 input_types=0x0,0x3 \
+    num_outputs=1,1 output_types=0x1,0x1 || echo "modprobe vivid failed"
 ls -l /dev/video* 2>&1
 cd /tmp
-RUST_BACKTRACE=1 /ceusd-v4l2-tests --ignored --test-threads=1 --nocapture
-echo "EXIT=$?"
+RUST_BACKTRACE=1 /ceusd-v4l2-tests --ignored --test-threads=1 --nocapture ${CEUSD_VM_FILTER:-}
+echo "EXIT=\$?"
 poweroff -f
 INIT
 chmod +x initramfs/init
