@@ -17,6 +17,8 @@
 //! by filling gaps narrower than 2% of the frame. A pre-contrast CEUS pane can be almost black:
 //! detection then fails (it says so) and the preset, or a frame taken later, is used.
 
+use std::path::Path;
+
 use image::GrayImage;
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +40,8 @@ pub enum LayoutError {
     },
     #[error("ROI {roi} is not inside the B-mode pane {pane}")]
     OutsideBmode { roi: Roi, pane: Roi },
+    #[error("layout presets file {path}: {reason}")]
+    PresetsFile { path: String, reason: String },
     #[error("unknown layout preset '{0}' (known: {1})")]
     UnknownPreset(String, String),
     #[error(transparent)]
@@ -45,73 +49,154 @@ pub enum LayoutError {
 }
 
 /// A named layout for one scanner model and output resolution.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Preset {
-    pub name: &'static str,
+    pub name: String,
     pub width: u32,
     pub height: u32,
     pub layout: Layout,
 }
 
 /// Built-in presets. Real scanners' pane geometry depends on the model, preset and depth
-/// setting: sites add theirs in the configuration; these cover the synthetic scanner's
-/// default outputs.
-pub const PRESETS: [Preset; 2] = [
-    Preset {
-        name: "synthetic-720p",
-        width: 1280,
-        height: 720,
-        layout: Layout {
-            bmode: Roi {
-                x: 38,
-                y: 90,
-                width: 576,
-                height: 585,
-            },
-            ceus: Roi {
-                x: 665,
-                y: 90,
-                width: 576,
-                height: 585,
-            },
-        },
-    },
-    Preset {
-        name: "synthetic-1080p",
-        width: 1920,
-        height: 1080,
-        layout: Layout {
-            bmode: Roi {
-                x: 57,
-                y: 135,
-                width: 864,
-                height: 878,
-            },
-            ceus: Roi {
-                x: 998,
-                y: 135,
-                width: 864,
-                height: 878,
-            },
-        },
-    },
-];
+/// setting: sites add theirs in a presets file (`Presets::with_site_file`); these cover the
+/// synthetic scanner's default outputs.
+pub fn builtin_presets() -> Vec<Preset> {
+    let preset = |name: &str, width, height, bmode, ceus| Preset {
+        name: name.to_string(),
+        width,
+        height,
+        layout: Layout { bmode, ceus },
+    };
+    vec![
+        preset(
+            "synthetic-720p",
+            1280,
+            720,
+            Roi::new(38, 90, 576, 585),
+            Roi::new(665, 90, 576, 585),
+        ),
+        preset(
+            "synthetic-1080p",
+            1920,
+            1080,
+            Roi::new(57, 135, 864, 878),
+            Roi::new(998, 135, 864, 878),
+        ),
+    ]
+}
 
-pub fn preset(name: &str) -> Result<Preset, LayoutError> {
-    PRESETS
-        .iter()
-        .find(|p| p.name == name)
-        .copied()
-        .ok_or_else(|| {
+/// The presets a site knows: the built-ins and those of its presets file.
+#[derive(Debug, Clone)]
+pub struct Presets(Vec<Preset>);
+
+/// One preset as a site writes it in TOML:
+///
+/// ```toml
+/// [[preset]]
+/// name = "logiq-e20-1080p"
+/// width = 1920
+/// height = 1080
+/// bmode = "60,140,860,870"   # x,y,width,height in the captured frame
+/// ceus = "1000,140,860,870"
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresetEntry {
+    name: String,
+    width: u32,
+    height: u32,
+    bmode: String,
+    ceus: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresetsFile {
+    #[serde(default)]
+    preset: Vec<PresetEntry>,
+}
+
+impl Default for Presets {
+    fn default() -> Self {
+        Self(builtin_presets())
+    }
+}
+
+impl Presets {
+    /// The built-ins plus the presets in `path`; a site preset replaces a built-in of the same
+    /// name. Every pane must lie inside its frame, and the two panes must not overlap.
+    pub fn with_site_file(path: &Path) -> Result<Self, LayoutError> {
+        let file_error = |reason: String| LayoutError::PresetsFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        let parsed: PresetsFile = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
+        let mut presets = Self::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for entry in parsed.preset {
+            let entry_error =
+                |reason: String| file_error(format!("preset '{}': {reason}", entry.name));
+            if !seen.insert(entry.name.clone()) {
+                return Err(entry_error("defined twice".into()));
+            }
+            let pane = |key: &str, value: &str| -> Result<Roi, LayoutError> {
+                let roi: Roi = value
+                    .parse()
+                    .map_err(|e| entry_error(format!("{key} = \"{value}\": {e}")))?;
+                roi.check_within(entry.width, entry.height)
+                    .map_err(|e| entry_error(format!("{key} = \"{value}\": {e}")))?;
+                Ok(roi)
+            };
+            let layout = Layout {
+                bmode: pane("bmode", &entry.bmode)?,
+                ceus: pane("ceus", &entry.ceus)?,
+            };
+            if layout.bmode.intersection_area(&layout.ceus) > 0 {
+                return Err(entry_error("the B-mode and CEUS panes overlap".into()));
+            }
+            let preset = Preset {
+                name: entry.name.clone(),
+                width: entry.width,
+                height: entry.height,
+                layout,
+            };
+            match presets.0.iter_mut().find(|p| p.name == preset.name) {
+                Some(existing) => *existing = preset,
+                None => presets.0.push(preset),
+            }
+        }
+        Ok(presets)
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Preset, LayoutError> {
+        self.0.iter().find(|p| p.name == name).ok_or_else(|| {
             LayoutError::UnknownPreset(
                 name.to_string(),
-                PRESETS
+                self.0
                     .iter()
-                    .map(|p| p.name)
+                    .map(|p| p.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
             )
         })
+    }
+
+    /// The presets for frames of this size: the fallback when detection fails.
+    pub fn for_frame(&self, width: u32, height: u32) -> impl Iterator<Item = &Preset> {
+        self.0
+            .iter()
+            .filter(move |p| p.width == width && p.height == height)
+    }
+
+    pub fn all(&self) -> &[Preset] {
+        &self.0
+    }
+}
+
+/// A built-in preset by name.
+pub fn preset(name: &str) -> Result<Preset, LayoutError> {
+    Presets::default().get(name).cloned()
 }
 
 impl Layout {

@@ -47,6 +47,25 @@ impl std::str::FromStr for Roi {
 }
 
 impl Roi {
+    pub const fn new(x: u32, y: u32, width: u32, height: u32) -> Self {
+        Roi {
+            x,
+            y,
+            width,
+            height,
+        }
+    }
+
+    /// Pixels shared with `other`.
+    pub fn intersection_area(&self, other: &Roi) -> u64 {
+        let span = |a0: u32, a_len: u32, b0: u32, b_len: u32| {
+            let end = (a0 as i64 + a_len as i64).min(b0 as i64 + b_len as i64);
+            (end - a0.max(b0) as i64).max(0) as u64
+        };
+        span(self.x, self.width, other.x, other.width)
+            * span(self.y, self.height, other.y, other.height)
+    }
+
     pub fn full(width: u32, height: u32) -> Self {
         Roi {
             x: 0,

@@ -243,3 +243,89 @@ fn a_bmode_roi_maps_to_the_same_tissue_on_ceus() {
         .unwrap_err();
     assert!(matches!(e, LayoutError::OutsideBmode { .. }), "{e}");
 }
+
+#[test]
+fn a_site_presets_file_adds_and_replaces_presets() {
+    use ceusd::layout::Presets;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("layouts.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[preset]]
+name = "logiq-e20-1080p"
+width = 1920
+height = 1080
+bmode = "60,140,860,870"
+ceus = "1000,140,860,870"
+
+[[preset]]
+name = "synthetic-720p"
+width = 1280
+height = 720
+bmode = "40,90,570,585"
+ceus = "660,90,570,585"
+"#,
+    )
+    .unwrap();
+    let presets = Presets::with_site_file(&path).unwrap();
+    let site = presets.get("logiq-e20-1080p").unwrap();
+    assert_eq!(site.layout.ceus, "1000,140,860,870".parse().unwrap());
+    assert_eq!(
+        presets.get("synthetic-720p").unwrap().layout.bmode,
+        "40,90,570,585".parse().unwrap(),
+        "a site preset replaces the built-in of the same name"
+    );
+    assert!(
+        presets.get("synthetic-1080p").is_ok(),
+        "other built-ins stay"
+    );
+    let for_1080p: Vec<_> = presets
+        .for_frame(1920, 1080)
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(for_1080p, ["synthetic-1080p", "logiq-e20-1080p"]);
+}
+
+#[test]
+fn a_bad_presets_file_is_refused_with_the_reason() {
+    use ceusd::layout::Presets;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("layouts.toml");
+    let entry = |bmode: &str, ceus: &str| {
+        format!(
+            "[[preset]]\nname = \"x\"\nwidth = 1280\nheight = 720\nbmode = \"{bmode}\"\nceus = \"{ceus}\"\n"
+        )
+    };
+    for (text, expected) in [
+        (entry("0,0,700,700", "600,0,600,700"), "overlap"),
+        (
+            entry("0,0,600,700", "700,0,600,700"),
+            "outside the 1280x720",
+        ),
+        (entry("0,0,600", "700,0,500,700"), "bmode = \"0,0,600\""),
+        (
+            entry("0,0,600,700", "700,0,500,700") + "\n" + &entry("0,0,600,700", "700,0,500,700"),
+            "defined twice",
+        ),
+        (
+            "[[preset]]\nname = \"x\"\nwidth = 1280\n".to_string(),
+            "missing field",
+        ),
+        (
+            "[[preset]]\nname = \"x\"\nwidht = 1280\n".to_string(),
+            "unknown field",
+        ),
+    ] {
+        std::fs::write(&path, &text).unwrap();
+        let e = Presets::with_site_file(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(expected) && e.contains("layouts.toml"),
+            "{expected}: {e}"
+        );
+    }
+    let e = Presets::with_site_file(&dir.path().join("missing.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing.toml"), "{e}");
+}
