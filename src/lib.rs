@@ -7,6 +7,7 @@
 pub mod analyze;
 pub mod atomic_file;
 pub mod capture;
+pub mod eval;
 pub mod layout;
 pub mod model;
 pub mod rng;

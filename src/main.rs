@@ -46,6 +46,44 @@ enum Command {
     Synth(SynthArgs),
     /// Record a source to a frame folder (PNG frames + manifest.json) that `frames:DIR` replays.
     Capture(CaptureArgs),
+    /// The paper's statistics on a cohort: AUC with bootstrap CI, sensitivity and specificity,
+    /// Youden threshold, McNemar against readers; Markdown, JSON and a ROC plot.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Model file (GGUF) that scores the cohort's images.
+    #[arg(long, requires = "data", conflicts_with = "scores")]
+    model: Option<PathBuf>,
+    /// Refuse the model unless its content hash is this (sha256:…).
+    #[arg(long)]
+    model_hash: Option<String>,
+    /// Cohort CSV: image, label[, roi, frame, cohort, admission_date, case, reader…].
+    #[arg(long, requires = "model")]
+    data: Option<PathBuf>,
+    /// Scores CSV (score, label[, cohort, case, reader…]) produced elsewhere: no model is run.
+    #[arg(long, required_unless_present = "data")]
+    scores: Option<PathBuf>,
+    /// Folder for report.md, report.json, roc.png (and scores.csv).
+    #[arg(long, default_value = "eval-report")]
+    out: PathBuf,
+    /// Decision threshold on P(positive) (default: the model's, or 0.5 for --scores).
+    #[arg(long)]
+    threshold: Option<f64>,
+    /// Positive and negative class names for --scores.
+    #[arg(long, default_value = "PDAC,CP")]
+    classes: String,
+    #[arg(long, default_value_t = 2000)]
+    bootstrap: usize,
+    #[arg(long, default_value_t = 20221)]
+    seed: u64,
+    /// cpu or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print the report as JSON instead of Markdown.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -195,9 +233,107 @@ fn main() {
     }
 }
 
+fn run_eval(a: EvalArgs, out: &mut impl Write) -> Result<()> {
+    use ceusd::eval::cohort::{read_cohort, ClassNames, CohortKind};
+    use ceusd::eval::{evaluate, score_cohort, scores_from_file, write_outputs, EvalSettings};
+    if a.bootstrap < 100 {
+        bail!("--bootstrap {}: use at least 100 resamples", a.bootstrap);
+    }
+    if let Some(t) = a.threshold {
+        if !(0.0..=1.0).contains(&t) {
+            bail!("--threshold {t}: expected 0..1");
+        }
+    }
+    let (cohort, scored, model, classes, threshold) = match (&a.model, &a.data, &a.scores) {
+        (Some(model_path), Some(data), None) => {
+            let device = parse_device(&a.device)?;
+            let model = DlrModel::load(model_path, a.model_hash.as_deref(), &device)
+                .with_context(|| format!("loading model {}", model_path.display()))?;
+            let meta = &model.metadata;
+            let classes = ClassNames {
+                positive: meta.positive_class.clone(),
+                negative: meta.classes[1 - meta.positive_index()].clone(),
+            };
+            let cohort = read_cohort(data, CohortKind::Images, &classes)?;
+            let bar = progress_bar(cohort.cases.len() as u64, "scoring");
+            let scored = score_cohort(&model, &cohort, |done, _| bar.set_position(done as u64))?;
+            bar.finish_and_clear();
+            let threshold = a.threshold.unwrap_or(meta.threshold as f64);
+            (
+                cohort,
+                scored,
+                Some(model.identity.clone()),
+                classes,
+                threshold,
+            )
+        }
+        (None, None, Some(scores)) => {
+            let (positive, negative) = a
+                .classes
+                .split_once(',')
+                .context("--classes: expected POSITIVE,NEGATIVE")?;
+            let classes = ClassNames {
+                positive: positive.trim().to_string(),
+                negative: negative.trim().to_string(),
+            };
+            let cohort = read_cohort(scores, CohortKind::Scores, &classes)?;
+            let scored = scores_from_file(&cohort);
+            (cohort, scored, None, classes, a.threshold.unwrap_or(0.5))
+        }
+        _ => bail!("give either --model and --data, or --scores"),
+    };
+    let report = evaluate(
+        cohort.path.clone(),
+        model,
+        &cohort.readers,
+        &scored,
+        EvalSettings {
+            threshold,
+            bootstrap_resamples: a.bootstrap,
+            bootstrap_seed: a.seed,
+            positive_class: classes.positive,
+            negative_class: classes.negative,
+        },
+    );
+    let written = write_outputs(&report, &scored, &cohort.readers, &a.out)?;
+    for w in &report.warnings {
+        log::warn!("{w}");
+    }
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        write!(out, "{}", ceusd::eval::report::markdown(&report))?;
+    }
+    log::info!(
+        "wrote {}, {}, {}{}",
+        written.report_markdown.display(),
+        written.report_json.display(),
+        written.roc_png.display(),
+        written
+            .scores_csv
+            .map(|p| format!(", {}", p.display()))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// A progress bar on stderr; hidden when stderr is not a terminal (journald, CI logs).
+fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} {bar:40} {pos}/{len} [{elapsed_precise}, {eta} left]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
 fn run(cli: Cli) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match cli.command {
+        Command::Eval(a) => run_eval(a, &mut out)?,
         Command::Analyze(a) => {
             let device = parse_device(&a.device)?;
             let model = match &a.model {
