@@ -12,3 +12,4 @@ pub mod layout;
 pub mod model;
 pub mod rng;
 pub mod roi;
+pub mod train;

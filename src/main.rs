@@ -49,11 +49,66 @@ enum Command {
     /// The paper's statistics on a cohort: AUC with bootstrap CI, sensitivity and specificity,
     /// Youden threshold, McNemar against readers; Markdown, JSON and a ROC plot.
     Eval(EvalArgs),
+    /// Fine-tune a model on labeled cases (cohort CSV or PDAC/ and CP/ folders): head only
+    /// (features cached) or the full network.
+    Train(TrainArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// The model to start from (GGUF, or "demo").
+    #[arg(long)]
+    model: String,
+    /// Cohort CSV (image, label[, roi, frame, cohort, admission_date, case]) or a folder with
+    /// one subfolder per class (PDAC/, CP/).
+    #[arg(long)]
+    data: PathBuf,
+    /// The new model file.
+    #[arg(long)]
+    out: PathBuf,
+    /// head (backbone frozen, features cached once) or full (backbone unfrozen).
+    #[arg(long, default_value = "head")]
+    mode: ceusd::train::TrainMode,
+    /// Validation cases: date:YYYY-MM-DD (admitted on or after), cohort:NAME, or fraction:F.
+    #[arg(long, default_value = "fraction:0.2")]
+    split: ceusd::train::data::Split,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// At most this many epochs (default: 200 head, 30 full).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Stop after this many epochs without a better validation AUC (default: 20 head, 5 full).
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Batch size (default: 32 head, 8 full).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Learning rate (default: 1e-3 head, 1e-4 full; the head gets 10x in full mode).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Head mode: augmented views per training case, cached once (the first is the plain ROI).
+    #[arg(long, default_value_t = 4)]
+    views: usize,
+    /// Name of the new model.
+    #[arg(long)]
+    name: String,
+    /// What the cases are (cohort, scanners, dates), recorded in the model's provenance.
+    #[arg(long)]
+    describe_data: String,
+    /// Intended-use statement (default: the base model's).
+    #[arg(long)]
+    intended_use: Option<String>,
+    /// Stored tensor type: f32 or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Write the per-epoch history (loss, validation AUC) as JSON here.
+    #[arg(long)]
+    history: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct EvalArgs {
-    /// Model file (GGUF) that scores the cohort's images.
+    /// Model file (GGUF), or "demo", that scores the cohort's images.
     #[arg(long, requires = "data", conflicts_with = "scores")]
     model: Option<PathBuf>,
     /// Refuse the model unless its content hash is this (sha256:…).
@@ -139,7 +194,8 @@ struct AnalyzeArgs {
     /// Frame of a multi-frame DICOM, from 0.
     #[arg(long, default_value_t = 0)]
     frame: u32,
-    /// Model file (GGUF). Without it, a built-in UNTRAINED model is used and says so.
+    /// Model file (GGUF), or "demo" for the built-in demo model (synthetic data only). Without
+    /// it, a built-in UNTRAINED model is used and says so.
     #[arg(long)]
     model: Option<PathBuf>,
     /// Refuse the model unless its content hash is this (sha256:…).
@@ -165,6 +221,20 @@ enum ModelCommand {
         file: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// Re-run the demo model's recipe: synthetic exams, head-only training from the seeded
+    /// backbone; writes head.safetensors and manifest.json (what the binary embeds).
+    BuildDemo {
+        #[arg(long, default_value = "models/demo")]
+        out_dir: PathBuf,
+        /// Also write the assembled model as a GGUF file.
+        #[arg(long)]
+        model_out: Option<PathBuf>,
+    },
+    /// Write the built-in demo model (synthetic data only, not for clinical use) to a file.
+    ExportDemo {
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Write a seeded random model (marked untrained) for tests and benchmarks.
     Init {
@@ -247,8 +317,11 @@ fn run_eval(a: EvalArgs, out: &mut impl Write) -> Result<()> {
     let (cohort, scored, model, classes, threshold) = match (&a.model, &a.data, &a.scores) {
         (Some(model_path), Some(data), None) => {
             let device = parse_device(&a.device)?;
-            let model = DlrModel::load(model_path, a.model_hash.as_deref(), &device)
-                .with_context(|| format!("loading model {}", model_path.display()))?;
+            let model = load_model(
+                &model_path.to_string_lossy(),
+                a.model_hash.as_deref(),
+                &device,
+            )?;
             let meta = &model.metadata;
             let classes = ClassNames {
                 positive: meta.positive_class.clone(),
@@ -330,15 +403,165 @@ fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// A model file, or the built-in demo model for "demo".
+fn load_model(arg: &str, hash: Option<&str>, device: &candle_core::Device) -> Result<DlrModel> {
+    if arg == "demo" {
+        let model = ceusd::train::demo::demo_model(device)?;
+        if let Some(h) = hash {
+            if h != model.identity.content_hash {
+                bail!(
+                    "the demo model's content hash is {}, not {h}",
+                    model.identity.content_hash
+                );
+            }
+        }
+        return Ok(model);
+    }
+    DlrModel::load(std::path::Path::new(arg), hash, device)
+        .with_context(|| format!("loading model {arg}"))
+}
+
+fn run_train(a: TrainArgs, out: &mut impl Write) -> Result<()> {
+    use ceusd::eval::cohort::ClassNames;
+    use ceusd::train::{data::load_cases, train, Progress, TrainConfig};
+    let device = candle_core::Device::Cpu;
+    let stored = stored_type(&a.dtype)?;
+    let (meta, tensors, identity) = if a.model == "demo" {
+        let (m, t, _) = ceusd::train::demo::demo_tensors()?;
+        let identity = ceusd::train::demo::demo_model(&device)?.identity;
+        (m, t, identity)
+    } else {
+        let path = std::path::Path::new(&a.model);
+        let file = read_model(path, None).with_context(|| format!("loading model {}", a.model))?;
+        let identity = ceusd::model::ModelIdentity {
+            name: file.metadata.name.clone(),
+            content_hash: file.content_hash.clone(),
+            trained: file.metadata.provenance.trained,
+            intended_use: file.metadata.provenance.intended_use.clone(),
+            source: file.metadata.provenance.source.clone(),
+            path: Some(path.to_path_buf()),
+        };
+        (file.metadata, file.tensors, identity)
+    };
+    let classes = ClassNames {
+        positive: meta.positive_class.clone(),
+        negative: meta.classes[1 - meta.positive_index()].clone(),
+    };
+    let bar = progress_bar(0, "reading cases");
+    let cases = load_cases(&a.data, &classes, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let mut cfg = TrainConfig::new(a.mode, &a.name, &a.describe_data);
+    cfg.split = a.split;
+    cfg.seed = a.seed;
+    cfg.views = a.views;
+    cfg.intended_use = a.intended_use;
+    if let Some(v) = a.epochs {
+        cfg.max_epochs = v;
+    }
+    if let Some(v) = a.patience {
+        cfg.patience = v;
+    }
+    if let Some(v) = a.batch {
+        cfg.batch_size = v;
+    }
+    if let Some(v) = a.lr {
+        cfg.learning_rate = v;
+    }
+    let bar = progress_bar(0, "training");
+    let outcome = train(&meta, tensors, &identity, &cases, &cfg, |p| match p {
+        Progress::Images { done, total } => {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+        Progress::Epoch(e) => {
+            bar.set_message(format!(
+                "epoch {} loss {:.4} val loss {:.4} val AUC {:.3}",
+                e.epoch, e.train_loss, e.validation_loss, e.validation_auc
+            ));
+            log::debug!("{e:?}");
+        }
+    })?;
+    bar.finish_and_clear();
+    let hash = write_model(&a.out, &outcome.metadata, outcome.tensors, stored)?;
+    if let Some(path) = &a.history {
+        std::fs::write(path, serde_json::to_string_pretty(&outcome.history)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    writeln!(
+        out,
+        "wrote {} {hash}\n{} training and {} validation cases; best validation AUC {:.4} at epoch {} of {}",
+        a.out.display(),
+        outcome.training_cases,
+        outcome.validation_cases,
+        outcome.best.validation_auc,
+        outcome.best.epoch,
+        outcome.history.len()
+    )?;
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Eval(a) => run_eval(a, &mut out)?,
+        Command::Train(a) => run_train(a, &mut out)?,
+        Command::Model(ModelCommand::BuildDemo { out_dir, model_out }) => {
+            let cases_bar = progress_bar(0, "synthetic exams");
+            let bar = progress_bar(0, "training");
+            let outcome = ceusd::train::demo::build(
+                |done, total| {
+                    cases_bar.set_length(total as u64);
+                    cases_bar.set_position(done as u64);
+                },
+                |p| match p {
+                    ceusd::train::Progress::Images { done, total } => {
+                        cases_bar.finish_and_clear();
+                        bar.set_length(total as u64);
+                        bar.set_position(done as u64);
+                    }
+                    ceusd::train::Progress::Epoch(e) => bar.set_message(format!(
+                        "epoch {} loss {:.4} val AUC {:.3}",
+                        e.epoch, e.train_loss, e.validation_auc
+                    )),
+                },
+            )?;
+            bar.finish_and_clear();
+            let manifest = ceusd::train::demo::write_artefacts(&outcome, &out_dir)?;
+            writeln!(
+                out,
+                "wrote {}/head.safetensors and manifest.json: demo model {}; best validation AUC {:.4} at epoch {} of {}",
+                out_dir.display(),
+                manifest.content_hash,
+                outcome.best.validation_auc,
+                outcome.best.epoch,
+                outcome.history.len()
+            )?;
+            if let Some(path) = model_out {
+                let hash = write_model(&path, &outcome.metadata, outcome.tensors, StoredType::F32)?;
+                writeln!(
+                    out,
+                    "wrote {} {hash} (f32 head, before rounding to f16)",
+                    path.display()
+                )?;
+            }
+        }
+        Command::Model(ModelCommand::ExportDemo { out: path }) => {
+            let (meta, tensors, expected) = ceusd::train::demo::demo_tensors()?;
+            let hash = write_model(&path, &meta, tensors, StoredType::F32)?;
+            if hash != expected {
+                bail!("wrote the demo model with hash {hash}, expected {expected}");
+            }
+            writeln!(out, "wrote {} {hash}", path.display())?;
+        }
         Command::Analyze(a) => {
             let device = parse_device(&a.device)?;
             let model = match &a.model {
-                Some(path) => DlrModel::load(path, a.model_hash.as_deref(), &device)
-                    .with_context(|| format!("loading model {}", path.display()))?,
+                Some(path) => {
+                    load_model(&path.to_string_lossy(), a.model_hash.as_deref(), &device)?
+                }
                 None => {
                     if a.model_hash.is_some() {
                         bail!("--model-hash needs --model");

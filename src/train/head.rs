@@ -1,0 +1,250 @@
+//! Training the DLR head (FC 2048→hidden → activation → dropout 0.5 → FC hidden→2) on pooled
+//! ResNet-50 features: class-weighted cross-entropy, AdamW, seeded batches and dropout masks,
+//! early stopping on validation AUC.
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+
+use crate::eval::stats::{auc, draw_index, Case};
+use crate::model::metadata::HeadActivation;
+use crate::rng::{mix64, SplitMix64};
+
+use super::TrainError;
+
+/// Pooled features with labels.
+#[derive(Debug, Clone)]
+pub struct FeatureSet {
+    /// Row-major [n, 2048].
+    pub features: Vec<f32>,
+    pub positive: Vec<bool>,
+}
+
+impl FeatureSet {
+    pub fn len(&self) -> usize {
+        self.positive.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.positive.is_empty()
+    }
+}
+
+/// The head's tensors, in the model file's names and shapes.
+#[derive(Debug, Clone)]
+pub struct HeadWeights {
+    pub fc1_weight: Tensor,
+    pub fc1_bias: Tensor,
+    pub fc2_weight: Tensor,
+    pub fc2_bias: Tensor,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeadTraining {
+    pub max_epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    /// Epochs without a better validation AUC before stopping.
+    pub patience: usize,
+    pub dropout: f64,
+    pub seed: u64,
+    /// Index of the positive class in the model's class order.
+    pub positive_index: usize,
+    pub activation: HeadActivation,
+}
+
+/// One epoch's figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub validation_loss: f64,
+    pub validation_auc: f64,
+}
+
+struct Params {
+    w1: Var,
+    b1: Var,
+    w2: Var,
+    b2: Var,
+}
+
+fn logits(
+    p: &Params,
+    x: &Tensor,
+    activation: HeadActivation,
+    dropout_mask: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let z = x.matmul(&p.w1.t()?)?.broadcast_add(p.b1.as_tensor())?;
+    let z = match activation {
+        HeadActivation::None => z,
+        HeadActivation::Relu => z.relu()?,
+    };
+    let z = match dropout_mask {
+        Some(m) => (z * m)?,
+        None => z,
+    };
+    z.matmul(&p.w2.t()?)?.broadcast_add(p.b2.as_tensor())
+}
+
+/// Class-weighted mean cross-entropy: each class weighs as much as the other in total, so
+/// the majority class (PDAC, 414 to 144 in the paper's cohort) does not drown the other.
+fn weighted_loss(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = log_p.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let total = weights.sum_all()?;
+    (picked * weights)?.sum_all()?.neg()?.broadcast_div(&total)
+}
+
+/// Class weights n / (2 n_class) per case.
+fn class_weights(positive: &[bool]) -> Vec<f32> {
+    let n = positive.len() as f32;
+    let n_pos = positive.iter().filter(|&&p| p).count().max(1) as f32;
+    let n_neg = (positive.len() - positive.iter().filter(|&&p| p).count()).max(1) as f32;
+    positive
+        .iter()
+        .map(|&p| {
+            if p {
+                n / (2.0 * n_pos)
+            } else {
+                n / (2.0 * n_neg)
+            }
+        })
+        .collect()
+}
+
+fn targets(positive: &[bool], positive_index: usize) -> Vec<u32> {
+    positive
+        .iter()
+        .map(|&p| {
+            if p {
+                positive_index as u32
+            } else {
+                1 - positive_index as u32
+            }
+        })
+        .collect()
+}
+
+/// Trains from `start`, returns the weights of the epoch with the best validation AUC (ties:
+/// lower validation loss) and the history. `on_epoch` sees each epoch as it ends.
+pub fn train_head(
+    start: &HeadWeights,
+    train: &FeatureSet,
+    validation: &FeatureSet,
+    cfg: &HeadTraining,
+    mut on_epoch: impl FnMut(&EpochRecord),
+) -> Result<(HeadWeights, Vec<EpochRecord>), TrainError> {
+    let dev = Device::Cpu;
+    let dim = train.features.len() / train.len().max(1);
+    let params = Params {
+        w1: Var::from_tensor(&start.fc1_weight.to_dtype(DType::F32)?)?,
+        b1: Var::from_tensor(&start.fc1_bias.to_dtype(DType::F32)?)?,
+        w2: Var::from_tensor(&start.fc2_weight.to_dtype(DType::F32)?)?,
+        b2: Var::from_tensor(&start.fc2_bias.to_dtype(DType::F32)?)?,
+    };
+    let hidden = params.w1.dim(0)?;
+    let mut opt = AdamW::new(
+        vec![
+            params.w1.clone(),
+            params.b1.clone(),
+            params.w2.clone(),
+            params.b2.clone(),
+        ],
+        ParamsAdamW {
+            lr: cfg.learning_rate,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let x_train = Tensor::from_slice(&train.features, (train.len(), dim), &dev)?;
+    let y_train = targets(&train.positive, cfg.positive_index);
+    let w_train = class_weights(&train.positive);
+    let x_val = Tensor::from_slice(&validation.features, (validation.len(), dim), &dev)?;
+    let y_val = Tensor::new(targets(&validation.positive, cfg.positive_index), &dev)?;
+    let w_val = Tensor::new(class_weights(&validation.positive), &dev)?;
+
+    let snapshot = |p: &Params| -> candle_core::Result<HeadWeights> {
+        Ok(HeadWeights {
+            fc1_weight: p.w1.as_tensor().copy()?,
+            fc1_bias: p.b1.as_tensor().copy()?,
+            fc2_weight: p.w2.as_tensor().copy()?,
+            fc2_bias: p.b2.as_tensor().copy()?,
+        })
+    };
+    let mut best: Option<(f64, f64, HeadWeights)> = None;
+    let mut since_best = 0;
+    let mut history = Vec::new();
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let keep = 1.0 - cfg.dropout;
+    for epoch in 1..=cfg.max_epochs {
+        let mut rng = SplitMix64(mix64(cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37)));
+        for i in (1..order.len()).rev() {
+            order.swap(i, draw_index(&mut rng, i + 1));
+        }
+        let (mut loss_sum, mut batches) = (0.0, 0);
+        for chunk in order.chunks(cfg.batch_size) {
+            let idx = Tensor::new(chunk.iter().map(|&i| i as u32).collect::<Vec<_>>(), &dev)?;
+            let x = x_train.index_select(&idx, 0)?;
+            let y = Tensor::new(chunk.iter().map(|&i| y_train[i]).collect::<Vec<_>>(), &dev)?;
+            let w = Tensor::new(chunk.iter().map(|&i| w_train[i]).collect::<Vec<_>>(), &dev)?;
+            // Inverted dropout with a seeded mask.
+            let mask: Vec<f32> = (0..chunk.len() * hidden)
+                .map(|_| {
+                    if rng.unit() < keep {
+                        (1.0 / keep) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let mask = Tensor::from_vec(mask, (chunk.len(), hidden), &dev)?;
+            let loss = weighted_loss(&logits(&params, &x, cfg.activation, Some(&mask))?, &y, &w)?;
+            opt.backward_step(&loss)?;
+            loss_sum += loss.to_scalar::<f32>()? as f64;
+            batches += 1;
+        }
+        let val_logits = logits(&params, &x_val, cfg.activation, None)?;
+        let validation_loss =
+            weighted_loss(&val_logits, &y_val, &w_val)?.to_scalar::<f32>()? as f64;
+        let probs: Vec<Vec<f32>> = candle_nn::ops::softmax(&val_logits, D::Minus1)?.to_vec2()?;
+        let cases: Vec<Case> = probs
+            .iter()
+            .zip(&validation.positive)
+            .map(|(p, &positive)| Case {
+                score: p[cfg.positive_index] as f64,
+                positive,
+            })
+            .collect();
+        let validation_auc = auc(&cases).unwrap_or(0.5);
+        let record = EpochRecord {
+            epoch,
+            train_loss: loss_sum / batches.max(1) as f64,
+            validation_loss,
+            validation_auc,
+        };
+        on_epoch(&record);
+        history.push(record);
+        let better = match &best {
+            None => true,
+            Some((a, l, _)) => {
+                validation_auc > *a || (validation_auc == *a && validation_loss < *l)
+            }
+        };
+        if better {
+            best = Some((validation_auc, validation_loss, snapshot(&params)?));
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if since_best >= cfg.patience {
+                break;
+            }
+        }
+    }
+    let (_, _, weights) = best.ok_or_else(|| TrainError::Split("no epoch ran".into()))?;
+    Ok((weights, history))
+}
