@@ -323,10 +323,7 @@ fn run_eval(a: EvalArgs, out: &mut impl Write) -> Result<()> {
                 &device,
             )?;
             let meta = &model.metadata;
-            let classes = ClassNames {
-                positive: meta.positive_class.clone(),
-                negative: meta.classes[1 - meta.positive_index()].clone(),
-            };
+            let classes = ClassNames::of_model(meta);
             let cohort = read_cohort(data, CohortKind::Images, &classes)?;
             let bar = progress_bar(cohort.cases.len() as u64, "scoring");
             let scored = score_cohort(&model, &cohort, |done, _| bar.set_position(done as u64))?;
@@ -443,10 +440,7 @@ fn run_train(a: TrainArgs, out: &mut impl Write) -> Result<()> {
         };
         (file.metadata, file.tensors, identity)
     };
-    let classes = ClassNames {
-        positive: meta.positive_class.clone(),
-        negative: meta.classes[1 - meta.positive_index()].clone(),
-    };
+    let classes = ClassNames::of_model(&meta);
     let bar = progress_bar(0, "reading cases");
     let cases = load_cases(&a.data, &classes, |done, total| {
         bar.set_length(total as u64);

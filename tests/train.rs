@@ -41,6 +41,18 @@ fn roi_folder(dir: &Path, first_seed: u64, per_class: u64) -> PathBuf {
     root
 }
 
+fn tensor(f: &ceusd::model::ModelFile, name: &str) -> Vec<f32> {
+    f.tensors
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap()
+        .1
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
 fn seeded_model(dir: &Path, size: u32) -> PathBuf {
     let mut meta = seeded_metadata(7, 3);
     meta.input_size = size;
@@ -100,17 +112,6 @@ fn head_training_learns_the_classes_and_leaves_the_backbone_alone() {
         "{}",
         p.source
     );
-    let tensor = |f: &ceusd::model::ModelFile, name: &str| -> Vec<f32> {
-        f.tensors
-            .iter()
-            .find(|(n, _)| n == name)
-            .unwrap()
-            .1
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
-    };
     for frozen in [
         "conv1.weight",
         "layer4.2.conv3.weight",
@@ -192,17 +193,6 @@ fn full_training_updates_the_backbone_and_batchnorm_statistics() {
     let before = read_model(&base, None).unwrap();
     let after = read_model(&out, None).unwrap();
     assert!(after.metadata.provenance.source.contains("--mode full"));
-    let tensor = |f: &ceusd::model::ModelFile, name: &str| -> Vec<f32> {
-        f.tensors
-            .iter()
-            .find(|(n, _)| n == name)
-            .unwrap()
-            .1
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
-    };
     for moved in [
         "conv1.weight",
         "layer1.0.conv2.weight",

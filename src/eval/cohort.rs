@@ -65,6 +65,14 @@ impl ClassNames {
         }
     }
 
+    /// The positive class of a model and the other one.
+    pub fn of_model(meta: &crate::model::ModelMetadata) -> Self {
+        Self {
+            positive: meta.positive_class.clone(),
+            negative: meta.classes[1 - meta.positive_index()].clone(),
+        }
+    }
+
     /// `Ok(true)` for the positive class.
     pub fn parse(&self, value: &str) -> Result<bool, String> {
         let v = value.trim();
