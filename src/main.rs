@@ -186,14 +186,36 @@ struct CaptureArgs {
 
 #[derive(Args)]
 struct AnalyzeArgs {
-    /// PNG, JPEG or DICOM file.
+    /// PNG, JPEG or DICOM file; or a cine: a multi-frame DICOM without --frame, a frame
+    /// folder, or a source (dicom:FILE, frames:DIR, synthetic:pdac?seed=N).
     file: PathBuf,
-    /// Region of interest on the frame: x,y,w,h in pixels (default: the whole frame).
+    /// Region of interest on the frame: x,y,w,h in pixels (default: the whole frame). On a
+    /// cine it is required, on the B-mode pane (mapped to the CEUS pane) or on the CEUS pane.
     #[arg(long)]
     roi: Option<Roi>,
-    /// Frame of a multi-frame DICOM, from 0.
-    #[arg(long, default_value_t = 0)]
-    frame: u32,
+    /// Frame of a multi-frame DICOM, from 0 (default 0; without it a cine is analysed whole).
+    #[arg(long)]
+    frame: Option<u32>,
+    /// Cine: the operator's injection mark, seconds from the first frame (overrides the DICOM
+    /// injection time and arrival detection).
+    #[arg(long)]
+    inject_at: Option<f64>,
+    /// Cine: transit delay from injection to arrival in the pancreas, for arrival detection.
+    #[arg(long, default_value_t = 15.0)]
+    transit: f64,
+    /// Cine: frames kept and scored from the key-frame window.
+    #[arg(long, default_value_t = 8)]
+    keep: usize,
+    /// Cine: layout preset name (default: detect the panes, then the preset for the size).
+    #[arg(long)]
+    layout: Option<String>,
+    /// Cine: a TOML file of site layout presets.
+    #[arg(long)]
+    layouts: Option<PathBuf>,
+    /// Cine: ignore the injection time recorded with the source (DICOM tag, manifest,
+    /// synthetic script) and detect contrast arrival instead.
+    #[arg(long)]
+    ignore_recorded_injection: bool,
     /// Model file (GGUF), or "demo" for the built-in demo model (synthetic data only). Without
     /// it, a built-in UNTRAINED model is used and says so.
     #[arg(long)]
@@ -497,6 +519,177 @@ fn run_train(a: TrainArgs, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
+/// The source to analyse as a cine, if `file` is one.
+fn cine_source(file: &std::path::Path, frame: Option<u32>) -> Result<Option<SourceSpec>> {
+    let text = file.to_string_lossy();
+    if let Some((scheme, _)) = text.split_once(':') {
+        if ["dicom", "frames", "synthetic"].contains(&scheme) {
+            if frame.is_some() {
+                bail!("--frame applies to one image, not to the source {text}");
+            }
+            return Ok(Some(
+                text.parse::<SourceSpec>().map_err(anyhow::Error::msg)?,
+            ));
+        }
+    }
+    if file.is_dir() {
+        return Ok(frame
+            .is_none()
+            .then(|| SourceSpec::Frames(file.to_path_buf())));
+    }
+    if frame.is_none()
+        && file
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("dcm"))
+    {
+        let loaded = ceusd::capture::load_frame(file, 0)?;
+        if loaded.frames_in_file > 1 {
+            return Ok(Some(SourceSpec::Dicom(file.to_path_buf())));
+        }
+    }
+    Ok(None)
+}
+
+/// `analyze` on a cine: the whole timing path offline.
+fn run_cine(
+    a: &AnalyzeArgs,
+    spec: SourceSpec,
+    model: &DlrModel,
+    out: &mut impl Write,
+) -> Result<()> {
+    use ceusd::exam::{run_offline, ExamSettings, InjectionHint, TimelineEvent};
+    let roi = a
+        .roi
+        .context("a cine needs --roi (the lesion rectangle on the B-mode or CEUS pane)")?;
+    let presets = match &a.layouts {
+        Some(path) => ceusd::layout::Presets::with_site_file(path)?,
+        None => ceusd::layout::Presets::default(),
+    };
+    let layout = match &a.layout {
+        Some(name) => Some(presets.get(name)?.layout),
+        None => None,
+    };
+    let mut settings = ExamSettings::default();
+    settings.arrival.transit_s = a.transit;
+    settings.keep = a.keep;
+    settings.use_recorded_injection = !a.ignore_recorded_injection;
+    let mut source = spec.open(Pacing::AsFastAsPossible)?;
+    let exam = run_offline(
+        source.as_mut(),
+        settings,
+        layout,
+        &presets,
+        InjectionHint {
+            marked_at_s: a.inject_at,
+        },
+        Some(roi),
+        |_| {},
+    )?;
+    let result = exam.result(model, &roi)?;
+    if let Some(path) = &a.heatmap {
+        log::warn!(
+            "--heatmap is written for single images; not for {}",
+            path.display()
+        );
+    }
+    if a.json {
+        let doc = serde_json::json!({
+            "source": source.describe(),
+            "frames": exam.frames_seen,
+            "layout": exam.layout,
+            "timeline": exam.timeline,
+            "result": result,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "source     {} ({} frames)",
+        source.describe(),
+        exam.frames_seen
+    )?;
+    writeln!(
+        out,
+        "layout     B-mode {} | CEUS {}",
+        exam.layout.bmode, exam.layout.ceus
+    )?;
+    for e in &exam.timeline {
+        match e {
+            TimelineEvent::Phase {
+                at_s,
+                phase,
+                elapsed_s,
+            } => writeln!(
+                out,
+                "{at_s:8.2} s  phase {phase:?}{}",
+                elapsed_s
+                    .map(|e| format!(" ({e:.1} s after injection)"))
+                    .unwrap_or_default()
+            )?,
+            TimelineEvent::Clock(s) => writeln!(
+                out,
+                "{:8.2} s  injection at {:.2} s from {:?}{}",
+                s.at_s,
+                s.to.at_s,
+                s.to.source,
+                if s.to.estimated { " (estimated)" } else { "" }
+            )?,
+            TimelineEvent::Arrival(arr) => writeln!(
+                out,
+                "{:8.2} s  contrast arrival detected (baseline {:.1}, noise {:.2})",
+                arr.arrival_s, arr.baseline, arr.noise
+            )?,
+            TimelineEvent::NoSignal { at_s, reason } => {
+                writeln!(out, "{at_s:8.2} s  no signal: {reason}")?
+            }
+        }
+    }
+    writeln!(out, "roi        {} on the CEUS pane", result.roi)?;
+    for f in &result.frames {
+        let key = result
+            .key_frame
+            .as_ref()
+            .is_some_and(|k| k.sequence == f.sequence);
+        writeln!(
+            out,
+            "frame {:6} at {:6.2} s ({:5.2} s after injection): P({}) {:.4}{}",
+            f.sequence,
+            f.at_s,
+            f.elapsed_s,
+            result.positive_class,
+            f.score,
+            if key { "  <- key frame" } else { "" }
+        )?;
+    }
+    match (result.score, &result.label) {
+        (Some(score), Some(label)) => writeln!(
+            out,
+            "result     {label} (key frame P({}) {score:.4} vs threshold {}; median of {} frames {:.4}, range {:.4}-{:.4})",
+            result.positive_class,
+            result.threshold,
+            result.frames.len(),
+            result.median_score.unwrap_or(f32::NAN),
+            result.min_score.unwrap_or(f32::NAN),
+            result.max_score.unwrap_or(f32::NAN)
+        )?,
+        _ => writeln!(
+            out,
+            "result     no score: {}",
+            result.reason.as_deref().unwrap_or("unknown")
+        )?,
+    }
+    writeln!(
+        out,
+        "model      {} {} ({})",
+        result.model.name, result.model.content_hash, result.model.intended_use
+    )?;
+    for w in &result.warnings {
+        writeln!(out, "warning    {w}")?;
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match cli.command {
@@ -566,11 +759,14 @@ fn run(cli: Cli) -> Result<()> {
                     DlrModel::seeded(BUILTIN_SEED, 3, &device)?
                 }
             };
+            if let Some(spec) = cine_source(&a.file, a.frame)? {
+                return run_cine(&a, spec, &model, &mut out);
+            }
             let report = analyze(
                 &model,
                 &AnalyzeRequest {
                     path: a.file.clone(),
-                    frame: a.frame,
+                    frame: a.frame.unwrap_or(0),
                     roi: a.roi,
                     heatmap_out: a.heatmap.clone(),
                 },

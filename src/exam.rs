@@ -1,0 +1,523 @@
+//! One CEUS exam from frames to result: layout, per-frame quality, the contrast clock (operator
+//! mark, DICOM tag or detected arrival), phases, the key-frame window, and scoring of the key
+//! frame (the paper's method) and of the K best frames of the window. Used offline by
+//! `ceusd analyze` on a cine; the daemon drives the same state frame by frame.
+
+use image::GrayImage;
+use serde::Serialize;
+
+use crate::capture::frame::{Frame, LumaRange};
+use crate::capture::source::{FrameSource, SourceEvent};
+use crate::capture::InputError;
+use crate::layout::{Layout, Presets};
+use crate::model::preprocess::resize_gray;
+use crate::model::{DlrModel, ModelError, ModelIdentity};
+use crate::quality::{FrameQuality, QualityLimits, QualityTracker};
+use crate::roi::Roi;
+use crate::timing::{
+    Arrival, ArrivalDetector, ArrivalSettings, ClockSource, ClockSwitch, ContrastClock,
+    KeyFrameWindow, Phase, PhaseBoundaries, PhaseMachine, TimingStatus,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExamError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("layout: {0}")]
+    Layout(String),
+    #[error("ROI {roi}: {reason}")]
+    Roi { roi: Roi, reason: String },
+    #[error("settings: {0}")]
+    Settings(String),
+    #[error("frame: {0}")]
+    Frame(#[from] crate::capture::frame::ConvertError),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExamSettings {
+    pub boundaries: PhaseBoundaries,
+    pub arrival: ArrivalSettings,
+    pub quality: QualityLimits,
+    /// Frames kept from the key-frame window (K).
+    pub keep: usize,
+    /// Take the injection time the source records (DICOM tag, frame-folder manifest,
+    /// synthetic script).
+    pub use_recorded_injection: bool,
+}
+
+impl Default for ExamSettings {
+    fn default() -> Self {
+        Self {
+            boundaries: PhaseBoundaries::default(),
+            arrival: ArrivalSettings::default(),
+            quality: QualityLimits::default(),
+            keep: 8,
+            use_recorded_injection: true,
+        }
+    }
+}
+
+/// Something that happened during the exam, for the timeline.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum TimelineEvent {
+    Phase {
+        at_s: f64,
+        phase: Phase,
+        elapsed_s: Option<f64>,
+    },
+    Clock(ClockSwitch),
+    Arrival(Arrival),
+    NoSignal {
+        at_s: f64,
+        reason: String,
+    },
+}
+
+/// One scored frame.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoredFrame {
+    pub sequence: u64,
+    pub at_s: f64,
+    pub elapsed_s: f64,
+    pub score: f32,
+    pub quality: FrameQuality,
+}
+
+/// The exam's result. `score` is `None` when no confident score can be given, and `reason`
+/// says why.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExamResult {
+    pub score: Option<f32>,
+    pub label: Option<String>,
+    pub reason: Option<String>,
+    pub threshold: f32,
+    pub positive_class: String,
+    pub key_frame: Option<ScoredFrame>,
+    /// The K frames, in time order (the key frame among them).
+    pub frames: Vec<ScoredFrame>,
+    pub median_score: Option<f32>,
+    pub min_score: Option<f32>,
+    pub max_score: Option<f32>,
+    /// The ROI on the CEUS pane, in frame coordinates.
+    pub roi: Roi,
+    pub injection_s: Option<f64>,
+    pub clock_source: Option<ClockSource>,
+    pub timing_estimated: bool,
+    pub window: crate::timing::window::WindowCounts,
+    /// Window mean minus pre-contrast baseline, gray levels.
+    pub enhancement: Option<f64>,
+    pub warnings: Vec<String>,
+    pub model: ModelIdentity,
+}
+
+/// The running exam.
+pub struct Exam {
+    pub settings: ExamSettings,
+    pub layout: Layout,
+    quality: QualityTracker,
+    pub clock: ContrastClock,
+    arrival: ArrivalDetector,
+    pub phases: PhaseMachine,
+    pub window: KeyFrameWindow,
+    pub timeline: Vec<TimelineEvent>,
+    /// (t, CEUS pane mean) of clean frames, for the pre-contrast baseline.
+    levels: Vec<(f64, f64)>,
+    pub last_status: Option<TimingStatus>,
+    pub frames_seen: u64,
+    /// Source time of the last frame.
+    pub last_s: Option<f64>,
+}
+
+impl Exam {
+    pub fn new(settings: ExamSettings, layout: Layout) -> Result<Self, ExamError> {
+        settings
+            .boundaries
+            .validate()
+            .map_err(ExamError::Settings)?;
+        if settings.keep == 0 {
+            return Err(ExamError::Settings("keep at least one frame".into()));
+        }
+        let b = settings.boundaries;
+        Ok(Self {
+            quality: QualityTracker::new(settings.quality),
+            arrival: ArrivalDetector::new(settings.arrival),
+            phases: PhaseMachine::new(b),
+            window: KeyFrameWindow::new(
+                b.window_start_s,
+                b.window_end_s,
+                b.window_target_s,
+                settings.keep,
+            ),
+            clock: ContrastClock::default(),
+            timeline: Vec::new(),
+            levels: Vec::new(),
+            last_status: None,
+            frames_seen: 0,
+            last_s: None,
+            settings,
+            layout,
+        })
+    }
+
+    /// The operator marks the injection at source time `now_s`, `seconds_ago` back.
+    pub fn mark_injection(&mut self, now_s: f64, seconds_ago: f64) {
+        if let Some(s) = self.clock.mark(now_s, seconds_ago) {
+            self.timeline.push(TimelineEvent::Clock(s));
+        }
+    }
+
+    /// The operator's mark, given as the injection's source time.
+    pub fn mark_injection_at(&mut self, now_s: f64, at_s: f64) {
+        if let Some(s) = self.clock.offer(now_s, at_s, ClockSource::Manual) {
+            self.timeline.push(TimelineEvent::Clock(s));
+        }
+    }
+
+    /// The injection time recorded with the source.
+    pub fn recorded_injection(&mut self, now_s: f64, at_s: f64) {
+        if let Some(s) = self.clock.offer(now_s, at_s, ClockSource::Recorded) {
+            self.timeline.push(TimelineEvent::Clock(s));
+        }
+    }
+
+    /// Processes one frame; returns its timing status.
+    pub fn process(&mut self, frame: &Frame) -> Result<TimingStatus, ExamError> {
+        let t = frame.timestamp.as_secs_f64();
+        if self.frames_seen == 0 {
+            self.phases.start(t);
+        }
+        self.frames_seen += 1;
+        self.last_s = Some(t);
+        let ceus = frame.gray_region(&self.layout.ceus, LumaRange::Full)?;
+        let bmode = frame.gray_region(&self.layout.bmode, LumaRange::Full)?;
+        let q = self.quality.assess(t, &ceus, &bmode);
+        // The pane's mean hardly changes when the probe moves, so only black and frozen
+        // frames are kept out of the time-intensity curve.
+        if !(q.black || q.frozen) {
+            self.levels.push((t, q.mean as f64));
+            if self
+                .clock
+                .injection()
+                .is_none_or(|i| i.source == ClockSource::Automatic)
+            {
+                if let Some(a) = self.arrival.push(t, q.mean as f64) {
+                    self.timeline.push(TimelineEvent::Arrival(a));
+                    if let Some(s) = self.clock.offer(t, a.injection_s, ClockSource::Automatic) {
+                        self.timeline.push(TimelineEvent::Clock(s));
+                    }
+                }
+            }
+        }
+        let (status, changed) = self.phases.update(t, &self.clock);
+        if let Some(phase) = changed {
+            self.timeline.push(TimelineEvent::Phase {
+                at_s: t,
+                phase,
+                elapsed_s: status.elapsed_s,
+            });
+        }
+        if let Some(elapsed) = status.elapsed_s {
+            self.window.offer(elapsed, t, frame.sequence, q, &ceus);
+        }
+        self.last_status = Some(status);
+        Ok(status)
+    }
+
+    /// Pre-contrast level: the median CEUS pane mean of clean frames before the injection.
+    fn baseline_level(&self) -> Option<f64> {
+        let injection = self.clock.injection()?.at_s;
+        let mut before: Vec<f64> = self
+            .levels
+            .iter()
+            .filter(|(t, _)| *t < injection)
+            .map(|&(_, v)| v)
+            .collect();
+        if before.is_empty() {
+            return self.arrival.baseline().map(|(level, _)| level);
+        }
+        before.sort_by(f64::total_cmp);
+        Some(before[before.len() / 2])
+    }
+
+    /// Scores the kept frames of the window at `roi` (frame coordinates, on the CEUS pane; a
+    /// ROI on the B-mode pane is mapped across). Can be called again with another ROI
+    /// (rescoring) without another injection.
+    pub fn result(&self, model: &DlrModel, roi: &Roi) -> Result<ExamResult, ExamError> {
+        let ceus_roi = self.ceus_roi(roi)?;
+        let pane_roi = Roi::new(
+            ceus_roi.x - self.layout.ceus.x,
+            ceus_roi.y - self.layout.ceus.y,
+            ceus_roi.width,
+            ceus_roi.height,
+        );
+        let meta = &model.metadata;
+        let b = self.settings.boundaries;
+        let injection = self.clock.injection();
+        let counts = self.window.counts.clone();
+        let mut warnings = Vec::new();
+        let mut reason = None;
+        let elapsed_end = self.last_s.and_then(|t| self.clock.elapsed(t));
+        let baseline = self.baseline_level();
+        let enhancement = match (self.window.mean_level(), baseline) {
+            (Some(w), Some(b)) => Some(w - b),
+            _ => None,
+        };
+        match (injection, elapsed_end) {
+            (None, _) => {
+                reason = Some(
+                    "timing unknown: no injection mark, no recorded injection time, and no \
+                     contrast arrival detected"
+                        .to_string(),
+                )
+            }
+            (Some(_), Some(e)) if e < b.window_start_s => {
+                reason = Some(format!(
+                    "the clip ends {e:.1} s after injection, before the key-frame window \
+                     ({}–{} s)",
+                    b.window_start_s, b.window_end_s
+                ))
+            }
+            (Some(_), Some(e)) if e < b.window_end_s => warnings.push(format!(
+                "the clip ends {e:.1} s after injection, inside the key-frame window: only \
+                 {:.1}–{e:.1} s was seen",
+                b.window_start_s
+            )),
+            _ => {}
+        }
+        if injection.is_some_and(|i| i.estimated) {
+            warnings.push(format!(
+                "timing estimated from contrast arrival (transit delay {} s assumed)",
+                self.settings.arrival.transit_s
+            ));
+        }
+        let kept = self.window.kept();
+        if reason.is_none() && kept.is_empty() {
+            reason = Some(format!(
+                "no usable frame in the key-frame window: {} frames, {} black, {} frozen, {} \
+                 with the probe moving, {} next to motion",
+                counts.frames, counts.black, counts.frozen, counts.moving, counts.near_motion
+            ));
+        }
+        if counts.frames > 0 {
+            let share = |n: usize| n as f64 / counts.frames as f64;
+            if share(counts.moving + counts.near_motion) > 0.3 {
+                warnings.push(format!(
+                    "probe moving during the window ({} of {} frames)",
+                    counts.moving + counts.near_motion,
+                    counts.frames
+                ));
+            }
+            if counts.frozen > 0 {
+                warnings.push(format!(
+                    "frozen image during the window ({} frames)",
+                    counts.frozen
+                ));
+            }
+            if counts.black > 0 {
+                warnings.push(format!(
+                    "black frames during the window ({} frames)",
+                    counts.black
+                ));
+            }
+        }
+        if let Some(e) = enhancement {
+            if e < self.settings.quality.low_enhancement as f64 {
+                warnings.push(format!(
+                    "low enhancement: the window is {e:.1} gray levels above the pre-contrast \
+                     baseline"
+                ));
+            }
+        }
+        let mut frames = Vec::new();
+        if reason.is_none() {
+            let crops: Vec<GrayImage> = kept
+                .iter()
+                .map(|c| {
+                    let crop = pane_roi.crop(&c.ceus_pane).map_err(|e| ExamError::Roi {
+                        roi: *roi,
+                        reason: e.to_string(),
+                    })?;
+                    Ok(resize_gray(&crop, meta.input_size, meta.resize_filter)?)
+                })
+                .collect::<Result<_, ExamError>>()?;
+            let out = model.forward_images(&crops)?;
+            for (c, s) in kept.iter().zip(model.scores(&out)?) {
+                frames.push(ScoredFrame {
+                    sequence: c.sequence,
+                    at_s: c.at_s,
+                    elapsed_s: c.elapsed_s,
+                    score: s.score,
+                    quality: c.quality,
+                });
+            }
+        }
+        let key_sequence = self.window.key().map(|k| k.sequence);
+        let key_frame = frames
+            .iter()
+            .find(|f| Some(f.sequence) == key_sequence)
+            .cloned();
+        let mut scores: Vec<f32> = frames.iter().map(|f| f.score).collect();
+        scores.sort_by(f32::total_cmp);
+        let median_score = (!scores.is_empty()).then(|| {
+            let n = scores.len();
+            if n % 2 == 1 {
+                scores[n / 2]
+            } else {
+                0.5 * (scores[n / 2 - 1] + scores[n / 2])
+            }
+        });
+        let (min_score, max_score) = (scores.first().copied(), scores.last().copied());
+        if let (Some(lo), Some(hi)) = (min_score, max_score) {
+            if lo < meta.threshold && hi >= meta.threshold {
+                warnings.push(format!(
+                    "the window's frames disagree: scores {lo:.3}–{hi:.3} straddle the threshold {}",
+                    meta.threshold
+                ));
+            }
+        }
+        if !model.identity.trained {
+            warnings.push(format!(
+                "model '{}' is untrained: the score is meaningless",
+                model.identity.name
+            ));
+        }
+        let score = key_frame.as_ref().map(|k| k.score);
+        let negative = &meta.classes[1 - meta.positive_index()];
+        Ok(ExamResult {
+            label: score.map(|s| {
+                if s >= meta.threshold {
+                    meta.positive_class.clone()
+                } else {
+                    negative.clone()
+                }
+            }),
+            score,
+            reason,
+            threshold: meta.threshold,
+            positive_class: meta.positive_class.clone(),
+            key_frame,
+            frames,
+            median_score,
+            min_score,
+            max_score,
+            roi: ceus_roi,
+            injection_s: injection.map(|i| i.at_s),
+            clock_source: injection.map(|i| i.source),
+            timing_estimated: injection.is_some_and(|i| i.estimated),
+            window: counts,
+            enhancement,
+            warnings,
+            model: model.identity.clone(),
+        })
+    }
+
+    /// `roi` in frame coordinates: inside the CEUS pane as is, inside the B-mode pane mapped
+    /// to the same tissue on the CEUS pane.
+    pub fn ceus_roi(&self, roi: &Roi) -> Result<Roi, ExamError> {
+        let c = self.layout.ceus;
+        let inside_ceus = roi.width > 0
+            && roi.height > 0
+            && roi.x >= c.x
+            && roi.y >= c.y
+            && roi.x + roi.width <= c.x + c.width
+            && roi.y + roi.height <= c.y + c.height;
+        if inside_ceus {
+            return Ok(*roi);
+        }
+        self.layout.bmode_to_ceus(roi).map_err(|_| ExamError::Roi {
+            roi: *roi,
+            reason: format!(
+                "lies neither inside the B-mode pane {} nor inside the CEUS pane {}",
+                self.layout.bmode, c
+            ),
+        })
+    }
+}
+
+/// The layout of a frame: detected, else the preset for its size.
+pub fn layout_of(frame: &Frame, presets: &Presets) -> Result<Layout, ExamError> {
+    let gray = frame.gray_region(&Roi::full(frame.width, frame.height), LumaRange::Full)?;
+    match crate::layout::detect(&gray) {
+        Ok(l) => Ok(l),
+        Err(detect_error) => presets
+            .for_frame(frame.width, frame.height)
+            .next()
+            .map(|p| {
+                log::info!("layout: {detect_error}; using preset '{}'", p.name);
+                p.layout
+            })
+            .ok_or_else(|| {
+                ExamError::Layout(format!(
+                    "{detect_error}, and no preset is for {}x{} frames",
+                    frame.width, frame.height
+                ))
+            }),
+    }
+}
+
+/// How an offline run is told about the injection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InjectionHint {
+    /// Operator mark: injection at this many seconds from the first frame.
+    pub marked_at_s: Option<f64>,
+}
+
+/// Runs a whole finite source through an exam. The layout comes from `layout` or, when
+/// `None`, from the first frame (detection, then presets); `roi`, when given, is checked
+/// against it at the first frame.
+pub fn run_offline(
+    source: &mut dyn FrameSource,
+    settings: ExamSettings,
+    layout: Option<Layout>,
+    presets: &Presets,
+    hint: InjectionHint,
+    roi: Option<Roi>,
+    mut on_status: impl FnMut(&TimingStatus),
+) -> Result<Exam, ExamError> {
+    let mut exam: Option<Exam> = None;
+    let recorded_offset = if settings.use_recorded_injection {
+        source.injection_offset_s()
+    } else {
+        None
+    };
+    let mut first_s = None;
+    loop {
+        match source.next_event()? {
+            SourceEvent::End => break,
+            SourceEvent::NoSignal { reason } => {
+                if let (Some(e), Some(t)) = (exam.as_mut(), first_s) {
+                    e.timeline.push(TimelineEvent::NoSignal { at_s: t, reason });
+                }
+            }
+            SourceEvent::Frame(frame) => {
+                let t = frame.timestamp.as_secs_f64();
+                if exam.is_none() {
+                    let l = match layout {
+                        Some(l) => l,
+                        None => layout_of(&frame, presets)?,
+                    };
+                    let mut e = Exam::new(settings.clone(), l)?;
+                    // A ROI that fits neither pane is refused before the cine is read.
+                    if let Some(r) = &roi {
+                        e.ceus_roi(r)?;
+                    }
+                    first_s = Some(t);
+                    if let Some(at) = hint.marked_at_s {
+                        e.mark_injection_at(t, t + at);
+                    } else if let Some(offset) = recorded_offset {
+                        e.recorded_injection(t, t + offset);
+                    }
+                    exam = Some(e);
+                }
+                if let Some(e) = exam.as_mut() {
+                    let status = e.process(&frame)?;
+                    on_status(&status);
+                }
+            }
+        }
+    }
+    exam.ok_or_else(|| ExamError::Settings("the source delivered no frame".into()))
+}
