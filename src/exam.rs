@@ -414,6 +414,34 @@ impl Exam {
         })
     }
 
+    /// The Grad-CAM overlay of the key frame's ROI, when there is a key frame.
+    pub fn key_frame_heatmap(
+        &self,
+        model: &DlrModel,
+        roi: &Roi,
+    ) -> Result<Option<image::RgbImage>, ExamError> {
+        let Some(key) = self.window.key() else {
+            return Ok(None);
+        };
+        let c = self.ceus_roi(roi)?;
+        let pane_roi = Roi::new(
+            c.x - self.layout.ceus.x,
+            c.y - self.layout.ceus.y,
+            c.width,
+            c.height,
+        );
+        let crop = pane_roi.crop(&key.ceus_pane).map_err(|e| ExamError::Roi {
+            roi: *roi,
+            reason: e.to_string(),
+        })?;
+        let meta = &model.metadata;
+        let input = resize_gray(&crop, meta.input_size, meta.resize_filter)?;
+        let out = model.forward_images(std::slice::from_ref(&input))?;
+        let cam = model.gradcam(&out)?.squeeze(0).map_err(ModelError::from)?;
+        let heat = crate::model::gradcam::upsample_normalised(&cam, crop.width(), crop.height())?;
+        Ok(Some(crate::model::gradcam::overlay(&crop, &heat)?))
+    }
+
     /// `roi` in frame coordinates: inside the CEUS pane as is, inside the B-mode pane mapped
     /// to the same tissue on the CEUS pane.
     pub fn ceus_roi(&self, roi: &Roi) -> Result<Roi, ExamError> {

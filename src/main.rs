@@ -587,10 +587,10 @@ fn run_cine(
     )?;
     let result = exam.result(model, &roi)?;
     if let Some(path) = &a.heatmap {
-        log::warn!(
-            "--heatmap is written for single images; not for {}",
-            path.display()
-        );
+        match exam.key_frame_heatmap(model, &roi)? {
+            Some(image) => ceusd::analyze::write_png_atomically(path, &image)?,
+            None => log::warn!("no key frame: no heatmap written to {}", path.display()),
+        }
     }
     if a.json {
         let doc = serde_json::json!({

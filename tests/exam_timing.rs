@@ -323,6 +323,14 @@ fn a_trained_model_separates_whole_exams_and_rescoring_uses_the_kept_frames() {
             |r: &ceusd::exam::ExamResult| r.frames.iter().map(|f| f.sequence).collect::<Vec<_>>();
         assert_eq!(frames(&again), frames(&result));
         assert_ne!(again.frames[0].score, result.frames[0].score);
+        let heat = exam
+            .key_frame_heatmap(&model, &truth.lesion_bmode)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            heat.dimensions(),
+            (truth.lesion_ceus.width, truth.lesion_ceus.height)
+        );
         let outside = ceusd::roi::Roi::new(0, 0, 20, 20);
         assert!(exam
             .result(&model, &outside)
