@@ -11,6 +11,7 @@ pub mod eval;
 pub mod exam;
 pub mod layout;
 pub mod model;
+pub mod publish;
 pub mod quality;
 pub mod rng;
 pub mod roi;

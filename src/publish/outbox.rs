@@ -1,0 +1,215 @@
+//! The durable outbox: every result and its heatmap are written to SQLite before they are
+//! published, and removed only when the broker has acknowledged them (QoS 1 PUBACK). After a
+//! broker outage or a restart of the daemon, whatever is still in the outbox is sent again, in
+//! the order it was written. A result's messages share its result id, so a subscriber that
+//! receives a message twice (sent, then sent again after a restart before the PUBACK was seen)
+//! can tell it is the same result.
+//!
+//! SQLite in WAL mode with `synchronous = FULL`: a committed result survives the process being
+//! killed and the cart losing power. The outbox is bounded; when it is full a new result is
+//! refused with an error (the caller reports it and keeps the result on screen), never dropped
+//! silently, and `fill` tells the status when it is filling.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox {path}: {source}")]
+    Database {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("outbox {path} is full ({capacity} messages waiting for the broker)")]
+    Full { path: PathBuf, capacity: usize },
+    #[error("outbox: result '{0}' has no messages")]
+    Empty(String),
+}
+
+/// A message to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+/// A message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Position in the outbox (publish order).
+    pub id: i64,
+    pub result_id: String,
+    pub message: OutgoingMessage,
+    /// How many times it was handed to the MQTT client.
+    pub attempts: u32,
+}
+
+pub struct Outbox {
+    path: PathBuf,
+    conn: Connection,
+    capacity: usize,
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox at `path`, holding at most `capacity` messages.
+    pub fn open(path: &Path, capacity: usize) -> Result<Self, OutboxError> {
+        let db = |source| OutboxError::Database {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS outbox (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 result_id TEXT NOT NULL,
+                 topic TEXT NOT NULL,
+                 payload BLOB NOT NULL,
+                 retain INTEGER NOT NULL,
+                 attempts INTEGER NOT NULL DEFAULT 0,
+                 created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+                 UNIQUE (result_id, topic)
+             );",
+        )
+        .map_err(db)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            conn,
+            capacity: capacity.max(1),
+        })
+    }
+
+    fn db(&self, source: rusqlite::Error) -> OutboxError {
+        OutboxError::Database {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Writes all messages of one result in one transaction: all of them or none. Writing the
+    /// same result again (same id and topics) changes nothing.
+    pub fn enqueue(
+        &mut self,
+        result_id: &str,
+        messages: &[OutgoingMessage],
+    ) -> Result<(), OutboxError> {
+        if messages.is_empty() {
+            return Err(OutboxError::Empty(result_id.to_string()));
+        }
+        let waiting = self.len()?;
+        let known: usize = {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT COUNT(*) FROM outbox WHERE result_id = ?1")
+                .map_err(|e| self.db(e))?;
+            stmt.query_row(params![result_id], |r| r.get::<_, i64>(0))
+                .map_err(|e| self.db(e))? as usize
+        };
+        if known == 0 && waiting + messages.len() > self.capacity {
+            return Err(OutboxError::Full {
+                path: self.path.clone(),
+                capacity: self.capacity,
+            });
+        }
+        let path = self.path.clone();
+        let db = |source| OutboxError::Database {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(db)?;
+        for m in messages {
+            tx.execute(
+                "INSERT OR IGNORE INTO outbox (result_id, topic, payload, retain) VALUES (?1, ?2, ?3, ?4)",
+                params![result_id, m.topic, m.payload, m.retain as i64],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(())
+    }
+
+    /// Everything waiting, in the order it was written.
+    pub fn pending(&self) -> Result<Vec<StoredMessage>, OutboxError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, result_id, topic, payload, retain, attempts FROM outbox ORDER BY id",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(StoredMessage {
+                    id: r.get(0)?,
+                    result_id: r.get(1)?,
+                    message: OutgoingMessage {
+                        topic: r.get(2)?,
+                        payload: r.get(3)?,
+                        retain: r.get::<_, i64>(4)? != 0,
+                    },
+                    attempts: r.get::<_, i64>(5)? as u32,
+                })
+            })
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.db(e))
+    }
+
+    /// Records that a message was handed to the MQTT client once more.
+    pub fn mark_attempt(&self, id: i64) -> Result<(), OutboxError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1 WHERE id = ?1",
+                params![id],
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    /// The broker acknowledged message `id`: it leaves the outbox. Acknowledging a message
+    /// that is gone already changes nothing.
+    pub fn acknowledge(&self, id: i64) -> Result<bool, OutboxError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM outbox WHERE id = ?1", params![id])
+            .map_err(|e| self.db(e))?;
+        Ok(n == 1)
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> Result<usize, OutboxError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+            .map_err(|e| self.db(e))?;
+        Ok(n as usize)
+    }
+
+    pub fn is_empty(&self) -> Result<bool, OutboxError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// How full the outbox is, 0..1, for the status ("outbox filling" above 0.8).
+    pub fn fill(&self) -> Result<f64, OutboxError> {
+        Ok(self.len()? as f64 / self.capacity as f64)
+    }
+
+    /// The oldest waiting message of `result_id`, if any.
+    pub fn first_of(&self, result_id: &str) -> Result<Option<i64>, OutboxError> {
+        self.conn
+            .query_row(
+                "SELECT MIN(id) FROM outbox WHERE result_id = ?1",
+                params![result_id],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| self.db(e))
+    }
+}
