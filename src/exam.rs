@@ -246,13 +246,7 @@ impl Exam {
     /// ROI on the B-mode pane is mapped across). Can be called again with another ROI
     /// (rescoring) without another injection.
     pub fn result(&self, model: &DlrModel, roi: &Roi) -> Result<ExamResult, ExamError> {
-        let ceus_roi = self.ceus_roi(roi)?;
-        let pane_roi = Roi::new(
-            ceus_roi.x - self.layout.ceus.x,
-            ceus_roi.y - self.layout.ceus.y,
-            ceus_roi.width,
-            ceus_roi.height,
-        );
+        let (ceus_roi, pane_roi) = self.pane_roi(roi)?;
         let meta = &model.metadata;
         let b = self.settings.boundaries;
         let injection = self.clock.injection();
@@ -423,13 +417,7 @@ impl Exam {
         let Some(key) = self.window.key() else {
             return Ok(None);
         };
-        let c = self.ceus_roi(roi)?;
-        let pane_roi = Roi::new(
-            c.x - self.layout.ceus.x,
-            c.y - self.layout.ceus.y,
-            c.width,
-            c.height,
-        );
+        let (_, pane_roi) = self.pane_roi(roi)?;
         let crop = pane_roi.crop(&key.ceus_pane).map_err(|e| ExamError::Roi {
             roi: *roi,
             reason: e.to_string(),
@@ -440,6 +428,14 @@ impl Exam {
         let cam = model.gradcam(&out)?.squeeze(0).map_err(ModelError::from)?;
         let heat = crate::model::gradcam::upsample_normalised(&cam, crop.width(), crop.height())?;
         Ok(Some(crate::model::gradcam::overlay(&crop, &heat)?))
+    }
+
+    /// `roi` on the CEUS pane in frame coordinates, and relative to the pane (as the kept
+    /// panes are stored).
+    fn pane_roi(&self, roi: &Roi) -> Result<(Roi, Roi), ExamError> {
+        let c = self.ceus_roi(roi)?;
+        let pane = self.layout.ceus;
+        Ok((c, Roi::new(c.x - pane.x, c.y - pane.y, c.width, c.height)))
     }
 
     /// `roi` in frame coordinates: inside the CEUS pane as is, inside the B-mode pane mapped
@@ -511,13 +507,14 @@ pub fn run_offline(
     } else {
         None
     };
-    let mut first_s = None;
     loop {
         match source.next_event()? {
             SourceEvent::End => break,
             SourceEvent::NoSignal { reason } => {
-                if let (Some(e), Some(t)) = (exam.as_mut(), first_s) {
-                    e.timeline.push(TimelineEvent::NoSignal { at_s: t, reason });
+                // Stamped with the last frame's time: the source's clock has no other.
+                if let Some(e) = exam.as_mut() {
+                    let at_s = e.last_s.unwrap_or_default();
+                    e.timeline.push(TimelineEvent::NoSignal { at_s, reason });
                 }
             }
             SourceEvent::Frame(frame) => {
@@ -532,7 +529,6 @@ pub fn run_offline(
                     if let Some(r) = &roi {
                         e.ceus_roi(r)?;
                     }
-                    first_s = Some(t);
                     if let Some(at) = hint.marked_at_s {
                         e.mark_injection_at(t, t + at);
                     } else if let Some(offset) = recorded_offset {

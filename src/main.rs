@@ -443,23 +443,19 @@ fn load_model(arg: &str, hash: Option<&str>, device: &candle_core::Device) -> Re
 fn run_train(a: TrainArgs, out: &mut impl Write) -> Result<()> {
     use ceusd::eval::cohort::ClassNames;
     use ceusd::train::{data::load_cases, train, Progress, TrainConfig};
-    let device = candle_core::Device::Cpu;
     let stored = stored_type(&a.dtype)?;
     let (meta, tensors, identity) = if a.model == "demo" {
-        let (m, t, _) = ceusd::train::demo::demo_tensors()?;
-        let identity = ceusd::train::demo::demo_model(&device)?.identity;
+        let (m, t, hash) = ceusd::train::demo::demo_tensors()?;
+        let identity = ceusd::model::ModelIdentity::of(&m, hash, None);
         (m, t, identity)
     } else {
         let path = std::path::Path::new(&a.model);
         let file = read_model(path, None).with_context(|| format!("loading model {}", a.model))?;
-        let identity = ceusd::model::ModelIdentity {
-            name: file.metadata.name.clone(),
-            content_hash: file.content_hash.clone(),
-            trained: file.metadata.provenance.trained,
-            intended_use: file.metadata.provenance.intended_use.clone(),
-            source: file.metadata.provenance.source.clone(),
-            path: Some(path.to_path_buf()),
-        };
+        let identity = ceusd::model::ModelIdentity::of(
+            &file.metadata,
+            file.content_hash.clone(),
+            Some(path.to_path_buf()),
+        );
         (file.metadata, file.tensors, identity)
     };
     let classes = ClassNames::of_model(&meta);

@@ -113,6 +113,20 @@ pub struct ModelIdentity {
     pub path: Option<PathBuf>,
 }
 
+impl ModelIdentity {
+    /// The identity of a model with `metadata` and `content_hash`, read from `path` if any.
+    pub fn of(metadata: &ModelMetadata, content_hash: String, path: Option<PathBuf>) -> Self {
+        Self {
+            name: metadata.name.clone(),
+            content_hash,
+            trained: metadata.provenance.trained,
+            intended_use: metadata.provenance.intended_use.clone(),
+            source: metadata.provenance.source.clone(),
+            path,
+        }
+    }
+}
+
 /// One image's scores.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scores {
@@ -141,14 +155,11 @@ impl DlrModel {
         device: &Device,
     ) -> Result<Self, ModelError> {
         let file = read_model(path, expected_hash)?;
-        let identity = ModelIdentity {
-            name: file.metadata.name.clone(),
-            content_hash: file.content_hash.clone(),
-            trained: file.metadata.provenance.trained,
-            intended_use: file.metadata.provenance.intended_use.clone(),
-            source: file.metadata.provenance.source.clone(),
-            path: Some(path.to_path_buf()),
-        };
+        let identity = ModelIdentity::of(
+            &file.metadata,
+            file.content_hash.clone(),
+            Some(path.to_path_buf()),
+        );
         Self::from_tensors(
             file.metadata,
             identity,
@@ -162,14 +173,8 @@ impl DlrModel {
     pub fn seeded(seed: u64, input_channels: u32, device: &Device) -> Result<Self, ModelError> {
         let metadata = init::seeded_metadata(seed, input_channels);
         let tensors = init::seeded_tensors(&metadata, seed)?;
-        let identity = ModelIdentity {
-            name: metadata.name.clone(),
-            content_hash: file::content_hash_of(&metadata, &tensors, StoredType::F32)?,
-            trained: false,
-            intended_use: metadata.provenance.intended_use.clone(),
-            source: metadata.provenance.source.clone(),
-            path: None,
-        };
+        let hash = file::content_hash_of(&metadata, &tensors, StoredType::F32)?;
+        let identity = ModelIdentity::of(&metadata, hash, None);
         Self::from_tensors(
             metadata,
             identity,

@@ -14,7 +14,10 @@ use crate::model::preprocess::batch_tensor;
 use crate::rng::{mix64, spread, SplitMix64};
 
 use super::data::TrainCase;
-use super::head::EpochRecord;
+use super::head::{
+    class_weight_pair, class_weights, dropout_mask, targets, weighted_loss, EarlyStopping,
+    EpochRecord,
+};
 use super::{network_input, NamedTensors, Progress, TrainConfig, TrainError};
 
 const STAGES: [(usize, usize); 4] = [(3, 64), (4, 128), (6, 256), (3, 512)];
@@ -316,13 +319,10 @@ pub fn train_full(
     let mut backbone_opt = AdamW::new(net.backbone_vars(), adamw(cfg.learning_rate))?;
     let mut head_opt = AdamW::new(net.head_vars(), adamw(cfg.learning_rate * 10.0))?;
     let pos = meta.positive_index();
-    let n_pos = train_idx
-        .iter()
-        .filter(|&&i| cases[i].positive)
-        .count()
-        .max(1) as f32;
-    let n_neg = (train_idx.len() as f32 - n_pos).max(1.0);
-    let n = train_idx.len() as f32;
+    // One weight per class, from the training cases' class balance.
+    let train_positive: Vec<bool> = train_idx.iter().map(|&i| cases[i].positive).collect();
+    let (w_pos, w_neg) = class_weight_pair(&train_positive);
+    let class_weight = |p: bool| if p { w_pos } else { w_neg };
     let valid_inputs = valid_idx
         .iter()
         .map(|&i| network_input(&cases[i].crop.plain(), meta))
@@ -331,8 +331,7 @@ pub fn train_full(
     let keep = 0.5f64;
     let mut order = train_idx.to_vec();
     let mut history = Vec::new();
-    let mut best: Option<(f64, f64, NamedTensors)> = None;
-    let mut since_best = 0;
+    let mut stopping = EarlyStopping::new(cfg.patience);
     for epoch in 1..=cfg.max_epochs {
         let mut rng = SplitMix64(mix64(cfg.seed ^ spread(epoch as u64)));
         for i in (1..order.len()).rev() {
@@ -354,45 +353,19 @@ pub fn train_full(
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let x = nchw(&images, meta)?;
-            let targets: Vec<u32> = chunk
-                .iter()
-                .map(|&i| {
-                    if cases[i].positive {
-                        pos as u32
-                    } else {
-                        1 - pos as u32
-                    }
-                })
-                .collect();
-            let weights: Vec<f32> = chunk
-                .iter()
-                .map(|&i| {
-                    if cases[i].positive {
-                        n / (2.0 * n_pos)
-                    } else {
-                        n / (2.0 * n_neg)
-                    }
-                })
-                .collect();
-            let mask: Vec<f32> = (0..chunk.len() * hidden)
-                .map(|_| {
-                    if rng.unit() < keep {
-                        (1.0 / keep) as f32
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
+            let positive: Vec<bool> = chunk.iter().map(|&i| cases[i].positive).collect();
+            let targets = Tensor::new(targets(&positive, pos), &Device::Cpu)?;
+            let weights = Tensor::new(
+                positive
+                    .iter()
+                    .map(|&p| class_weight(p))
+                    .collect::<Vec<f32>>(),
+                &Device::Cpu,
+            )?;
+            let mask = dropout_mask(&mut rng, chunk.len(), hidden, keep);
             let mask = Tensor::from_vec(mask, (chunk.len(), hidden), &Device::Cpu)?;
             let logits = net.forward(&x, true, Some(&mask))?;
-            let log_p = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-            let targets = Tensor::new(targets, &Device::Cpu)?;
-            let weights = Tensor::new(weights, &Device::Cpu)?;
-            let picked = log_p.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
-            let loss = (picked * &weights)?
-                .sum_all()?
-                .neg()?
-                .broadcast_div(&weights.sum_all()?)?;
+            let loss = weighted_loss(&logits, &targets, &weights)?;
             let grads = loss.backward()?;
             backbone_opt.step(&grads)?;
             head_opt.step(&grads)?;
@@ -403,27 +376,29 @@ pub fn train_full(
                 total: cfg.max_epochs * steps_per_epoch,
             });
         }
-        let mut scores = Vec::with_capacity(valid_inputs.len());
-        let mut validation_loss = 0.0;
-        for (batch, idx) in valid_inputs.chunks(8).zip(valid_idx.chunks(8)) {
-            let logits = net.forward(&nchw(batch, meta)?, false, None)?;
-            let log_p: Vec<Vec<f32>> =
-                candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2()?;
-            for (lp, &i) in log_p.iter().zip(idx) {
-                let positive = cases[i].positive;
-                let w = if positive {
-                    n / (2.0 * n_pos)
-                } else {
-                    n / (2.0 * n_neg)
-                };
-                validation_loss -= (w * lp[if positive { pos } else { 1 - pos }]) as f64;
-                scores.push(Case {
-                    score: lp[pos].exp() as f64,
-                    positive,
-                });
-            }
+        // Validation: running statistics (BatchNorm in inference mode), no dropout.
+        let mut logits = Vec::new();
+        for batch in valid_inputs.chunks(8) {
+            logits.push(net.forward(&nchw(batch, meta)?, false, None)?);
         }
-        validation_loss /= valid_inputs.len().max(1) as f64;
+        let logits = Tensor::cat(&logits, 0)?;
+        let valid_positive: Vec<bool> = valid_idx.iter().map(|&i| cases[i].positive).collect();
+        let validation_loss = weighted_loss(
+            &logits,
+            &Tensor::new(targets(&valid_positive, pos), &Device::Cpu)?,
+            &Tensor::new(class_weights(&valid_positive), &Device::Cpu)?,
+        )?
+        .to_scalar::<f32>()? as f64;
+        let probabilities: Vec<Vec<f32>> =
+            candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2()?;
+        let scores: Vec<Case> = probabilities
+            .iter()
+            .zip(&valid_positive)
+            .map(|(p, &positive)| Case {
+                score: p[pos] as f64,
+                positive,
+            })
+            .collect();
         let record = EpochRecord {
             epoch,
             train_loss: loss_sum / steps.max(1) as f64,
@@ -431,24 +406,13 @@ pub fn train_full(
             validation_auc: auc(&scores).unwrap_or(0.5),
         };
         progress(Progress::Epoch(&record));
-        let better = match &best {
-            None => true,
-            Some((a, l, _)) => {
-                record.validation_auc > *a || (record.validation_auc == *a && validation_loss < *l)
-            }
-        };
-        if better {
-            best = Some((record.validation_auc, validation_loss, net.export()?));
-            since_best = 0;
-        } else {
-            since_best += 1;
-        }
+        let stop = stopping.observe(&record, || net.export())?;
         history.push(record);
-        if since_best >= cfg.patience {
+        if stop {
             break;
         }
     }
-    let (_, _, tensors) = best.ok_or_else(|| TrainError::Split("no epoch ran".into()))?;
+    let tensors = stopping.into_best()?;
     Ok((tensors, history))
 }
 

@@ -118,14 +118,11 @@ pub fn recipe_cases(mut progress: impl FnMut(usize, usize)) -> Result<Vec<TrainC
 fn backbone() -> Result<(ModelMetadata, NamedTensors, ModelIdentity), ModelError> {
     let meta = crate::model::init::seeded_metadata(BACKBONE_SEED, 3);
     let tensors = seeded_tensors(&meta, BACKBONE_SEED)?;
-    let identity = ModelIdentity {
-        name: meta.name.clone(),
-        content_hash: content_hash_of(&meta, &tensors, StoredType::F32)?,
-        trained: false,
-        intended_use: meta.provenance.intended_use.clone(),
-        source: meta.provenance.source.clone(),
-        path: None,
-    };
+    let identity = ModelIdentity::of(
+        &meta,
+        content_hash_of(&meta, &tensors, StoredType::F32)?,
+        None,
+    );
     Ok((meta, tensors, identity))
 }
 
@@ -269,14 +266,7 @@ pub fn demo_tensors() -> Result<(ModelMetadata, NamedTensors, String), ModelErro
 /// The demo model, ready to score on `device`.
 pub fn demo_model(device: &Device) -> Result<DlrModel, ModelError> {
     let (metadata, tensors, content_hash) = demo_tensors()?;
-    let identity = ModelIdentity {
-        name: metadata.name.clone(),
-        content_hash,
-        trained: metadata.provenance.trained,
-        intended_use: metadata.provenance.intended_use.clone(),
-        source: metadata.provenance.source.clone(),
-        path: None,
-    };
+    let identity = ModelIdentity::of(&metadata, content_hash, None);
     DlrModel::from_tensors(
         metadata,
         identity,

@@ -89,7 +89,7 @@ fn logits(
 
 /// Class-weighted mean cross-entropy: each class weighs as much as the other in total, so
 /// the majority class (PDAC, 414 to 144 in the paper's cohort) does not drown the other.
-fn weighted_loss(
+pub(crate) fn weighted_loss(
     logits: &Tensor,
     targets: &Tensor,
     weights: &Tensor,
@@ -101,23 +101,26 @@ fn weighted_loss(
 }
 
 /// Class weights n / (2 n_class) per case.
-fn class_weights(positive: &[bool]) -> Vec<f32> {
-    let n = positive.len() as f32;
-    let n_pos = positive.iter().filter(|&&p| p).count().max(1) as f32;
-    let n_neg = (positive.len() - positive.iter().filter(|&&p| p).count()).max(1) as f32;
+pub(crate) fn class_weights(positive: &[bool]) -> Vec<f32> {
+    let (w_pos, w_neg) = class_weight_pair(positive);
     positive
         .iter()
-        .map(|&p| {
-            if p {
-                n / (2.0 * n_pos)
-            } else {
-                n / (2.0 * n_neg)
-            }
-        })
+        .map(|&p| if p { w_pos } else { w_neg })
         .collect()
 }
 
-fn targets(positive: &[bool], positive_index: usize) -> Vec<u32> {
+/// The weights n / (2 n_class) of the positive and the negative class.
+pub(crate) fn class_weight_pair(positive: &[bool]) -> (f32, f32) {
+    let n = positive.len() as f32;
+    let n_pos = positive.iter().filter(|&&p| p).count();
+    let n_neg = positive.len() - n_pos;
+    (
+        n / (2.0 * n_pos.max(1) as f32),
+        n / (2.0 * n_neg.max(1) as f32),
+    )
+}
+
+pub(crate) fn targets(positive: &[bool], positive_index: usize) -> Vec<u32> {
     positive
         .iter()
         .map(|&p| {
@@ -128,6 +131,72 @@ fn targets(positive: &[bool], positive_index: usize) -> Vec<u32> {
             }
         })
         .collect()
+}
+
+/// An inverted-dropout mask for `rows` x `hidden` activations, drawn from `rng`: each kept
+/// unit is scaled by 1/keep so that the expected activation is unchanged.
+pub(crate) fn dropout_mask(
+    rng: &mut SplitMix64,
+    rows: usize,
+    hidden: usize,
+    keep: f64,
+) -> Vec<f32> {
+    (0..rows * hidden)
+        .map(|_| {
+            if rng.unit() < keep {
+                (1.0 / keep) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// Early stopping on the validation AUC (ties: the lower validation loss), keeping a
+/// snapshot of the best epoch.
+pub(crate) struct EarlyStopping<T> {
+    patience: usize,
+    best: Option<(f64, f64, T)>,
+    since_best: usize,
+}
+
+impl<T> EarlyStopping<T> {
+    pub(crate) fn new(patience: usize) -> Self {
+        Self {
+            patience,
+            best: None,
+            since_best: 0,
+        }
+    }
+
+    /// Takes an epoch's figures; `snapshot` is called only when the epoch is the best so far.
+    /// Returns true when training should stop.
+    pub(crate) fn observe<E>(
+        &mut self,
+        record: &EpochRecord,
+        snapshot: impl FnOnce() -> Result<T, E>,
+    ) -> Result<bool, E> {
+        let better = match &self.best {
+            None => true,
+            Some((auc, loss, _)) => {
+                record.validation_auc > *auc
+                    || (record.validation_auc == *auc && record.validation_loss < *loss)
+            }
+        };
+        if better {
+            self.best = Some((record.validation_auc, record.validation_loss, snapshot()?));
+            self.since_best = 0;
+        } else {
+            self.since_best += 1;
+        }
+        Ok(self.since_best >= self.patience)
+    }
+
+    pub(crate) fn into_best(self) -> Result<T, TrainError> {
+        self.best
+            .map(|(_, _, t)| t)
+            .ok_or_else(|| TrainError::Split("no epoch ran".into()))
+    }
 }
 
 /// Trains from `start`, returns the weights of the epoch with the best validation AUC (ties:
@@ -176,8 +245,7 @@ pub fn train_head(
             fc2_bias: p.b2.as_tensor().copy()?,
         })
     };
-    let mut best: Option<(f64, f64, HeadWeights)> = None;
-    let mut since_best = 0;
+    let mut stopping = EarlyStopping::new(cfg.patience);
     let mut history = Vec::new();
     let mut order: Vec<usize> = (0..train.len()).collect();
     let keep = 1.0 - cfg.dropout;
@@ -192,16 +260,7 @@ pub fn train_head(
             let x = x_train.index_select(&idx, 0)?;
             let y = Tensor::new(chunk.iter().map(|&i| y_train[i]).collect::<Vec<_>>(), &dev)?;
             let w = Tensor::new(chunk.iter().map(|&i| w_train[i]).collect::<Vec<_>>(), &dev)?;
-            // Inverted dropout with a seeded mask.
-            let mask: Vec<f32> = (0..chunk.len() * hidden)
-                .map(|_| {
-                    if rng.unit() < keep {
-                        (1.0 / keep) as f32
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
+            let mask = dropout_mask(&mut rng, chunk.len(), hidden, keep);
             let mask = Tensor::from_vec(mask, (chunk.len(), hidden), &dev)?;
             let loss = weighted_loss(&logits(&params, &x, cfg.activation, Some(&mask))?, &y, &w)?;
             opt.backward_step(&loss)?;
@@ -228,23 +287,12 @@ pub fn train_head(
             validation_auc,
         };
         on_epoch(&record);
+        let stop = stopping.observe(&record, || snapshot(&params))?;
         history.push(record);
-        let better = match &best {
-            None => true,
-            Some((a, l, _)) => {
-                validation_auc > *a || (validation_auc == *a && validation_loss < *l)
-            }
-        };
-        if better {
-            best = Some((validation_auc, validation_loss, snapshot(&params)?));
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if since_best >= cfg.patience {
-                break;
-            }
+        if stop {
+            break;
         }
     }
-    let (_, _, weights) = best.ok_or_else(|| TrainError::Split("no epoch ran".into()))?;
+    let weights = stopping.into_best()?;
     Ok((weights, history))
 }
