@@ -60,7 +60,8 @@ for m in $mods; do
 done
 cp "kernel/lib/modules/$kver"/modules.{dep,alias,symbols,builtin,order} "initramfs/lib/modules/$kver/" 2>/dev/null || true
 cp "kernel/lib/modules/$kver"/modules.builtin.modinfo "initramfs/lib/modules/$kver/" 2>/dev/null || true
-cp "$testbin" initramfs/ceusd-v4l2-tests
+# Without debug info: the guest unpacks the initramfs into its RAM.
+strip --strip-debug -o initramfs/ceusd-v4l2-tests "$testbin"
 cat > initramfs/init <<INIT
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -81,7 +82,7 @@ chmod +x initramfs/init
 (cd initramfs && find . | cpio -o -H newc --quiet) > initramfs.cpio
 
 # 4. Boot. TCG: this machine's KVM cannot run a stock kernel.
-timeout 600 qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 2 -nographic -no-reboot -nic none \
+timeout 600 qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 2 -nographic -no-reboot -nic none \
     -kernel "kernel/boot/vmlinuz-$kver" -initrd initramfs.cpio \
     -append "console=ttyS0 quiet panic=-1 rdinit=/init" </dev/null | tee console.log
 code="$(grep -a -o 'EXIT=[0-9]*' console.log | tail -n 1 | cut -d= -f2)"
