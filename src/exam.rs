@@ -442,13 +442,7 @@ impl Exam {
     /// to the same tissue on the CEUS pane.
     pub fn ceus_roi(&self, roi: &Roi) -> Result<Roi, ExamError> {
         let c = self.layout.ceus;
-        let inside_ceus = roi.width > 0
-            && roi.height > 0
-            && roi.x >= c.x
-            && roi.y >= c.y
-            && roi.x + roi.width <= c.x + c.width
-            && roi.y + roi.height <= c.y + c.height;
-        if inside_ceus {
+        if c.contains(roi) {
             return Ok(*roi);
         }
         self.layout.bmode_to_ceus(roi).map_err(|_| ExamError::Roi {

@@ -204,11 +204,7 @@ impl Layout {
     /// field of view; if the CEUS pane is scaled differently the ROI is scaled with it.
     pub fn bmode_to_ceus(&self, roi: &Roi) -> Result<Roi, LayoutError> {
         let b = self.bmode;
-        let inside = roi.x >= b.x
-            && roi.y >= b.y
-            && roi.x as u64 + roi.width as u64 <= b.x as u64 + b.width as u64
-            && roi.y as u64 + roi.height as u64 <= b.y as u64 + b.height as u64;
-        if !inside || roi.width == 0 || roi.height == 0 {
+        if !b.contains(roi) {
             return Err(LayoutError::OutsideBmode { roi: *roi, pane: b });
         }
         let sx = self.ceus.width as f64 / b.width as f64;

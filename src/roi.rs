@@ -56,6 +56,16 @@ impl Roi {
         }
     }
 
+    /// True when `other` is non-empty and lies wholly inside this rectangle.
+    pub fn contains(&self, other: &Roi) -> bool {
+        other.width > 0
+            && other.height > 0
+            && other.x >= self.x
+            && other.y >= self.y
+            && other.x as u64 + other.width as u64 <= self.x as u64 + self.width as u64
+            && other.y as u64 + other.height as u64 <= self.y as u64 + self.height as u64
+    }
+
     /// Pixels shared with `other`.
     pub fn intersection_area(&self, other: &Roi) -> u64 {
         let span = |a0: u32, a_len: u32, b0: u32, b_len: u32| {

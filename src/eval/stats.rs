@@ -52,11 +52,6 @@ pub fn auc(cases: &[Case]) -> Option<f64> {
     Some(wins / (positives as f64 * negatives as f64))
 }
 
-/// A uniform index below `n` from one 64-bit draw (the high half of the 128-bit product).
-pub fn draw_index(rng: &mut SplitMix64, n: usize) -> usize {
-    ((rng.next_u64() as u128 * n as u128) >> 64) as usize
-}
-
 /// A percentile bootstrap interval.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BootstrapCi {
@@ -89,7 +84,7 @@ pub fn bootstrap_auc_ci(cases: &[Case], resamples: usize, seed: u64) -> Option<B
     let mut sample = Vec::with_capacity(n);
     while values.len() < resamples {
         sample.clear();
-        sample.extend((0..n).map(|_| cases[draw_index(&mut rng, n)]));
+        sample.extend((0..n).map(|_| cases[rng.below(n)]));
         match auc(&sample) {
             Some(a) => values.push(a),
             None => {

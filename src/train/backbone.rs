@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, BatchNorm, Optimizer, ParamsAdamW};
 use image::GrayImage;
 
-use crate::eval::stats::{auc, draw_index, Case};
+use crate::eval::stats::{auc, Case};
 use crate::model::metadata::{HeadActivation, ModelMetadata};
 use crate::model::preprocess::batch_tensor;
 use crate::rng::{mix64, spread, SplitMix64};
@@ -18,7 +18,7 @@ use super::head::{
     class_weight_pair, class_weights, dropout_mask, targets, weighted_loss, EarlyStopping,
     EpochRecord,
 };
-use super::{network_input, NamedTensors, Progress, TrainConfig, TrainError};
+use super::{named_tensor, network_input, NamedTensors, Progress, TrainConfig, TrainError};
 
 const STAGES: [(usize, usize); 4] = [(3, 64), (4, 128), (6, 256), (3, 512)];
 const BN_EPS: f64 = 1e-5;
@@ -44,14 +44,7 @@ impl ConvBn {
         padding: usize,
     ) -> Result<Self, TrainError> {
         let get = |n: &str| -> Result<Tensor, TrainError> {
-            let t = tensors
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, t)| t.clone())
-                .ok_or_else(|| crate::model::ModelError::MissingTensor {
-                    name: n.to_string(),
-                })?;
-            Ok(t.to_dtype(DType::F32)?)
+            Ok(named_tensor(tensors, n)?.to_dtype(DType::F32)?)
         };
         let weight = Var::from_tensor(&get(&format!("{conv}.weight"))?)?;
         let gamma = Var::from_tensor(&get(&format!("{bn}.weight"))?)?;
@@ -165,14 +158,9 @@ impl TrainableNet {
             }
         }
         let var = |n: &str| -> Result<Var, TrainError> {
-            let t = tensors
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, t)| t.clone())
-                .ok_or_else(|| crate::model::ModelError::MissingTensor {
-                    name: n.to_string(),
-                })?;
-            Ok(Var::from_tensor(&t.to_dtype(DType::F32)?)?)
+            Ok(Var::from_tensor(
+                &named_tensor(tensors, n)?.to_dtype(DType::F32)?,
+            )?)
         };
         Ok(Self {
             stem,
@@ -334,9 +322,7 @@ pub fn train_full(
     let mut stopping = EarlyStopping::new(cfg.patience);
     for epoch in 1..=cfg.max_epochs {
         let mut rng = SplitMix64(mix64(cfg.seed ^ spread(epoch as u64)));
-        for i in (1..order.len()).rev() {
-            order.swap(i, draw_index(&mut rng, i + 1));
-        }
+        rng.shuffle(&mut order);
         let (mut loss_sum, mut steps) = (0.0, 0);
         for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {
             // BatchNorm needs more than one value per channel to compute batch statistics.

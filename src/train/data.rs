@@ -173,12 +173,7 @@ pub fn split_cases(
                 let mut members: Vec<usize> = (0..cases.len())
                     .filter(|&i| cases[i].positive == class)
                     .collect();
-                // Seeded Fisher-Yates.
-                let mut rng = SplitMix64(mix64(seed ^ 0x5B117));
-                for i in (1..members.len()).rev() {
-                    let j = crate::eval::stats::draw_index(&mut rng, i + 1);
-                    members.swap(i, j);
-                }
+                SplitMix64(mix64(seed ^ 0x5B117)).shuffle(&mut members);
                 let n = ((members.len() as f64) * f).round() as usize;
                 for &i in members.iter().take(n.max(1)) {
                     validation[i] = true;

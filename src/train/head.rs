@@ -5,7 +5,7 @@
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
-use crate::eval::stats::{auc, draw_index, Case};
+use crate::eval::stats::{auc, Case};
 use crate::model::metadata::HeadActivation;
 use crate::rng::{mix64, SplitMix64};
 
@@ -251,9 +251,7 @@ pub fn train_head(
     let keep = 1.0 - cfg.dropout;
     for epoch in 1..=cfg.max_epochs {
         let mut rng = SplitMix64(mix64(cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37)));
-        for i in (1..order.len()).rev() {
-            order.swap(i, draw_index(&mut rng, i + 1));
-        }
+        rng.shuffle(&mut order);
         let (mut loss_sum, mut batches) = (0.0, 0);
         for chunk in order.chunks(cfg.batch_size) {
             let idx = Tensor::new(chunk.iter().map(|&i| i as u32).collect::<Vec<_>>(), &dev)?;

@@ -155,16 +155,19 @@ fn pooled_features(
     Ok(out)
 }
 
+/// The tensor called `name`, or an error naming it.
+pub(crate) fn named_tensor(tensors: &[(String, Tensor)], name: &str) -> Result<Tensor, ModelError> {
+    tensors
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, t)| t.clone())
+        .ok_or_else(|| ModelError::MissingTensor {
+            name: name.to_string(),
+        })
+}
+
 fn head_of(tensors: &[(String, Tensor)]) -> Result<HeadWeights, TrainError> {
-    let get = |name: &str| {
-        tensors
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, t)| t.clone())
-            .ok_or_else(|| ModelError::MissingTensor {
-                name: name.to_string(),
-            })
-    };
+    let get = |name: &str| named_tensor(tensors, name);
     Ok(HeadWeights {
         fc1_weight: get("fc1.weight")?,
         fc1_bias: get("fc1.bias")?,
