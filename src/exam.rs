@@ -113,7 +113,9 @@ pub struct ExamResult {
     pub model: ModelIdentity,
 }
 
-/// The running exam.
+/// The running exam. Cloning it is cheap enough to hand a snapshot to the inference worker:
+/// it holds the K kept panes, not the video.
+#[derive(Clone)]
 pub struct Exam {
     pub settings: ExamSettings,
     pub layout: Layout,

@@ -7,6 +7,10 @@
 pub mod analyze;
 pub mod atomic_file;
 pub mod capture;
+pub mod check;
+pub mod config;
+pub mod daemon;
+pub mod demo;
 pub mod eval;
 pub mod exam;
 pub mod layout;

@@ -52,6 +52,89 @@ enum Command {
     /// Fine-tune a model on labeled cases (cohort CSV or PDAC/ and CP/ folders): head only
     /// (features cached) or the full network.
     Train(TrainArgs),
+    /// The service: capture, exam timing, scoring, MQTT to the bedside (run by systemd).
+    Run(RunArgs),
+    /// Everything on this machine, no setup: embedded broker, synthetic scanner with a
+    /// PDAC-like and a CP-like exam, the demo model, and a live view in the terminal.
+    Demo(DemoArgs),
+    /// Checks an installation: configuration, model and hash, capture source, state
+    /// directory, broker connection and permissions. Exit status 1 if any check fails.
+    Check(CheckArgs),
+}
+
+/// Flags that override the configuration file for one session.
+#[derive(Args)]
+struct OverrideArgs {
+    /// Frame source, e.g. v4l2:/dev/video0 or synthetic:pdac,cp?rounds=0.
+    #[arg(long)]
+    source: Option<String>,
+    /// MQTT broker, mqtt://host:port or mqtts://host:port.
+    #[arg(long)]
+    broker: Option<String>,
+    #[arg(long)]
+    device_id: Option<String>,
+    /// Model file (GGUF) or "demo".
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Replays and synthetic sources: time runs N times faster.
+    #[arg(long)]
+    speed: Option<f64>,
+}
+
+impl OverrideArgs {
+    fn overrides(&self) -> ceusd::config::Overrides {
+        ceusd::config::Overrides {
+            source: self.source.clone(),
+            broker: self.broker.clone(),
+            device_id: self.device_id.clone(),
+            model: self.model.clone(),
+            state_dir: self.state_dir.clone(),
+            speed: self.speed,
+        }
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The configuration file (see systemd/ceusd.example.toml).
+    #[arg(long, default_value = "/etc/ceusd/ceusd.toml")]
+    config: PathBuf,
+    #[command(flatten)]
+    overrides: OverrideArgs,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[arg(long, default_value = "/etc/ceusd/ceusd.toml")]
+    config: PathBuf,
+    #[command(flatten)]
+    overrides: OverrideArgs,
+    /// How long to wait for a frame and for the broker.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Time runs N times faster than a real exam.
+    #[arg(long, default_value_t = 4.0)]
+    speed: f64,
+    /// Use this broker instead of the embedded one.
+    #[arg(long)]
+    broker: Option<String>,
+    /// Port of the embedded broker (default 1883, or a free port when it is taken).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Exams to play, alternating PDAC-like and CP-like.
+    #[arg(long, default_value_t = 2)]
+    exams: u32,
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Log lines instead of the live view.
+    #[arg(long)]
+    no_view: bool,
 }
 
 #[derive(Args)]
@@ -318,7 +401,7 @@ fn stored_type(s: &str) -> Result<StoredType> {
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_logging();
     if let Err(e) = run(Cli::parse()) {
         log::error!("{e:#}");
         std::process::exit(1);
@@ -686,9 +769,109 @@ fn run_cine(
     Ok(())
 }
 
+/// Logs to stderr; under systemd (journald on stderr) each line carries its priority as
+/// `<N>` and no timestamp, which the journal adds itself.
+fn init_logging() {
+    let mut builder =
+        // The embedded demo broker logs every packet; only its warnings matter here.
+        env_logger::Builder::from_env(
+            env_logger::Env::default().default_filter_or("info,rumqttd=off,tracing=off"),
+        );
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.format(|buf, record| {
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(buf, "<{priority}>{}", record.args())
+        });
+    }
+    builder.init();
+}
+
+fn run_service(a: RunArgs) -> Result<()> {
+    let config = ceusd::config::Config::load(&a.config, &a.overrides.overrides())?;
+    let model = ceusd::daemon::load_model(&config)
+        .with_context(|| format!("loading model {}", config.model.path))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                log::error!("cannot listen for SIGTERM/SIGINT");
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => log::info!("SIGTERM"),
+                _ = int.recv() => log::info!("SIGINT"),
+            }
+            let _ = stop_tx.send(true);
+        });
+        ceusd::daemon::serve(config, std::sync::Arc::new(model), stop_rx).await
+    })?;
+    // Threads stuck in a driver call must not hold the exit.
+    std::process::exit(0)
+}
+
 fn run(cli: Cli) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match cli.command {
+        Command::Run(a) => run_service(a)?,
+        Command::Check(a) => {
+            let lines = ceusd::check::run_checks(
+                &a.config,
+                &a.overrides.overrides(),
+                std::time::Duration::from_secs_f64(a.timeout.clamp(0.5, 600.0)),
+            );
+            for l in &lines {
+                writeln!(out, "{l}")?;
+            }
+            if lines.iter().any(|l| !l.passed) || lines.len() < 5 {
+                out.flush()?;
+                std::process::exit(1);
+            }
+        }
+        Command::Demo(a) => {
+            let summary = ceusd::demo::run(
+                ceusd::demo::DemoOptions {
+                    speed: a.speed,
+                    broker: a.broker,
+                    port: a.port,
+                    exams: a.exams,
+                    state_dir: a.state_dir,
+                    view: !a.no_view,
+                    seed: 11,
+                },
+                &mut out,
+            )?;
+            writeln!(out, "\nsummary (broker {}):", summary.broker)?;
+            for e in &summary.exams {
+                writeln!(
+                    out,
+                    "  exam {} ({:?}-like lesion): {} [{}], heatmap {} bytes",
+                    e.exam_id,
+                    e.lesion,
+                    match (e.score, &e.label, &e.reason) {
+                        (Some(s), Some(l), _) => format!("P(PDAC) {s:.3} → {l}"),
+                        (_, _, Some(r)) => format!("no score: {r}"),
+                        _ => "no score".into(),
+                    },
+                    e.result_id,
+                    e.heatmap_bytes
+                )?;
+            }
+            out.flush()?;
+            std::process::exit(0);
+        }
         Command::Eval(a) => run_eval(a, &mut out)?,
         Command::Train(a) => run_train(a, &mut out)?,
         Command::Model(ModelCommand::BuildDemo { out_dir, model_out }) => {

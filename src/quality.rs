@@ -220,7 +220,7 @@ fn best_shift(a: &[f32], b: &[f32], max_shift: usize) -> f32 {
 }
 
 /// Assesses each frame against the frames before it.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct QualityTracker {
     pub limits: QualityLimits,
     previous: Option<Thumbnail>,

@@ -175,6 +175,10 @@ impl FrameSource for FolderReplay {
         self.dropped
     }
 
+    fn recorded_exam(&self) -> Option<u64> {
+        Some(0)
+    }
+
     fn injection_offset_s(&self) -> Option<f64> {
         self.manifest.injection_offset_s
     }

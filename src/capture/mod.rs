@@ -12,6 +12,7 @@ pub mod replay;
 pub mod source;
 pub mod still;
 pub mod synthetic;
+pub mod synthetic_session;
 pub mod v4l2;
 
 use image::{GrayImage, RgbImage};

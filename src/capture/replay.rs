@@ -218,6 +218,10 @@ impl FrameSource for DicomReplay {
         )))
     }
 
+    fn recorded_exam(&self) -> Option<u64> {
+        Some(0)
+    }
+
     fn injection_offset_s(&self) -> Option<f64> {
         self.timing.injection_offset_s
     }

@@ -39,6 +39,13 @@ pub trait FrameSource: Send {
     fn injection_offset_s(&self) -> Option<f64> {
         None
     }
+
+    /// For recordings and the synthetic scanner: which recorded exam the frames now come from
+    /// (0 for a single cine; a synthetic session plays exam after exam). A daemon can start
+    /// its exams on these boundaries. Live capture knows no exams: `None`.
+    fn recorded_exam(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// How a recorded source delivers its frames.
@@ -103,7 +110,7 @@ impl Pacer {
 pub enum SourceSpec {
     Dicom(std::path::PathBuf),
     Frames(std::path::PathBuf),
-    Synthetic(super::synthetic::SyntheticConfig),
+    Synthetic(super::synthetic_session::SessionSpec),
     V4l2(super::v4l2::V4l2Options),
 }
 
@@ -122,7 +129,7 @@ impl std::str::FromStr for SourceSpec {
             "v4l2" => super::v4l2::V4l2Options::parse(rest)
                 .map(SourceSpec::V4l2)
                 .map_err(|e| format!("source '{s}': {e}")),
-            "synthetic" => super::synthetic::parse_spec(rest)
+            "synthetic" => super::synthetic_session::parse_session_spec(rest)
                 .map(SourceSpec::Synthetic)
                 .map_err(|e| format!("source '{s}': {e}")),
             other => Err(format!(
@@ -143,13 +150,13 @@ impl SourceSpec {
                 super::reconnect::Backoff::default(),
             )),
             SourceSpec::Synthetic(c) => Box::new(
-                super::synthetic::SyntheticScanner::new(c.clone(), pacing).map_err(|reason| {
-                    InputError::Unsupported {
+                super::synthetic_session::SyntheticSession::new(c.clone(), pacing).map_err(
+                    |reason| InputError::Unsupported {
                         path: "synthetic".into(),
                         what: "configuration".into(),
                         reason,
-                    }
-                })?,
+                    },
+                )?,
             ),
         })
     }

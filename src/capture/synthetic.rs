@@ -616,6 +616,10 @@ impl FrameSource for SyntheticScanner {
         Ok(SourceEvent::Frame(frame))
     }
 
+    fn recorded_exam(&self) -> Option<u64> {
+        Some(0)
+    }
+
     fn injection_offset_s(&self) -> Option<f64> {
         Some(self.truth.injection_s)
     }

@@ -1,4 +1,8 @@
-//! Publishing results to the bedside: the durable outbox that stands between a computed result
-//! and the MQTT broker. (The MQTT client, topics and message types build on it.)
+//! Publishing to the bedside over MQTT: the topics and payloads of the contract
+//! (`messages`), commands from the display (`commands`), the MQTT session (`mqtt`) and the
+//! durable outbox that stands between a computed result and the broker (`outbox`).
 
+pub mod commands;
+pub mod messages;
+pub mod mqtt;
 pub mod outbox;

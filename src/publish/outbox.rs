@@ -138,14 +138,20 @@ impl Outbox {
 
     /// Everything waiting, in the order it was written.
     pub fn pending(&self) -> Result<Vec<StoredMessage>, OutboxError> {
+        self.pending_limited(usize::MAX)
+    }
+
+    /// The `limit` oldest messages waiting, in the order they were written.
+    pub fn pending_limited(&self, limit: usize) -> Result<Vec<StoredMessage>, OutboxError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id, result_id, topic, payload, retain, attempts FROM outbox ORDER BY id",
+                "SELECT id, result_id, topic, payload, retain, attempts FROM outbox ORDER BY id LIMIT ?1",
             )
             .map_err(|e| self.db(e))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map(params![limit], |r| {
                 Ok(StoredMessage {
                     id: r.get(0)?,
                     result_id: r.get(1)?,

@@ -67,7 +67,7 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ArrivalDetector {
     pub settings: ArrivalSettings,
     /// (t, pane mean) of clean frames, in time order.

@@ -50,7 +50,7 @@ pub struct WindowCounts {
     pub mean_sum: f64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct KeyFrameWindow {
     pub start_s: f64,
     pub end_s: f64,

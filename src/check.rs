@@ -1,0 +1,238 @@
+//! `ceusd check --config …`: what an installer runs before starting the service. Each check
+//! prints one pass/fail line with what it found: the configuration, the model file and its
+//! hash, the capture source and its format, the state directory, and the broker (connection,
+//! credentials, and whether this device may publish and subscribe under its topics).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::capture::source::SourceEvent;
+use crate::config::{Config, Overrides};
+use crate::publish::messages::Topics;
+
+#[derive(Debug, Clone)]
+pub struct CheckLine {
+    pub name: &'static str,
+    pub passed: bool,
+    pub detail: String,
+}
+
+impl std::fmt::Display for CheckLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {:<8} {}",
+            if self.passed { "PASS" } else { "FAIL" },
+            self.name,
+            self.detail
+        )
+    }
+}
+
+/// Runs every check that the configuration allows; later checks need a valid configuration.
+pub fn run_checks(path: &Path, overrides: &Overrides, timeout: Duration) -> Vec<CheckLine> {
+    let mut lines = Vec::new();
+    let config = match Config::load(path, overrides) {
+        Ok(c) => {
+            lines.push(CheckLine {
+                name: "config",
+                passed: true,
+                detail: format!("{} (device {})", path.display(), c.device.id),
+            });
+            c
+        }
+        Err(e) => {
+            lines.push(CheckLine {
+                name: "config",
+                passed: false,
+                detail: e.to_string(),
+            });
+            return lines;
+        }
+    };
+    lines.push(match crate::daemon::load_model(&config) {
+        Ok(m) => CheckLine {
+            name: "model",
+            passed: true,
+            detail: format!(
+                "{} {} ({}){}",
+                m.identity.name,
+                m.identity.content_hash,
+                m.identity.intended_use,
+                if config.model.sha256.is_some() {
+                    ", hash as configured"
+                } else {
+                    ", no hash configured (model.sha256): any file at this path would be used"
+                }
+            ),
+        },
+        Err(e) => CheckLine {
+            name: "model",
+            passed: false,
+            detail: e.to_string(),
+        },
+    });
+    lines.push(check_source(&config, timeout));
+    lines.push(check_state_dir(&config));
+    lines.push(check_broker(&config, timeout));
+    lines
+}
+
+fn check_source(config: &Config, timeout: Duration) -> CheckLine {
+    let fail = |detail: String| CheckLine {
+        name: "source",
+        passed: false,
+        detail,
+    };
+    let mut source = match crate::daemon::open_source(config) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let described = source.describe();
+    // The first event, on a thread: a device that never answers must not hang the check.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(source.next_event().map_err(|e| e.to_string()));
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(SourceEvent::Frame(f))) => CheckLine {
+            name: "source",
+            passed: true,
+            detail: format!(
+                "{described}: first frame {}x{} {}",
+                f.width, f.height, f.format
+            ),
+        },
+        Ok(Ok(SourceEvent::NoSignal { reason })) => {
+            fail(format!("{described}: open, but no picture: {reason}"))
+        }
+        Ok(Ok(SourceEvent::End)) => fail(format!("{described}: no frames at all")),
+        Ok(Err(e)) => fail(format!("{described}: {e}")),
+        Err(_) => fail(format!(
+            "{described}: no frame within {:.0} s",
+            timeout.as_secs_f64()
+        )),
+    }
+}
+
+fn check_state_dir(config: &Config) -> CheckLine {
+    let dir = &config.state.dir;
+    let result = std::fs::create_dir_all(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|_| {
+            crate::publish::outbox::Outbox::open(
+                &dir.join("outbox.sqlite"),
+                config.state.outbox_capacity,
+            )
+            .map_err(|e| e.to_string())
+        })
+        .and_then(|o| o.len().map_err(|e| e.to_string()));
+    match result {
+        Ok(n) => CheckLine {
+            name: "state",
+            passed: true,
+            detail: format!("{} writable; outbox holds {n} message(s)", dir.display()),
+        },
+        Err(e) => CheckLine {
+            name: "state",
+            passed: false,
+            detail: format!("{}: {e}", dir.display()),
+        },
+    }
+}
+
+/// Connects as the daemon would (TLS, credentials), subscribes to a check topic under the
+/// device's topics, publishes to it and waits for the message to come back: that proves the
+/// connection, the credentials, and both permissions.
+fn check_broker(config: &Config, timeout: Duration) -> CheckLine {
+    let fail = |detail: String| CheckLine {
+        name: "broker",
+        passed: false,
+        detail: format!("{}: {detail}", config.mqtt.broker),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    let topics = Topics::new(&config.mqtt.topic_root, &config.device.id);
+    let mut options = match crate::publish::mqtt::options(config, &topics) {
+        Ok(o) => o,
+        Err(e) => return fail(e.to_string()),
+    };
+    // Not the daemon's client id: a running daemon must not be thrown off the broker.
+    options.set_client_id(format!(
+        "{}-check-{}",
+        config.client_id(),
+        std::process::id()
+    ));
+    let check_topic = format!("{}/check", topics.base);
+    let outcome = runtime.block_on(async {
+        use rumqttc::{Event, Packet, QoS, SubscribeReasonCode};
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 16);
+        let token = format!("check-{}", crate::publish::messages::unix_ms());
+        let work = async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        client
+                            .subscribe(check_topic.clone(), QoS::AtLeastOnce)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        if ack
+                            .return_codes
+                            .iter()
+                            .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                        {
+                            return Err(format!(
+                                "connected, but may not subscribe to {check_topic} (ACL)"
+                            ));
+                        }
+                        client
+                            .publish(check_topic.clone(), QoS::AtLeastOnce, false, token.clone())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if p.topic == check_topic && p.payload == token.as_bytes() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        };
+        let r = tokio::time::timeout(timeout, work).await;
+        let _ = client.try_disconnect();
+        match r {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "no round trip on {check_topic} within {:.0} s (the broker's ACL may deny publishing under {}/)",
+                timeout.as_secs_f64(),
+                topics.base
+            )),
+        }
+    });
+    match outcome {
+        Ok(()) => CheckLine {
+            name: "broker",
+            passed: true,
+            detail: format!(
+                "{}: connected{}, published and received on {check_topic}",
+                config.mqtt.broker,
+                config
+                    .mqtt
+                    .username
+                    .as_ref()
+                    .map(|u| format!(" as {u}"))
+                    .unwrap_or_default()
+            ),
+        },
+        Err(e) => fail(e),
+    }
+}

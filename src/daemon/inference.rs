@@ -1,0 +1,238 @@
+//! The inference worker: scores an exam's kept frames with the model, draws the Grad-CAM
+//! heatmap of the key frame, and writes result and heatmap to the durable outbox in one
+//! transaction before anything is published. It runs on its own thread, so a model run never
+//! holds up frames or the MQTT session.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc as tokio_mpsc;
+
+use super::health::Heart;
+use crate::exam::Exam;
+use crate::model::DlrModel;
+use crate::publish::messages::{HeatmapInfo, ModelInfo, ResultMessage, ResultTiming, Topics};
+use crate::publish::mqtt::Outbound;
+use crate::publish::outbox::{Outbox, OutgoingMessage};
+use crate::roi::Roi;
+
+/// One result to compute.
+pub struct ScoringJob {
+    pub exam_id: String,
+    pub result_id: String,
+    pub revision: u32,
+    /// The exam as it stood (`None` when no frame arrived during it).
+    pub exam: Option<Exam>,
+    pub roi: Option<Roi>,
+}
+
+/// What the worker reports back to the frame pipeline.
+#[derive(Debug, Clone)]
+pub struct ScoringDone {
+    pub exam_id: String,
+    pub result_id: String,
+    pub score: Option<f32>,
+    pub label: Option<String>,
+    /// False when the result could not be stored (it is in the log).
+    pub stored: bool,
+}
+
+pub struct InferenceWorker {
+    pub model: Arc<DlrModel>,
+    pub model_info: ModelInfo,
+    pub topics: Topics,
+    pub outbox: Arc<Mutex<Outbox>>,
+    pub outbound: tokio_mpsc::Sender<Outbound>,
+    pub done: Sender<ScoringDone>,
+    pub heart: Arc<Heart>,
+}
+
+impl InferenceWorker {
+    /// Runs jobs until the sending side is gone; finishes the job in hand first.
+    pub fn run(self, jobs: Receiver<ScoringJob>) {
+        loop {
+            self.heart.idle();
+            let job = match jobs.recv_timeout(Duration::from_millis(500)) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            self.heart.busy();
+            let (message, heatmap) = self.score(&job);
+            let stored = self.store(&message, heatmap);
+            let _ = self.outbound.blocking_send(Outbound::OutboxChanged);
+            let _ = self.done.send(ScoringDone {
+                exam_id: job.exam_id,
+                result_id: job.result_id,
+                score: message.score,
+                label: message.label,
+                stored,
+            });
+        }
+        self.heart.finish();
+    }
+
+    /// The result message and its heatmap PNG.
+    pub fn score(&self, job: &ScoringJob) -> (ResultMessage, Option<Vec<u8>>) {
+        let unscored = |reason: String, exam: Option<&Exam>| {
+            let timing = match exam {
+                Some(e) => {
+                    let injection = e.clock.injection();
+                    ResultTiming {
+                        injection_s: injection.map(|i| i.at_s),
+                        clock_source: injection.map(|i| i.source),
+                        estimated: injection.is_some_and(|i| i.estimated),
+                        window: e.window.counts.clone(),
+                    }
+                }
+                None => ResultTiming {
+                    injection_s: None,
+                    clock_source: None,
+                    estimated: false,
+                    window: Default::default(),
+                },
+            };
+            ResultMessage::unscored(
+                &job.result_id,
+                &job.exam_id,
+                job.revision,
+                reason,
+                job.roi,
+                timing,
+                self.model_info.clone(),
+            )
+        };
+        let Some(exam) = job.exam.as_ref() else {
+            return (
+                unscored("no frame arrived during the exam".into(), None),
+                None,
+            );
+        };
+        let Some(roi) = job.roi else {
+            return (
+                unscored(
+                    "no ROI was set: draw the lesion's ROI, then rescore".into(),
+                    Some(exam),
+                ),
+                None,
+            );
+        };
+        let result = match exam.result(&self.model, &roi) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("exam {}: scoring failed: {e}", job.exam_id);
+                return (unscored(format!("scoring failed: {e}"), Some(exam)), None);
+            }
+        };
+        let mut heatmap = None;
+        let mut info = None;
+        if result.score.is_some() {
+            match exam.key_frame_heatmap(&self.model, &roi) {
+                Ok(Some(rgb)) => match heatmap_png(&rgb, &job.result_id) {
+                    Ok(png) => {
+                        info = Some(HeatmapInfo {
+                            topic: self.topics.heatmap(&job.exam_id),
+                            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&png)),
+                            width: rgb.width(),
+                            height: rgb.height(),
+                        });
+                        heatmap = Some(png);
+                    }
+                    Err(e) => log::error!("exam {}: heatmap PNG: {e}", job.exam_id),
+                },
+                Ok(None) => {}
+                Err(e) => log::error!("exam {}: heatmap: {e}", job.exam_id),
+            }
+        }
+        let message = ResultMessage::new(
+            &job.result_id,
+            &job.exam_id,
+            job.revision,
+            &result,
+            self.model_info.clone(),
+            info,
+        );
+        (message, heatmap)
+    }
+
+    /// Writes the result (and heatmap) to the outbox; retries while it is full, so a result
+    /// is never thrown away while the daemon runs.
+    fn store(&self, message: &ResultMessage, heatmap: Option<Vec<u8>>) -> bool {
+        let json = match serde_json::to_vec(message) {
+            Ok(j) => j,
+            Err(e) => {
+                log::error!("result {}: {e}", message.result_id);
+                return false;
+            }
+        };
+        let mut messages = vec![OutgoingMessage {
+            topic: self.topics.result(&message.exam_id),
+            payload: json.clone(),
+            retain: true,
+        }];
+        // Without a heatmap, the topic is cleared: an earlier revision's image must not stay
+        // retained beside this result.
+        messages.push(OutgoingMessage {
+            topic: self.topics.heatmap(&message.exam_id),
+            payload: heatmap.unwrap_or_default(),
+            retain: true,
+        });
+        for attempt in 0.. {
+            let stored = self
+                .outbox
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .enqueue(&message.result_id, &messages);
+            match stored {
+                Ok(()) => {
+                    log::info!(
+                        "exam {}: result {} stored: {}",
+                        message.exam_id,
+                        message.result_id,
+                        match (message.score, &message.label, &message.reason) {
+                            (Some(s), Some(l), _) => format!("score {s:.3} ({l})"),
+                            (_, _, Some(r)) => format!("no score: {r}"),
+                            _ => "no score".to_string(),
+                        }
+                    );
+                    return true;
+                }
+                Err(e) if attempt % 30 == 0 => {
+                    log::error!(
+                        "result {} not stored yet ({e}); retrying. Result: {}",
+                        message.result_id,
+                        String::from_utf8_lossy(&json)
+                    );
+                }
+                Err(_) => {}
+            }
+            if attempt >= 600 {
+                break;
+            }
+            self.heart.beat();
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        log::error!(
+            "result {} could not be stored in 10 minutes; it is only in this log",
+            message.result_id
+        );
+        false
+    }
+}
+
+/// The heatmap as PNG, its result id in a text chunk (`ceusd:result_id`) so the image can be
+/// matched with its result whatever the transport.
+pub fn heatmap_png(rgb: &image::RgbImage, result_id: &str) -> Result<Vec<u8>, png::EncodingError> {
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, rgb.width(), rgb.height());
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.add_text_chunk("ceusd:result_id".into(), result_id.into())?;
+        let mut w = enc.write_header()?;
+        w.write_image_data(rgb.as_raw())?;
+        w.finish()?;
+    }
+    Ok(out)
+}

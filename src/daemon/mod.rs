@@ -1,0 +1,366 @@
+//! `ceusd run`: the service. Wiring of the parts, in the order a frame travels:
+//!
+//! ```text
+//! capture thread ──(bounded, drop oldest)──► frame pipeline thread ──(jobs)──► inference thread
+//!   FrameSource                                exam lifecycle, timing          result + heatmap
+//!                                                     ▲     │                        │
+//!                                        commands     │     │ status, timing,        │ outbox
+//!                                                     │     ▼ replies                ▼ (SQLite)
+//!                                             MQTT session (tokio) ◄──── PUBACK removes rows
+//! ```
+//!
+//! systemd is told `READY=1` once the model is loaded and the source open, `STATUS=` on each
+//! change of state, and `WATCHDOG=1` only while every stage makes progress (`health`). On
+//! SIGTERM the result in flight is finished and stored, the outbox is drained while the
+//! broker acknowledges, the status says offline, and the process exits 0.
+
+pub mod health;
+pub mod inference;
+pub mod pipeline;
+pub mod queue;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::capture::source::{FrameSource, Pacing, SourceEvent, SourceSpec};
+use crate::config::Config;
+use crate::exam::ExamSettings;
+use crate::model::DlrModel;
+use crate::publish::messages::{ModelInfo, Topics};
+use crate::publish::mqtt::{Outbound, Session};
+use crate::publish::outbox::Outbox;
+use health::{systemd, Health};
+use inference::InferenceWorker;
+use pipeline::{Captured, Counters, Pipeline, PipelineSettings};
+use queue::DropOldest;
+
+/// Longest wait, on stopping, for the broker to acknowledge what is in the outbox.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Outbox(#[from] crate::publish::outbox::OutboxError),
+    #[error("source: {0}")]
+    Source(String),
+    #[error(transparent)]
+    Mqtt(#[from] crate::publish::mqtt::MqttError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The model the configuration names: a file (checked against `model.sha256`) or the
+/// embedded demo model.
+pub fn load_model(config: &Config) -> Result<DlrModel, crate::model::ModelError> {
+    let device = crate::model::parse_device(&config.model.device)?;
+    let hash = config.model.sha256.as_deref();
+    load_model_from(&config.model.path, hash, &device)
+}
+
+/// `path` or "demo".
+pub fn load_model_from(
+    path: &str,
+    hash: Option<&str>,
+    device: &candle_core::Device,
+) -> Result<DlrModel, crate::model::ModelError> {
+    let want = hash.map(|h| {
+        if h.starts_with("sha256:") {
+            h.to_string()
+        } else {
+            format!("sha256:{h}")
+        }
+    });
+    if path != "demo" {
+        return DlrModel::load(std::path::Path::new(path), want.as_deref(), device);
+    }
+    let model = crate::train::demo::demo_model(device)?;
+    if let Some(want) = want {
+        if want != model.identity.content_hash {
+            return Err(crate::model::ModelError::HashMismatch {
+                path: "demo".into(),
+                expected: want,
+                found: model.identity.content_hash.clone(),
+            });
+        }
+    }
+    Ok(model)
+}
+
+/// Opens the configured source (replays paced at `source.speed`).
+pub fn open_source(config: &Config) -> Result<Box<dyn FrameSource>, DaemonError> {
+    let spec: SourceSpec = config.source_spec().map_err(DaemonError::Source)?;
+    let pacing = Pacing::real_time(config.source.speed).map_err(DaemonError::Source)?;
+    spec.open(pacing)
+        .map_err(|e| DaemonError::Source(e.to_string()))
+}
+
+/// Source seconds per wall second.
+fn source_speed(config: &Config) -> f64 {
+    match config.source_spec() {
+        Ok(SourceSpec::V4l2(_)) => 1.0,
+        _ => config.source.speed,
+    }
+}
+
+/// Runs the service until `stop` becomes true. `model` is loaded by the caller (it takes
+/// seconds and its errors belong to startup).
+pub async fn serve(
+    config: Config,
+    model: Arc<DlrModel>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&config.state.dir).map_err(|source| DaemonError::StateDir {
+        path: config.state.dir.clone(),
+        source,
+    })?;
+    let outbox = Outbox::open(
+        &config.state.dir.join("outbox.sqlite"),
+        config.state.outbox_capacity,
+    )?;
+    let waiting = outbox.len()?;
+    if waiting > 0 {
+        log::info!("outbox: {waiting} message(s) from before the restart will be sent");
+    }
+    let outbox = Arc::new(Mutex::new(outbox));
+    let topics = Topics::new(&config.mqtt.topic_root, &config.device.id);
+    let model_info = ModelInfo::of(&model);
+    log::info!(
+        "model {} ({}), {}{}",
+        model_info.name,
+        model_info.hash,
+        model_info.intended_use,
+        if model_info.not_for_clinical_use {
+            " — NOT FOR CLINICAL USE"
+        } else {
+            ""
+        }
+    );
+
+    let source_config = config.clone();
+    let mut source = tokio::task::spawn_blocking(move || open_source(&source_config))
+        .await
+        .map_err(|e| DaemonError::Internal(e.to_string()))??;
+    let source_name = source.describe();
+    log::info!("source: {source_name}");
+
+    let presets = config.presets().map_err(DaemonError::Source)?;
+    let layout = if config.source.layout == "auto" {
+        None
+    } else {
+        Some(
+            presets
+                .get(&config.source.layout)
+                .map_err(|e| DaemonError::Source(e.to_string()))?
+                .layout,
+        )
+    };
+    let mut exam_settings = ExamSettings {
+        keep: config.exam.keep,
+        use_recorded_injection: config.exam.use_recorded_injection,
+        ..ExamSettings::default()
+    };
+    exam_settings.arrival.transit_s = config.exam.transit_s;
+    exam_settings.boundaries.exam_timeout_s = config.exam.timeout_s;
+
+    let health = Health::new(
+        Duration::from_secs_f64(config.pipeline.stall_s),
+        Duration::from_secs_f64(config.pipeline.inference_stall_s),
+    );
+    let stopping = Arc::new(AtomicBool::new(false));
+    let frames = Arc::new(DropOldest::new(config.pipeline.frame_queue));
+    let counters = Arc::new(Counters::default());
+    let (outbound_tx, outbound_rx) = mpsc::channel::<Outbound>(256);
+    let (command_tx, command_rx) = std::sync::mpsc::sync_channel(16);
+    let (job_tx, job_rx) = std::sync::mpsc::sync_channel(4);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let (mqtt_stop_tx, mqtt_stop_rx) = watch::channel(false);
+    let (connected_tx, _connected_rx) = watch::channel(false);
+
+    // Capture: blocking calls into the driver, on their own thread. It is not joined on
+    // stopping: a call stuck in a driver must not keep the service from exiting.
+    {
+        let frames = frames.clone();
+        let heart = health.capture.clone();
+        let stopping = stopping.clone();
+        let counters = counters.clone();
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || {
+                capture_loop(source.as_mut(), &frames, &heart, &stopping, &counters);
+            })
+            .map_err(|e| DaemonError::Internal(format!("capture thread: {e}")))?;
+    }
+    let inference = {
+        let worker = InferenceWorker {
+            model: model.clone(),
+            model_info: model_info.clone(),
+            topics: topics.clone(),
+            outbox: outbox.clone(),
+            outbound: outbound_tx.clone(),
+            done: done_tx,
+            heart: health.inference.clone(),
+        };
+        std::thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || worker.run(job_rx))
+            .map_err(|e| DaemonError::Internal(format!("inference thread: {e}")))?
+    };
+    let pipeline = {
+        let settings = PipelineSettings {
+            device_id: config.device.id.clone(),
+            source: source_name.clone(),
+            exam: exam_settings,
+            layout,
+            presets,
+            auto_start: config.exam.auto_start,
+            speed: source_speed(&config),
+            timing_interval: Duration::from_secs_f64(config.exam.timing_interval_s),
+            outbox_capacity: config.state.outbox_capacity,
+            state_file: config.state.dir.join("state.json"),
+        };
+        let p = Pipeline::new(
+            settings,
+            topics.clone(),
+            model_info.clone(),
+            frames.clone(),
+            command_rx,
+            job_tx,
+            done_rx,
+            outbound_tx,
+            outbox.clone(),
+            counters,
+            health.pipeline.clone(),
+            stopping.clone(),
+        );
+        std::thread::Builder::new()
+            .name("pipeline".into())
+            .spawn(move || p.run())
+            .map_err(|e| DaemonError::Internal(format!("pipeline thread: {e}")))?
+    };
+    let session = Session {
+        options: crate::publish::mqtt::options(&config, &topics)?,
+        topics: topics.clone(),
+        outbox: outbox.clone(),
+        outbound: outbound_rx,
+        commands: command_tx,
+        stopping: mqtt_stop_rx,
+        drain_limit: DRAIN_LIMIT,
+        reconnect: (
+            Duration::from_secs_f64(config.mqtt.reconnect_min_s),
+            Duration::from_secs_f64(config.mqtt.reconnect_max_s),
+        ),
+        heart: health.mqtt.clone(),
+        connected: connected_tx,
+        outbound_open: true,
+    };
+    let session = tokio::spawn(session.run());
+
+    systemd::ready(&format!(
+        "idle; source {source_name}; model {}",
+        model_info.name
+    ));
+    log::info!(
+        "ready: device {}, topics under {}/, broker {}",
+        config.device.id,
+        topics.base,
+        config.mqtt.broker
+    );
+
+    let watchdog = systemd::watchdog_interval().map(|every| {
+        let health = health.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            let mut reported = false;
+            loop {
+                tick.tick().await;
+                let stuck = health.stuck();
+                if stuck.is_empty() {
+                    systemd::watchdog();
+                    reported = false;
+                } else if !reported {
+                    log::error!(
+                        "watchdog not fed, stuck: {}; systemd will restart the service",
+                        stuck.join("; ")
+                    );
+                    reported = true;
+                }
+            }
+        })
+    });
+
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            break;
+        }
+    }
+    log::info!("stopping: finishing the result in flight and draining the outbox");
+    systemd::stopping("stopping: finishing results and draining the outbox");
+    stopping.store(true, Ordering::Relaxed);
+    frames.close();
+    let joined = tokio::task::spawn_blocking(move || {
+        let p = pipeline.join().is_ok();
+        let i = inference.join().is_ok();
+        p && i
+    })
+    .await
+    .unwrap_or(false);
+    if !joined {
+        log::error!("a worker thread panicked while stopping");
+    }
+    let _ = mqtt_stop_tx.send(true);
+    if let Err(e) = session.await {
+        log::error!("mqtt session: {e}");
+    }
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    let left = outbox.lock().unwrap_or_else(|e| e.into_inner()).len()?;
+    log::info!("stopped; {left} message(s) left in the outbox");
+    Ok(())
+}
+
+fn capture_loop(
+    source: &mut dyn FrameSource,
+    frames: &DropOldest<Captured>,
+    heart: &health::Heart,
+    stopping: &AtomicBool,
+    counters: &Counters,
+) {
+    while !stopping.load(Ordering::Relaxed) {
+        let event = source.next_event();
+        heart.beat();
+        counters
+            .dropped_by_source
+            .store(source.dropped(), Ordering::Relaxed);
+        match event {
+            Ok(SourceEvent::Frame(frame)) => {
+                frames.push(Captured::Frame {
+                    frame,
+                    recorded_exam: source.recorded_exam(),
+                    recorded_injection_s: source.injection_offset_s(),
+                });
+            }
+            Ok(SourceEvent::NoSignal { reason }) => {
+                frames.push(Captured::NoSignal(reason));
+            }
+            Ok(SourceEvent::End) => {
+                frames.push(Captured::End);
+                break;
+            }
+            Err(e) => {
+                frames.push(Captured::Failed(e.to_string()));
+                break;
+            }
+        }
+    }
+    heart.finish();
+}

@@ -1,0 +1,237 @@
+//! Commands from the bedside display on `…/cmd`: parsing and validation of the payload alone.
+//! Whether a command fits the daemon's state (an exam running, a frame seen) is decided by the
+//! frame pipeline, which owns that state. Every refusal carries a sentence for the operator.
+
+use serde::Deserialize;
+
+use crate::config::is_topic_word;
+use crate::roi::Roi;
+
+/// Largest command payload accepted.
+pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
+/// Furthest back an injection may be marked.
+pub const MAX_BACKDATE_S: f64 = 600.0;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Starts an exam; the id is generated when not given.
+    StartExam {
+        exam_id: Option<String>,
+    },
+    /// The contrast was injected `seconds_ago` seconds before the command (0 = now).
+    MarkInjection {
+        seconds_ago: f64,
+    },
+    /// The lesion's ROI, in frame pixels, on the B-mode or the CEUS pane.
+    SetRoi {
+        roi: Roi,
+    },
+    /// Scores the kept frames of the window again, with a new ROI when given.
+    Rescore {
+        roi: Option<Roi>,
+    },
+    StopExam,
+    Status,
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::StartExam { .. } => "start_exam",
+            Command::MarkInjection { .. } => "mark_injection",
+            Command::SetRoi { .. } => "set_roi",
+            Command::Rescore { .. } => "rescore",
+            Command::StopExam => "stop_exam",
+            Command::Status => "status",
+        }
+    }
+}
+
+/// A command with its correlation id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: String,
+    pub command: Command,
+}
+
+/// A refused payload: the id and command name when they could be read, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub id: Option<String>,
+    pub command: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    id: serde_json::Value,
+    command: serde_json::Value,
+    #[serde(default)]
+    exam_id: Option<serde_json::Value>,
+    #[serde(default)]
+    seconds_ago: Option<serde_json::Value>,
+    #[serde(default)]
+    roi: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireRoi {
+    x: u32,
+    y: u32,
+    width: u32,
+    height: u32,
+}
+
+/// Parses one payload. Never panics, whatever the bytes (fuzzed in `tests/commands.rs`).
+pub fn parse_command(payload: &[u8]) -> Result<Request, Refusal> {
+    let refuse = |id: Option<String>, command: Option<String>, reason: String| Refusal {
+        id,
+        command,
+        reason,
+    };
+    if payload.len() > MAX_COMMAND_BYTES {
+        return Err(refuse(
+            None,
+            None,
+            format!(
+                "command of {} bytes: at most {MAX_COMMAND_BYTES} are accepted",
+                payload.len()
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| refuse(None, None, format!("not UTF-8 text: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| refuse(None, None, format!("not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(refuse(
+            None,
+            None,
+            "expected a JSON object {\"id\", \"command\", …}".into(),
+        ));
+    }
+    // The id first, so that even a command refused for its other fields is answered with it.
+    let id = value
+        .get("id")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+        .map(str::to_string);
+    let name = value
+        .get("command")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let wire: Wire = serde_json::from_value(value).map_err(|e| {
+        refuse(
+            id.clone(),
+            name.clone(),
+            format!("expected {{\"id\", \"command\", …}}: {e}"),
+        )
+    })?;
+    let Some(id) = id else {
+        return Err(refuse(
+            None,
+            name,
+            format!(
+                "\"id\" must be a string of 1 to 128 characters, got {}",
+                wire.id
+            ),
+        ));
+    };
+    let Some(name) = name else {
+        return Err(refuse(
+            Some(id),
+            None,
+            format!("\"command\" must be a string, got {}", wire.command),
+        ));
+    };
+    let bad = |reason: String| refuse(Some(id.clone()), Some(name.clone()), reason);
+    let unexpected = |field: &str, present: bool| -> Result<(), Refusal> {
+        if present {
+            Err(bad(format!("\"{field}\" does not belong to {name}")))
+        } else {
+            Ok(())
+        }
+    };
+    let command = match name.as_str() {
+        "start_exam" => {
+            unexpected("seconds_ago", wire.seconds_ago.is_some())?;
+            unexpected("roi", wire.roi.is_some())?;
+            let exam_id = match wire.exam_id {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(s)) if is_topic_word(&s) => Some(s),
+                Some(other) => {
+                    return Err(bad(format!(
+                        "exam_id {other}: use 1 to 64 letters, digits, '-' or '_'"
+                    )))
+                }
+            };
+            Command::StartExam { exam_id }
+        }
+        "mark_injection" => {
+            unexpected("exam_id", wire.exam_id.is_some())?;
+            unexpected("roi", wire.roi.is_some())?;
+            let seconds_ago = match wire.seconds_ago {
+                None | Some(serde_json::Value::Null) => 0.0,
+                Some(v) => v
+                    .as_f64()
+                    .ok_or_else(|| bad(format!("seconds_ago {v}: expected a number")))?,
+            };
+            if !(0.0..=MAX_BACKDATE_S).contains(&seconds_ago) {
+                return Err(bad(format!(
+                    "seconds_ago {seconds_ago}: expected 0 to {MAX_BACKDATE_S} seconds"
+                )));
+            }
+            Command::MarkInjection { seconds_ago }
+        }
+        "set_roi" | "rescore" => {
+            unexpected("exam_id", wire.exam_id.is_some())?;
+            unexpected("seconds_ago", wire.seconds_ago.is_some())?;
+            let roi = match wire.roi {
+                None | Some(serde_json::Value::Null) => None,
+                Some(v) => Some(parse_roi(v).map_err(&bad)?),
+            };
+            if name == "set_roi" {
+                Command::SetRoi {
+                    roi: roi.ok_or_else(|| bad("set_roi needs \"roi\": {x, y, width, height}".into()))?,
+                }
+            } else {
+                Command::Rescore { roi }
+            }
+        }
+        "stop_exam" | "status" => {
+            unexpected("exam_id", wire.exam_id.is_some())?;
+            unexpected("seconds_ago", wire.seconds_ago.is_some())?;
+            unexpected("roi", wire.roi.is_some())?;
+            if name == "stop_exam" {
+                Command::StopExam
+            } else {
+                Command::Status
+            }
+        }
+        other => {
+            return Err(bad(format!(
+                "unknown command '{other}' (expected start_exam, mark_injection, set_roi, rescore, stop_exam or status)"
+            )))
+        }
+    };
+    Ok(Request { id, command })
+}
+
+fn parse_roi(v: serde_json::Value) -> Result<Roi, String> {
+    let text = v.to_string();
+    let r: WireRoi = serde_json::from_value(v).map_err(|e| {
+        format!("roi {text}: expected {{x, y, width, height}} in whole pixels: {e}")
+    })?;
+    if r.width < 8 || r.height < 8 {
+        return Err(format!(
+            "roi {text}: {}x{} is too small (at least 8x8 pixels)",
+            r.width, r.height
+        ));
+    }
+    if r.x.checked_add(r.width).is_none() || r.y.checked_add(r.height).is_none() {
+        return Err(format!("roi {text}: extends past any frame"));
+    }
+    Ok(Roi::new(r.x, r.y, r.width, r.height))
+}

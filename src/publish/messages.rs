@@ -1,0 +1,421 @@
+//! The MQTT contract: topics and the JSON payloads published on them. `docs/asyncapi.yaml`
+//! writes the same contract down for display makers; `tests/asyncapi.rs` checks that what is
+//! built here validates against that document's schemas.
+
+use serde::{Deserialize, Serialize};
+
+use crate::exam::{ExamResult, ScoredFrame};
+use crate::model::DlrModel;
+use crate::roi::Roi;
+use crate::timing::{ClockSource, Phase, TimingStatus};
+
+/// Version of the payloads; bumped on any incompatible change.
+pub const CONTRACT_VERSION: u32 = 1;
+
+/// Topic names under `<root>/<device-id>`.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub base: String,
+}
+
+impl Topics {
+    pub fn new(root: &str, device_id: &str) -> Self {
+        Self {
+            base: format!("{root}/{device_id}"),
+        }
+    }
+    pub fn status(&self) -> String {
+        format!("{}/status", self.base)
+    }
+    pub fn cmd(&self) -> String {
+        format!("{}/cmd", self.base)
+    }
+    pub fn reply(&self) -> String {
+        format!("{}/cmd/reply", self.base)
+    }
+    pub fn timing(&self, exam: &str) -> String {
+        format!("{}/exam/{exam}/timing", self.base)
+    }
+    pub fn result(&self, exam: &str) -> String {
+        format!("{}/exam/{exam}/result", self.base)
+    }
+    pub fn heatmap(&self, exam: &str) -> String {
+        format!("{}/exam/{exam}/heatmap", self.base)
+    }
+}
+
+/// What the daemon is doing, as the status says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DaemonState {
+    Starting,
+    Idle,
+    Exam,
+    NoSignal,
+    Error,
+    Stopping,
+}
+
+impl DaemonState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DaemonState::Starting => "starting",
+            DaemonState::Idle => "idle",
+            DaemonState::Exam => "exam",
+            DaemonState::NoSignal => "no-signal",
+            DaemonState::Error => "error",
+            DaemonState::Stopping => "stopping",
+        }
+    }
+}
+
+/// Which model scores, in every status and result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub hash: String,
+    /// Weights as computed: "f32" today.
+    pub quantization: String,
+    pub trained: bool,
+    pub intended_use: String,
+    /// True when the intended use says the model must not guide care (the demo model).
+    pub not_for_clinical_use: bool,
+    pub classes: Vec<String>,
+    pub positive_class: String,
+    pub threshold: f32,
+}
+
+impl ModelInfo {
+    pub fn of(model: &DlrModel) -> Self {
+        let use_ = model.identity.intended_use.to_lowercase();
+        Self {
+            name: model.identity.name.clone(),
+            hash: model.identity.content_hash.clone(),
+            quantization: "f32".into(),
+            trained: model.identity.trained,
+            intended_use: model.identity.intended_use.clone(),
+            not_for_clinical_use: !model.identity.trained
+                || use_.contains("not for clinical")
+                || use_.contains("research only")
+                || use_.contains("demonstration"),
+            classes: model.metadata.classes.clone(),
+            positive_class: model.metadata.positive_class.clone(),
+            threshold: model.metadata.threshold,
+        }
+    }
+}
+
+/// Frame counters.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct FrameCounters {
+    pub received: u64,
+    /// Lost before they reached the daemon (gaps in the driver's sequence numbers).
+    pub dropped_by_source: u64,
+    /// Dropped oldest-first because the frame pipeline fell behind.
+    pub dropped_in_queue: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct OutboxState {
+    pub pending: usize,
+    pub capacity: usize,
+    /// Above 80 % full: the broker has not acknowledged for a long time.
+    pub filling: bool,
+}
+
+/// `…/status`, retained. The last will publishes `online: false` with the state "offline".
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusMessage {
+    pub contract: u32,
+    pub device_id: String,
+    pub online: bool,
+    pub state: String,
+    /// Why the state is what it is ("no signal: …", an error).
+    pub detail: Option<String>,
+    /// The exam running or last run; a display shows results of this exam only.
+    pub exam_id: Option<String>,
+    pub exam_running: bool,
+    pub source: String,
+    pub model: Option<ModelInfo>,
+    pub software: String,
+    pub frames: FrameCounters,
+    pub outbox: Option<OutboxState>,
+    /// Unix time, milliseconds.
+    pub time_ms: u64,
+}
+
+impl StatusMessage {
+    /// The retained will: what the broker publishes when the daemon vanishes.
+    pub fn last_will(device_id: &str) -> Self {
+        Self {
+            contract: CONTRACT_VERSION,
+            device_id: device_id.to_string(),
+            online: false,
+            state: "offline".into(),
+            detail: Some("connection to the daemon lost".into()),
+            exam_id: None,
+            exam_running: false,
+            source: String::new(),
+            model: None,
+            software: software(),
+            frames: FrameCounters::default(),
+            outbox: None,
+            time_ms: 0,
+        }
+    }
+}
+
+/// `…/exam/<id>/timing`, about twice a second while an exam runs (QoS 0, not retained: a
+/// stale clock must not be shown).
+#[derive(Debug, Clone, Serialize)]
+pub struct TimingMessage {
+    pub contract: u32,
+    pub exam_id: String,
+    /// Source time of the frame, seconds.
+    pub at_s: f64,
+    pub phase: Phase,
+    /// Seconds since injection; null until the injection is known.
+    pub elapsed_s: Option<f64>,
+    pub clock_source: Option<ClockSource>,
+    pub estimated: bool,
+    pub window: WindowInfo,
+    pub time_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowInfo {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub target_s: f64,
+    /// Seconds until the window opens (negative once open).
+    pub countdown_s: Option<f64>,
+    pub open: bool,
+    /// Frames kept so far (the best K).
+    pub frames_kept: usize,
+}
+
+impl TimingMessage {
+    pub fn new(
+        exam_id: &str,
+        status: &TimingStatus,
+        window: (f64, f64, f64),
+        frames_kept: usize,
+    ) -> Self {
+        Self {
+            contract: CONTRACT_VERSION,
+            exam_id: exam_id.to_string(),
+            at_s: status.at_s,
+            phase: status.phase,
+            elapsed_s: status.elapsed_s,
+            clock_source: status.clock_source,
+            estimated: status.estimated,
+            window: WindowInfo {
+                start_s: window.0,
+                end_s: window.1,
+                target_s: window.2,
+                countdown_s: status.window_countdown_s,
+                open: status.in_window,
+                frames_kept,
+            },
+            time_ms: unix_ms(),
+        }
+    }
+}
+
+/// `…/exam/<id>/result`, QoS 1, retained. No patient-identifying data.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultMessage {
+    pub contract: u32,
+    /// Unique per result; a subscriber that sees an id again has seen this result before.
+    pub result_id: String,
+    pub exam_id: String,
+    /// 1 for the exam's first result, then counting rescores.
+    pub revision: u32,
+    /// P(positive class) of the key frame (the paper's single-frame score); null with `reason`
+    /// when no confident score can be given.
+    pub score: Option<f32>,
+    pub label: Option<String>,
+    pub reason: Option<String>,
+    pub threshold: f32,
+    pub positive_class: String,
+    pub key_frame: Option<ScoredFrame>,
+    pub frames: Vec<ScoredFrame>,
+    pub spread: Spread,
+    /// The ROI on the CEUS pane, frame pixels; null when none was set.
+    pub roi: Option<Roi>,
+    pub timing: ResultTiming,
+    pub enhancement: Option<f64>,
+    pub warnings: Vec<String>,
+    pub model: ModelInfo,
+    /// The heatmap published with this result, when there is one.
+    pub heatmap: Option<HeatmapInfo>,
+    pub time_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Spread {
+    pub frames_scored: usize,
+    pub median: Option<f32>,
+    pub min: Option<f32>,
+    pub max: Option<f32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultTiming {
+    pub injection_s: Option<f64>,
+    pub clock_source: Option<ClockSource>,
+    pub estimated: bool,
+    pub window: crate::timing::window::WindowCounts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeatmapInfo {
+    pub topic: String,
+    /// SHA-256 of the PNG bytes, to match the image with its result.
+    pub sha256: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl ResultMessage {
+    pub fn new(
+        result_id: &str,
+        exam_id: &str,
+        revision: u32,
+        r: &ExamResult,
+        model: ModelInfo,
+        heatmap: Option<HeatmapInfo>,
+    ) -> Self {
+        Self {
+            contract: CONTRACT_VERSION,
+            result_id: result_id.to_string(),
+            exam_id: exam_id.to_string(),
+            revision,
+            score: r.score,
+            label: r.label.clone(),
+            reason: r.reason.clone(),
+            threshold: r.threshold,
+            positive_class: r.positive_class.clone(),
+            key_frame: r.key_frame.clone(),
+            frames: r.frames.clone(),
+            spread: Spread {
+                frames_scored: r.frames.len(),
+                median: r.median_score,
+                min: r.min_score,
+                max: r.max_score,
+            },
+            roi: Some(r.roi),
+            timing: ResultTiming {
+                injection_s: r.injection_s,
+                clock_source: r.clock_source,
+                estimated: r.timing_estimated,
+                window: r.window.clone(),
+            },
+            enhancement: r.enhancement,
+            warnings: r.warnings.clone(),
+            model,
+            heatmap,
+            time_ms: unix_ms(),
+        }
+    }
+}
+
+impl ResultMessage {
+    /// A result without a score: the exam could not be scored, and `reason` says why.
+    pub fn unscored(
+        result_id: &str,
+        exam_id: &str,
+        revision: u32,
+        reason: String,
+        roi: Option<Roi>,
+        timing: ResultTiming,
+        model: ModelInfo,
+    ) -> Self {
+        Self {
+            contract: CONTRACT_VERSION,
+            result_id: result_id.to_string(),
+            exam_id: exam_id.to_string(),
+            revision,
+            score: None,
+            label: None,
+            reason: Some(reason),
+            threshold: model.threshold,
+            positive_class: model.positive_class.clone(),
+            key_frame: None,
+            frames: Vec::new(),
+            spread: Spread {
+                frames_scored: 0,
+                median: None,
+                min: None,
+                max: None,
+            },
+            roi,
+            timing,
+            enhancement: None,
+            warnings: Vec::new(),
+            model,
+            heatmap: None,
+            time_ms: unix_ms(),
+        }
+    }
+}
+
+/// `…/cmd/reply`, QoS 1: the answer to one command.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandReply {
+    pub contract: u32,
+    /// The command's correlation id (null when the command was too malformed to carry one).
+    pub id: Option<String>,
+    pub command: Option<String>,
+    pub ok: bool,
+    /// Why the command was refused; nothing was changed.
+    pub error: Option<String>,
+    pub exam_id: Option<String>,
+    /// Command-specific data (the status for "status", the ROI set, …).
+    pub data: Option<serde_json::Value>,
+    pub time_ms: u64,
+}
+
+impl CommandReply {
+    pub fn ok(
+        id: &str,
+        command: &str,
+        exam_id: Option<String>,
+        data: Option<serde_json::Value>,
+    ) -> Self {
+        Self {
+            contract: CONTRACT_VERSION,
+            id: Some(id.to_string()),
+            command: Some(command.to_string()),
+            ok: true,
+            error: None,
+            exam_id,
+            data,
+            time_ms: unix_ms(),
+        }
+    }
+
+    pub fn error(id: Option<String>, command: Option<String>, error: String) -> Self {
+        Self {
+            contract: CONTRACT_VERSION,
+            id,
+            command,
+            ok: false,
+            error: Some(error),
+            exam_id: None,
+            data: None,
+            time_ms: unix_ms(),
+        }
+    }
+}
+
+pub fn software() -> String {
+    format!("ceusd {}", env!("CARGO_PKG_VERSION"))
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

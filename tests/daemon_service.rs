@@ -1,0 +1,292 @@
+//! The service's edges: configuration errors name their field, `ceusd check` reports pass or
+//! fail per part, and systemd hears READY=1, STATUS= and WATCHDOG=1 — the pings continue while
+//! the scanner shows no signal and stop when a stage is stuck inside a call.
+
+mod support;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ceusd::config::{Config, Overrides};
+use support::*;
+
+fn run_with(config_text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ceusd.toml");
+    std::fs::write(&path, config_text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ceusd"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const GOOD: &str = r#"
+[device]
+id = "cart-7"
+[source]
+uri = "synthetic:pdac"
+[model]
+path = "demo"
+[state]
+dir = "/tmp/ceusd-config-test"
+"#;
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let path = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/ceusd.example.toml"
+    ));
+    let text = std::fs::read_to_string(path).unwrap();
+    let c = Config::parse(&text, path).unwrap();
+    c.validate(path).unwrap();
+    assert_eq!(c.device.id, "cart-01");
+    assert_eq!(c.mqtt.keep_alive_s, 10);
+    // Every section of the configuration appears in the example.
+    for section in [
+        "[device]",
+        "[source]",
+        "[model]",
+        "[mqtt]",
+        "[exam]",
+        "[state]",
+        "[pipeline]",
+    ] {
+        assert!(text.contains(section), "{section}");
+    }
+}
+
+#[test]
+fn configuration_errors_name_the_field_and_the_service_does_not_start() {
+    let cases = [
+        (
+            GOOD.replace("[model]", "[model]\ndevise = \"cpu\""),
+            "unknown field `devise`",
+        ),
+        (
+            format!("{GOOD}[mqtt]\nkeep_alive_s = \"ten\"\n"),
+            "keep_alive_s",
+        ),
+        (
+            format!("{GOOD}[mqtt]\nkeep_alive_s = 1\n"),
+            "mqtt.keep_alive_s: 1: expected 5 to 3600",
+        ),
+        (GOOD.replace("cart-7", "cart 7"), "device.id"),
+        (GOOD.replace("synthetic:pdac", "webcam:0"), "source.uri"),
+        (
+            GOOD.replace("[model]\npath = \"demo\"", ""),
+            "missing field `model`",
+        ),
+        (
+            format!("{GOOD}[mqtt]\nbroker = \"http://x\"\n"),
+            "mqtt.broker",
+        ),
+        (
+            format!("{GOOD}[mqtt]\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"\n"),
+            "mqtt.password_file: /nonexistent/pw: no such file",
+        ),
+        (format!("{GOOD}[exam]\nkeep = 0\n"), "exam.keep"),
+        (
+            format!("{GOOD}[pipeline]\nframe_queue = 0\n"),
+            "pipeline.frame_queue",
+        ),
+        (
+            GOOD.replace("path = \"demo\"", "path = \"demo\"\nsha256 = \"sha256:00\""),
+            "model.sha256",
+        ),
+        (
+            GOOD.replace(
+                "path = \"demo\"",
+                &format!("path = \"demo\"\nsha256 = \"sha256:{}\"", "0".repeat(64)),
+            ),
+            "content hash",
+        ),
+    ];
+    for (text, expected) in cases {
+        let (ok, stderr) = run_with(&text);
+        assert!(!ok, "started with:\n{text}");
+        assert!(stderr.contains(expected), "'{expected}' not in:\n{stderr}");
+    }
+}
+
+#[test]
+fn flags_override_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let c = Config::load(
+        &path,
+        &Overrides {
+            broker: Some("mqtts://broker.example:8883".into()),
+            device_id: Some("cart-9".into()),
+            speed: Some(3.0),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(c.device.id, "cart-9");
+    assert!(c.broker().unwrap().tls);
+    assert_eq!(c.source.speed, 3.0);
+    let err = Config::load(
+        &path,
+        &Overrides {
+            speed: Some(0.0),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("source.speed"), "{err}");
+}
+
+#[test]
+fn check_passes_on_a_good_installation_and_fails_on_a_closed_broker() {
+    let _heavy = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"), false);
+    let config = dir.path().join("ceusd.toml");
+    write_config(
+        &config,
+        "chk",
+        "synthetic:cp",
+        &broker.url(),
+        &dir.path().join("state"),
+        "",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ceusd"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for part in ["config", "model", "source", "state", "broker"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("PASS") && l.contains(part)),
+            "{part}: {text}"
+        );
+    }
+    assert!(text.contains("1280x720"), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_ceusd"))
+        .args([
+            "check",
+            "--timeout",
+            "3",
+            "--broker",
+            &format!("mqtt://127.0.0.1:{}", free_port()),
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("broker")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("PASS") && l.contains("model")),
+        "{text}"
+    );
+}
+
+#[test]
+fn systemd_hears_ready_status_and_watchdog_until_a_stage_is_stuck() {
+    let _heavy = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"), false);
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let heard: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+    {
+        let heard = heard.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    heard.lock().unwrap().push((Instant::now(), text));
+                }
+            }
+        });
+    }
+    let config = dir.path().join("ceusd.toml");
+    // No signal from 6 to 14 s (the scanner off: healthy), then the capture call hangs at 24 s.
+    write_config(
+        &config,
+        "wd",
+        "synthetic:pdac?fps=8&duration=60&nosignal=6-14&stall=24",
+        &broker.url(),
+        &dir.path().join("state"),
+        "[exam]\nauto_start = true\n[pipeline]\nstall_s = 2.0",
+    );
+    let log = dir.path().join("daemon.log");
+    let daemon = Daemon::start(
+        &config,
+        &log,
+        &[
+            ("NOTIFY_SOCKET", socket_path.display().to_string()),
+            ("WATCHDOG_USEC", "1000000".into()),
+        ],
+    );
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("watchdog not fed")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "the watchdog never stopped: {}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stopped_feeding = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let heard = heard.lock().unwrap().clone();
+    let first = |pred: &dyn Fn(&str) -> bool| heard.iter().find(|(_, m)| pred(m)).map(|(t, _)| *t);
+    let ready = first(&|m| m.contains("READY=1")).expect("READY=1");
+    let no_signal = first(&|m| m.contains("STATUS=no-signal")).expect("STATUS=no-signal");
+    let back = heard
+        .iter()
+        .find(|(t, m)| *t > no_signal && m.contains("STATUS=exam"))
+        .map(|(t, _)| *t)
+        .expect("STATUS=exam after the episode");
+    let pings = |from: Instant, to: Instant| {
+        heard
+            .iter()
+            .filter(|(t, m)| *t > from && *t < to && m.contains("WATCHDOG=1"))
+            .count()
+    };
+    assert!(pings(ready, no_signal) > 0, "no pings while healthy");
+    assert!(
+        pings(no_signal, back) > 0,
+        "an idle scanner is healthy: pings must go on"
+    );
+    assert_eq!(
+        pings(stopped_feeding, Instant::now()),
+        0,
+        "pings after the capture thread got stuck"
+    );
+    let text = daemon.log_text();
+    assert!(text.contains("stuck: capture"), "{text}");
+    // Stuck in the driver, yet SIGTERM still stops the service cleanly.
+    assert!(daemon.terminate().success());
+}
