@@ -158,16 +158,13 @@ fn check_broker(config: &Config, timeout: Duration) -> CheckLine {
         Err(e) => return fail(e.to_string()),
     };
     let topics = Topics::new(&config.mqtt.topic_root, &config.device.id);
-    let mut options = match crate::publish::mqtt::options(config, &topics) {
+    // Not the daemon's client id (a running daemon must not be thrown off the broker), and no
+    // will (it must not be marked offline).
+    let client_id = format!("{}-check-{}", config.client_id(), std::process::id());
+    let options = match crate::publish::mqtt::connection_options(config, &client_id) {
         Ok(o) => o,
         Err(e) => return fail(e.to_string()),
     };
-    // Not the daemon's client id: a running daemon must not be thrown off the broker.
-    options.set_client_id(format!(
-        "{}-check-{}",
-        config.client_id(),
-        std::process::id()
-    ));
     let check_topic = format!("{}/check", topics.base);
     let outcome = runtime.block_on(async {
         use rumqttc::{Event, Packet, QoS, SubscribeReasonCode};

@@ -52,18 +52,25 @@ pub enum Outbound {
 /// A command taken from `…/cmd`, with the channel for its reply.
 pub type CommandSender = std::sync::mpsc::SyncSender<Request>;
 
-/// Connection options for the configured broker, with the will set.
+/// Connection options of the service: the configured broker, with the will set.
 pub fn options(config: &Config, topics: &Topics) -> Result<MqttOptions, MqttError> {
+    let mut o = connection_options(config, &config.client_id())?;
+    let will = serde_json::to_vec(&StatusMessage::last_will(&config.device.id))
+        .map_err(|e| MqttError::Setup(e.to_string()))?;
+    o.set_last_will(LastWill::new(topics.status(), will, QoS::AtLeastOnce, true));
+    Ok(o)
+}
+
+/// The configured broker, TLS and credentials, without a will (for `ceusd check`, which must
+/// never mark a running service offline).
+pub fn connection_options(config: &Config, client_id: &str) -> Result<MqttOptions, MqttError> {
     let broker: BrokerAddress = config.broker().map_err(MqttError::Setup)?;
-    let mut o = MqttOptions::new(config.client_id(), broker.host.clone(), broker.port);
+    let mut o = MqttOptions::new(client_id, broker.host.clone(), broker.port);
     o.set_keep_alive(Duration::from_secs(config.mqtt.keep_alive_s));
     o.set_clean_session(true);
     // Heatmaps are PNG files of a few hundred kilobytes; commands are small.
     o.set_max_packet_size(256 * 1024, 16 * 1024 * 1024);
     o.set_inflight(OUTBOX_WINDOW as u16 + 16);
-    let will = serde_json::to_vec(&StatusMessage::last_will(&config.device.id))
-        .map_err(|e| MqttError::Setup(e.to_string()))?;
-    o.set_last_will(LastWill::new(topics.status(), will, QoS::AtLeastOnce, true));
     if let Some(user) = &config.mqtt.username {
         let password = match &config.mqtt.password_file {
             None => String::new(),

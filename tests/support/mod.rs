@@ -34,6 +34,16 @@ pub fn wait_for_port(port: u16) {
     }
 }
 
+/// Mosquitto started as root drops to the user "mosquitto", which cannot read a test's
+/// private temporary folder: stay the user who runs the tests.
+pub fn keep_user() -> &'static str {
+    if unsafe { libc::geteuid() } == 0 {
+        "user root\n"
+    } else {
+        ""
+    }
+}
+
 /// A Mosquitto broker; retained messages persist across restarts when `persistent`.
 pub struct Mosquitto {
     pub port: u16,
@@ -46,7 +56,10 @@ impl Mosquitto {
         let port = free_port();
         std::fs::create_dir_all(dir).unwrap();
         let conf = dir.join("mosquitto.conf");
-        let mut text = format!("listener {port} 127.0.0.1\nallow_anonymous true\n");
+        let mut text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\n{}",
+            keep_user()
+        );
         if persistent {
             text += &format!(
                 "persistence true\npersistence_location {}/\nautosave_interval 1\n",

@@ -1,0 +1,110 @@
+//! The AsyncAPI document (`docs/asyncapi.yaml`) against what the code builds, for the cases a
+//! live exam rarely shows: an unscored result, refusals of every command, the last will, and
+//! every command the parser accepts. (`tests/daemon_mqtt.rs` checks the payloads of a real
+//! exam as a subscriber receives them.)
+
+mod support;
+
+use ceusd::publish::commands::parse_command;
+use ceusd::publish::messages::{CommandReply, ResultTiming, StatusMessage};
+use serde_json::json;
+use support::{assert_valid, schema};
+
+#[test]
+fn the_document_is_asyncapi_3_with_every_channel() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/asyncapi.yaml"))
+        .unwrap();
+    let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(doc["asyncapi"], "3.0.0");
+    let addresses: Vec<String> = doc["channels"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["address"].as_str().unwrap().to_string())
+        .collect();
+    let topics = ceusd::publish::messages::Topics::new("ceus", "{deviceId}");
+    for t in [
+        topics.status(),
+        topics.cmd(),
+        topics.reply(),
+        topics.timing("{examId}"),
+        topics.result("{examId}"),
+        topics.heatmap("{examId}"),
+    ] {
+        assert!(addresses.contains(&t), "{t} missing from {addresses:?}");
+    }
+}
+
+#[test]
+fn the_last_will_and_refusals_match() {
+    let status = schema("Status");
+    assert_valid(
+        &status,
+        "last will",
+        &serde_json::to_value(StatusMessage::last_will("cart-1")).unwrap(),
+    );
+    let reply = schema("CommandReply");
+    for payload in [
+        &b"{"[..],
+        br#"{"id": "a", "command": "fly"}"#,
+        br#"{"id": "a", "command": "set_roi"}"#,
+        br#"{"command": "status"}"#,
+    ] {
+        let refusal = parse_command(payload).unwrap_err();
+        let r = CommandReply::error(refusal.id, refusal.command, refusal.reason);
+        assert_valid(&reply, "refusal", &serde_json::to_value(r).unwrap());
+    }
+}
+
+#[test]
+fn an_unscored_result_matches() {
+    let model = ceusd::train::demo::demo_model(&candle_core::Device::Cpu).unwrap();
+    let info = ceusd::publish::messages::ModelInfo::of(&model);
+    let m = ceusd::publish::messages::ResultMessage::unscored(
+        "e1-r1",
+        "e1",
+        1,
+        "no ROI was set".into(),
+        None,
+        ResultTiming {
+            injection_s: None,
+            clock_source: None,
+            estimated: false,
+            window: Default::default(),
+        },
+        info,
+    );
+    assert_valid(
+        &schema("Result"),
+        "unscored result",
+        &serde_json::to_value(m).unwrap(),
+    );
+}
+
+#[test]
+fn every_accepted_command_matches_the_command_schema() {
+    let command = schema("Command");
+    for body in [
+        json!({"id": "1", "command": "start_exam"}),
+        json!({"id": "2", "command": "start_exam", "exam_id": "exam-7"}),
+        json!({"id": "3", "command": "mark_injection"}),
+        json!({"id": "4", "command": "mark_injection", "seconds_ago": 12.5}),
+        json!({"id": "5", "command": "set_roi", "roi": {"x": 10, "y": 20, "width": 30, "height": 40}}),
+        json!({"id": "6", "command": "rescore"}),
+        json!({"id": "7", "command": "rescore", "roi": {"x": 10, "y": 20, "width": 30, "height": 40}}),
+        json!({"id": "8", "command": "stop_exam"}),
+        json!({"id": "9", "command": "status"}),
+    ] {
+        parse_command(body.to_string().as_bytes()).unwrap();
+        assert_valid(&command, &body.to_string(), &body);
+    }
+    // And the schema refuses what the parser refuses.
+    for body in [
+        json!({"id": "x", "command": "launch"}),
+        json!({"id": "x", "command": "mark_injection", "seconds_ago": 601}),
+        json!({"command": "status"}),
+    ] {
+        assert!(parse_command(body.to_string().as_bytes()).is_err());
+        assert!(!command.is_valid(&body), "the schema accepts {body}");
+    }
+}
