@@ -42,6 +42,9 @@ pub struct DemoOptions {
     /// Draw the live view (false: log lines only).
     pub view: bool,
     pub seed: u64,
+    /// Frame size and rate of the synthetic scanner.
+    pub size: (u32, u32),
+    pub fps: f64,
 }
 
 impl Default for DemoOptions {
@@ -54,6 +57,8 @@ impl Default for DemoOptions {
             state_dir: None,
             view: true,
             seed: 11,
+            size: (1280, 720),
+            fps: 15.0,
         }
     }
 }
@@ -64,7 +69,7 @@ pub struct DemoExam {
     pub exam_id: String,
     pub lesion: LesionKind,
     pub result_id: String,
-    pub score: Option<f64>,
+    pub score: Option<f32>,
     pub label: Option<String>,
     pub reason: Option<String>,
     pub heatmap_bytes: usize,
@@ -82,9 +87,12 @@ fn source_uri(o: &DemoOptions) -> String {
         .map(|i| if i % 2 == 0 { "pdac" } else { "cp" })
         .collect();
     format!(
-        "synthetic:{}?seed={}&duration=60&injection=5",
+        "synthetic:{}?seed={}&duration=60&injection=5&size={}x{}&fps={}",
         kinds.join(","),
-        o.seed
+        o.seed,
+        o.size.0,
+        o.size.1,
+        o.fps
     )
 }
 
@@ -107,8 +115,8 @@ id = 0
 [router]
 max_connections = 64
 max_outgoing_packet_count = 200
-max_segment_size = 104857600
-max_segment_count = 10
+max_segment_size = 16777216
+max_segment_count = 4
 [v4.1]
 name = "ceusd-demo"
 listen = "127.0.0.1:{port}"
@@ -370,7 +378,7 @@ async fn display(
                             exam_id: exam.clone(),
                             lesion,
                             result_id: v["result_id"].as_str().unwrap_or_default().to_string(),
-                            score: v["score"].as_f64(),
+                            score: v["score"].as_f64().map(|s| s as f32),
                             label: v["label"].as_str().map(str::to_string),
                             reason: v["reason"].as_str().map(str::to_string),
                             heatmap_bytes: heatmaps.get(&exam).copied().unwrap_or(0),
@@ -379,11 +387,7 @@ async fn display(
                         say(out, format!(
                             "RESULT exam {exam} ({}-like): {} — {} frames scored, {:.3}–{:.3}{}",
                             kind_name(lesion),
-                            match (r.score, &r.label, &r.reason) {
-                                (Some(s), Some(l), _) => format!("P(PDAC) = {s:.3} → {l}"),
-                                (_, _, Some(reason)) => format!("no score: {reason}"),
-                                _ => "no score".into(),
-                            },
+                            crate::publish::messages::score_text(r.score, r.label.as_deref(), r.reason.as_deref()),
                             spread["frames_scored"],
                             spread["min"].as_f64().unwrap_or(f64::NAN),
                             spread["max"].as_f64().unwrap_or(f64::NAN),
@@ -427,9 +431,6 @@ async fn display(
     Ok(exams)
 }
 
-fn kind_name(k: LesionKind) -> &'static str {
-    match k {
-        LesionKind::Pdac => "PDAC",
-        LesionKind::Cp => "CP",
-    }
+fn kind_name(k: LesionKind) -> String {
+    k.as_str().to_uppercase()
 }

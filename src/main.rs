@@ -135,6 +135,12 @@ struct DemoArgs {
     /// Log lines instead of the live view.
     #[arg(long)]
     no_view: bool,
+    /// Frame size of the synthetic scanner, WxH.
+    #[arg(long, default_value = "1280x720")]
+    size: String,
+    /// Frame rate of the synthetic scanner.
+    #[arg(long, default_value_t = 15.0)]
+    fps: f64,
 }
 
 #[derive(Args)]
@@ -850,6 +856,12 @@ fn run(cli: Cli) -> Result<()> {
                     state_dir: a.state_dir,
                     view: !a.no_view,
                     seed: 11,
+                    size: a
+                        .size
+                        .split_once('x')
+                        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+                        .with_context(|| format!("--size {}: expected WxH", a.size))?,
+                    fps: a.fps,
                 },
                 &mut out,
             )?;
@@ -860,11 +872,11 @@ fn run(cli: Cli) -> Result<()> {
                     "  exam {} ({:?}-like lesion): {} [{}], heatmap {} bytes",
                     e.exam_id,
                     e.lesion,
-                    match (e.score, &e.label, &e.reason) {
-                        (Some(s), Some(l), _) => format!("P(PDAC) {s:.3} → {l}"),
-                        (_, _, Some(r)) => format!("no score: {r}"),
-                        _ => "no score".into(),
-                    },
+                    ceusd::publish::messages::score_text(
+                        e.score,
+                        e.label.as_deref(),
+                        e.reason.as_deref()
+                    ),
                     e.result_id,
                     e.heatmap_bytes
                 )?;
@@ -1028,10 +1040,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Synth(a) => {
-            let kind = match a.kind {
-                LesionKind::Pdac => "pdac",
-                LesionKind::Cp => "cp",
-            };
+            let kind = a.kind.as_str();
             let spec = format!(
                 "{kind}?seed={}&duration={}&size={}&fps={}",
                 a.seed, a.duration, a.size, a.fps

@@ -73,6 +73,15 @@ fn a_full_exam_reaches_a_subscriber_in_order_and_matches_the_contract() {
     assert_eq!(r["ok"], true, "{r}");
     let result = sub.wait_for("the result", LONG, |m| m.topic.ends_with("/result"));
     let heatmap = sub.wait_for("the heatmap", LONG, |m| m.topic.ends_with("/heatmap"));
+    // While it ran, the daemon never looked offline (a connection dropped while connecting
+    // would have fired the will).
+    for m in sub
+        .snapshot()
+        .iter()
+        .filter(|m| m.topic == "ceus/full/status")
+    {
+        assert_eq!(m.json()["online"], true, "{}", daemon.log_text());
+    }
     let status = daemon.terminate();
     assert!(status.success(), "exit status {status:?}");
 

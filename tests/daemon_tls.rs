@@ -236,7 +236,7 @@ fn tls_with_client_certificate_password_and_acl() {
         .unwrap();
     let status: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", out, daemon.log_text()));
-    assert_eq!(status["online"], true);
+    assert_eq!(status["online"], true, "{status}\n{}", daemon.log_text());
     assert_eq!(status["device_id"], "tls");
     std::thread::sleep(Duration::from_millis(200));
     assert!(daemon.terminate().success());

@@ -22,12 +22,23 @@ use super::source::{FrameSource, Pacer, Pacing, SourceEvent};
 use super::InputError;
 use crate::rng::{mix64, spread, SplitMix64};
 use crate::roi::Roi;
+use rayon::prelude::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LesionKind {
     Pdac,
     Cp,
+}
+
+impl LesionKind {
+    /// As written in source specs: "pdac" or "cp".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LesionKind::Pdac => "pdac",
+            LesionKind::Cp => "cp",
+        }
+    }
 }
 
 impl std::str::FromStr for LesionKind {
@@ -218,6 +229,18 @@ pub struct SyntheticScanner {
     patches: Vec<(f64, f64, f64)>,
     next: u64,
     last_live: Option<Vec<u8>>,
+    /// Per-pixel lesion weight, depth attenuation and PDAC patch level of each pane while
+    /// the probe is still (they depend on position only): computed once, so a frame costs
+    /// the speckle alone.
+    still_geometry: std::sync::OnceLock<[Vec<PixelGeometry>; 2]>,
+}
+
+/// What a pane pixel's value depends on besides time and speckle.
+#[derive(Debug, Clone, Copy)]
+struct PixelGeometry {
+    lesion: f64,
+    depth: f64,
+    patch: f64,
 }
 
 impl SyntheticScanner {
@@ -306,6 +329,7 @@ impl SyntheticScanner {
             patches,
             next: 0,
             last_live: None,
+            still_geometry: std::sync::OnceLock::new(),
         })
     }
 
@@ -345,52 +369,100 @@ impl SyntheticScanner {
         (1.0 - (d - 0.95) / 0.1).clamp(0.0, 1.0)
     }
 
-    /// Renders frame `index` as RGB24.
+    /// Lesion weight, depth and patch level at pane pixel (px, py) with the tissue shifted
+    /// by (shift_x, shift_y).
+    fn geometry(
+        &self,
+        pane: &Roi,
+        px: u32,
+        py: u32,
+        shift: (f64, f64),
+        ceus: bool,
+    ) -> PixelGeometry {
+        // The tissue moves with the probe; the pane stays where it is.
+        let u = (px as f64 - shift.0) / pane.width as f64;
+        let v = (py as f64 - shift.1) / pane.height as f64;
+        let lesion = self.lesion_weight(u, v);
+        let depth = 1.0 - 0.5 * v.clamp(0.0, 1.0); // attenuation with depth
+        let mut patch = 0.0f64;
+        if ceus && self.config.kind == LesionKind::Pdac {
+            for (x0, y0, r) in &self.patches {
+                let d = ((u - x0).powi(2) + (v - y0).powi(2)).sqrt() / r;
+                patch = patch.max((1.0 - d).clamp(0.0, 1.0));
+            }
+        }
+        PixelGeometry {
+            lesion,
+            depth,
+            patch,
+        }
+    }
+
+    fn still_geometry(&self) -> &[Vec<PixelGeometry>; 2] {
+        self.still_geometry.get_or_init(|| {
+            let panes = [(self.truth.bmode_pane, false), (self.truth.ceus_pane, true)];
+            panes.map(|(pane, ceus)| {
+                (0..pane.height)
+                    .into_par_iter()
+                    .flat_map_iter(|py| {
+                        (0..pane.width)
+                            .map(move |px| self.geometry(&pane, px, py, (0.0, 0.0), ceus))
+                    })
+                    .collect()
+            })
+        })
+    }
+
+    /// Renders frame `index` as RGB24 (rows in parallel).
     pub fn render(&self, index: u64) -> Vec<u8> {
         let (w, h) = (self.config.width, self.config.height);
         let t = index as f64 / self.config.fps;
         let mut rgb = vec![12u8; (w * h * 3) as usize];
         let since_arrival = t - self.truth.arrival_s;
         let tic = time_intensity(since_arrival);
-        let (shift_x, shift_y) = self.displacement(t);
+        let shift = self.displacement(t);
+        let still = (shift == (0.0, 0.0)).then(|| self.still_geometry());
         let pdac = self.config.kind == LesionKind::Pdac;
-        for (pane, ceus) in [(self.truth.bmode_pane, false), (self.truth.ceus_pane, true)] {
-            for py in 0..pane.height {
-                for px in 0..pane.width {
-                    // The tissue moves with the probe; the pane stays where it is.
-                    let u = (px as f64 - shift_x) / pane.width as f64;
-                    let v = (py as f64 - shift_y) / pane.height as f64;
-                    let lesion = self.lesion_weight(u, v);
-                    // Speckle grains span about 2x2 pixels, as a real probe's do.
-                    let speckle = hash01(self.config.seed, index, px / 2, py / 2);
-                    // Rayleigh-like speckle: -ln(1 - s) has mean 1.
-                    let grain = (-(1.0 - speckle as f64).ln()).min(4.0);
-                    let depth = 1.0 - 0.5 * v.clamp(0.0, 1.0); // attenuation with depth
-                    let value = if !ceus {
-                        let tissue = 95.0 * depth * (1.0 - 0.55 * lesion);
-                        tissue * grain
-                    } else {
-                        let parenchyma = 170.0 * tic * depth;
-                        let inside = if pdac {
-                            // Hypo-enhancing with patches of high enhancement.
-                            let mut patch = 0.0f64;
-                            for (x0, y0, r) in &self.patches {
-                                let d = ((u - x0).powi(2) + (v - y0).powi(2)).sqrt() / r;
-                                patch = patch.max((1.0 - d).clamp(0.0, 1.0));
-                            }
-                            parenchyma * (0.25 + 0.6 * patch)
-                        } else {
-                            parenchyma * 0.97
+        let panes = [(self.truth.bmode_pane, false), (self.truth.ceus_pane, true)];
+        rgb.par_chunks_mut((w * 3) as usize)
+            .enumerate()
+            .for_each(|(y, row)| {
+                let y = y as u32;
+                for (k, (pane, ceus)) in panes.iter().enumerate() {
+                    if y < pane.y || y >= pane.y + pane.height {
+                        continue;
+                    }
+                    let py = y - pane.y;
+                    for px in 0..pane.width {
+                        let g = match still {
+                            Some(cache) => cache[k][(py * pane.width + px) as usize],
+                            None => self.geometry(pane, px, py, shift, *ceus),
                         };
-                        let base = 6.0; // tissue signal the contrast mode does not fully cancel
-                        (base + parenchyma * (1.0 - lesion) + inside * lesion) * grain
-                    };
-                    let g = value.round().clamp(0.0, 255.0) as u8;
-                    let at = (((pane.y + py) * w + pane.x + px) * 3) as usize;
-                    rgb[at..at + 3].copy_from_slice(&[g, g, g]);
+                        let (lesion, depth) = (g.lesion, g.depth);
+                        // Speckle grains span about 2x2 pixels, as a real probe's do.
+                        let speckle = hash01(self.config.seed, index, px / 2, py / 2);
+                        // Rayleigh-like speckle: -ln(1 - s) has mean 1.
+                        let grain = (-(1.0 - speckle as f64).ln()).min(4.0);
+                        let value = if !ceus {
+                            let tissue = 95.0 * depth * (1.0 - 0.55 * lesion);
+                            tissue * grain
+                        } else {
+                            let parenchyma = 170.0 * tic * depth;
+                            let inside = if pdac {
+                                // Hypo-enhancing with patches of high enhancement.
+                                parenchyma * (0.25 + 0.6 * g.patch)
+                            } else {
+                                parenchyma * 0.97
+                            };
+                            let base = 6.0; // tissue signal the contrast mode does not fully cancel
+                            (base + parenchyma * (1.0 - lesion) + inside * lesion) * grain
+                        };
+                        let v = value.round().clamp(0.0, 255.0) as u8;
+                        let at = ((pane.x + px) * 3) as usize;
+                        row[at..at + 3].copy_from_slice(&[v, v, v]);
+                    }
                 }
-            }
-        }
+            });
         self.draw_overlays(&mut rgb, t);
         rgb
     }
@@ -592,10 +664,7 @@ impl FrameSource for SyntheticScanner {
         let c = &self.config;
         format!(
             "synthetic:{} (seed {}, {}x{} at {} fps, {} s, injection at {} s)",
-            match c.kind {
-                LesionKind::Pdac => "pdac",
-                LesionKind::Cp => "cp",
-            },
+            c.kind.as_str(),
             c.seed,
             c.width,
             c.height,

@@ -174,15 +174,7 @@ impl SyntheticSession {
 
 impl FrameSource for SyntheticSession {
     fn describe(&self) -> String {
-        let kinds: Vec<&str> = self
-            .spec
-            .exams
-            .iter()
-            .map(|c| match c.kind {
-                LesionKind::Pdac => "pdac",
-                LesionKind::Cp => "cp",
-            })
-            .collect();
+        let kinds: Vec<&str> = self.spec.exams.iter().map(|c| c.kind.as_str()).collect();
         let c = &self.spec.exams[0];
         format!(
             "synthetic session {} ({}, {}x{} at {} fps, {} s per exam, injection at {} s)",

@@ -3,7 +3,7 @@
 //! transaction before anything is published. It runs on its own thread, so a model run never
 //! holds up frames or the MQTT session.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,7 +44,7 @@ pub struct InferenceWorker {
     pub topics: Topics,
     pub outbox: Arc<Mutex<Outbox>>,
     pub outbound: tokio_mpsc::Sender<Outbound>,
-    pub done: Sender<ScoringDone>,
+    pub done: SyncSender<ScoringDone>,
     pub heart: Arc<Heart>,
 }
 
@@ -62,7 +62,8 @@ impl InferenceWorker {
             let (message, heatmap) = self.score(&job);
             let stored = self.store(&message, heatmap);
             let _ = self.outbound.blocking_send(Outbound::OutboxChanged);
-            let _ = self.done.send(ScoringDone {
+            // For the pipeline's log only: never wait for it.
+            let _ = self.done.try_send(ScoringDone {
                 exam_id: job.exam_id,
                 result_id: job.result_id,
                 score: message.score,
@@ -190,11 +191,11 @@ impl InferenceWorker {
                         "exam {}: result {} stored: {}",
                         message.exam_id,
                         message.result_id,
-                        match (message.score, &message.label, &message.reason) {
-                            (Some(s), Some(l), _) => format!("score {s:.3} ({l})"),
-                            (_, _, Some(r)) => format!("no score: {r}"),
-                            _ => "no score".to_string(),
-                        }
+                        crate::publish::messages::score_text(
+                            message.score,
+                            message.label.as_deref(),
+                            message.reason.as_deref()
+                        )
                     );
                     return true;
                 }

@@ -181,7 +181,7 @@ pub async fn serve(
     let (outbound_tx, outbound_rx) = mpsc::channel::<Outbound>(256);
     let (command_tx, command_rx) = std::sync::mpsc::sync_channel(16);
     let (job_tx, job_rx) = std::sync::mpsc::sync_channel(4);
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel(16);
     let (mqtt_stop_tx, mqtt_stop_rx) = watch::channel(false);
     let (connected_tx, _connected_rx) = watch::channel(false);
 

@@ -419,3 +419,12 @@ pub fn unix_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// A result in words, for logs and terminals: "P(PDAC) 0.930 → PDAC" or "no score: reason".
+pub fn score_text(score: Option<f32>, label: Option<&str>, reason: Option<&str>) -> String {
+    match (score, label, reason) {
+        (Some(s), Some(l), _) => format!("P(PDAC) {s:.3} → {l}"),
+        (_, _, Some(r)) => format!("no score: {r}"),
+        _ => "no score".into(),
+    }
+}

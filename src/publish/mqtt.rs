@@ -202,13 +202,40 @@ impl Session {
         status: &mut Option<StatusMessage>,
         drain_deadline: &mut Option<tokio::time::Instant>,
     ) -> ConnectionEnd {
+        // `EventLoop::poll` must not be cancelled: dropped halfway through connecting, it
+        // drops the socket after CONNECT and the broker publishes the will. So it runs in a
+        // task of its own and hands its events over.
+        let (event_tx, mut events) = mpsc::channel(64);
+        let poller = tokio::spawn(async move {
+            loop {
+                let event = eventloop.poll().await;
+                let failed = event.is_err();
+                if event_tx.send(event).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let end = self
+            .connected_session(client, &mut events, status, drain_deadline)
+            .await;
+        poller.abort();
+        end
+    }
+
+    async fn connected_session(
+        &mut self,
+        client: &AsyncClient,
+        events: &mut mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
+        status: &mut Option<StatusMessage>,
+        drain_deadline: &mut Option<tokio::time::Instant>,
+    ) -> ConnectionEnd {
         let mut flight = InFlight::default();
         let mut up = false;
         let mut goodbye_sent = false;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
-                event = eventloop.poll() => match event {
+                event = events.recv() => match event.unwrap_or_else(|| Err(rumqttc::ConnectionError::RequestsDone)) {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         log::info!("mqtt: connected to {}:{} ({:?})", self.options.broker_address().0, self.options.broker_address().1, ack.code);
                         up = true;
