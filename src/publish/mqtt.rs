@@ -208,7 +208,7 @@ impl Session {
         let (event_tx, mut events) = mpsc::channel(64);
         let poller = tokio::spawn(async move {
             loop {
-                let event = eventloop.poll().await;
+                let event = eventloop.poll().await.map_err(|e| e.to_string());
                 let failed = event.is_err();
                 if event_tx.send(event).await.is_err() || failed {
                     break;
@@ -225,7 +225,7 @@ impl Session {
     async fn connected_session(
         &mut self,
         client: &AsyncClient,
-        events: &mut mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
+        events: &mut mpsc::Receiver<Result<Event, String>>,
         status: &mut Option<StatusMessage>,
         drain_deadline: &mut Option<tokio::time::Instant>,
     ) -> ConnectionEnd {
@@ -235,7 +235,7 @@ impl Session {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
-                event = events.recv() => match event.unwrap_or_else(|| Err(rumqttc::ConnectionError::RequestsDone)) {
+                event = events.recv() => match event.unwrap_or_else(|| Err("the event loop ended".into())) {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         log::info!("mqtt: connected to {}:{} ({:?})", self.options.broker_address().0, self.options.broker_address().1, ack.code);
                         up = true;
