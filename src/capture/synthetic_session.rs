@@ -148,7 +148,7 @@ impl SyntheticSession {
     fn begin_exam(&mut self, index: u64) -> Result<(), String> {
         match self.spec.exam(index) {
             None => {
-                self.current = None;
+                // The last exam stays `current`: its injection time is still what was recorded.
                 self.ended = true;
             }
             Some(config) => {
