@@ -73,6 +73,29 @@ fn a_full_exam_reaches_a_subscriber_in_order_and_matches_the_contract() {
     assert_eq!(r["ok"], true, "{r}");
     let result = sub.wait_for("the result", LONG, |m| m.topic.ends_with("/result"));
     let heatmap = sub.wait_for("the heatmap", LONG, |m| m.topic.ends_with("/heatmap"));
+    // Rescoring with another ROI (the lesion box, 4 px smaller all round) publishes revision 2
+    // on the same topic, with its own result id and heatmap.
+    let smaller = ceusd::roi::Roi::new(roi.x + 4, roi.y + 4, roi.width - 8, roi.height - 8);
+    command(
+        broker.port,
+        "full",
+        serde_json::json!({"id": "again", "command": "rescore", "roi": smaller}),
+    );
+    let again = reply(&sub, "again");
+    assert_eq!(again["ok"], true, "{again}");
+    assert_eq!(again["data"]["result_id"], format!("{exam}-r2"));
+    let second = sub.wait_for("the rescored result", LONG, |m| {
+        m.topic.ends_with("/result")
+            && serde_json::from_slice::<serde_json::Value>(&m.payload)
+                .is_ok_and(|v| v["revision"] == 2)
+    });
+    let second = second.json();
+    assert_eq!(second["result_id"], format!("{exam}-r2"));
+    assert_eq!(second["roi"]["width"], smaller.width);
+    assert_eq!(second["label"], "PDAC");
+    let kept = retained(broker.port, &format!("ceus/full/exam/{exam}/result"));
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].json()["result_id"], format!("{exam}-r2"));
     // A new exam clears the previous exam's retained result and heatmap.
     command(
         broker.port,
@@ -493,6 +516,15 @@ fn bad_commands_are_refused_with_a_reason_and_change_nothing() {
         json!({"id": "go", "command": "start_exam", "exam_id": "exam-1"}),
     );
     assert_eq!(reply(&sub, "go")["ok"], true);
+    // The operator marks the injection, back-dated by 3 s.
+    command(
+        broker.port,
+        "cmd",
+        json!({"id": "inj", "command": "mark_injection", "seconds_ago": 3}),
+    );
+    let inj = reply(&sub, "inj");
+    assert_eq!(inj["ok"], true, "{inj}");
+    assert_valid(&reply_schema, "mark_injection reply", &inj);
     refused(
         "o1",
         json!({"id": "o1", "command": "start_exam"}),

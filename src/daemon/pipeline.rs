@@ -111,6 +111,8 @@ pub struct Pipeline {
     used_exam_ids: Vec<String>,
     source_state: SourceState,
     last_frame: Option<(f64, Instant, u32, u32)>,
+    /// The recorded exam of the last frame: an exam started by hand during it belongs to it.
+    last_recorded_exam: Option<u64>,
     last_status: Option<(String, Option<String>, Option<String>, bool)>,
     last_status_sent: Option<Instant>,
     rng: crate::rng::SplitMix64,
@@ -163,6 +165,7 @@ impl Pipeline {
             used_exam_ids: persisted.used_exam_ids,
             source_state: SourceState::Live,
             last_frame: None,
+            last_recorded_exam: None,
             last_status: None,
             last_status_sent: None,
             rng: crate::rng::SplitMix64(seed),
@@ -223,11 +226,13 @@ impl Pipeline {
                     log::info!("source: frames again");
                     self.source_state = SourceState::Live;
                 }
+                self.last_recorded_exam = recorded_exam;
                 if self.settings.auto_start && recorded_exam.is_some() {
+                    // A recorded exam starts one exam: stopped by hand, it is not restarted.
                     let same = self
                         .current
                         .as_ref()
-                        .is_some_and(|r| r.running && r.recorded_exam == recorded_exam);
+                        .is_some_and(|r| r.recorded_exam == recorded_exam);
                     if !same {
                         if self.current.as_ref().is_some_and(|r| r.running) {
                             self.stop_exam("the recording's next exam began");
@@ -449,7 +454,7 @@ impl Pipeline {
             running: true,
             revision: 0,
             scored: false,
-            recorded_exam: None,
+            recorded_exam: self.last_recorded_exam,
             pending_mark: None,
             last_timing: None,
             layout_error: None,
