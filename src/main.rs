@@ -513,19 +513,7 @@ fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
 
 /// A model file, or the built-in demo model for "demo".
 fn load_model(arg: &str, hash: Option<&str>, device: &candle_core::Device) -> Result<DlrModel> {
-    if arg == "demo" {
-        let model = ceusd::train::demo::demo_model(device)?;
-        if let Some(h) = hash {
-            if h != model.identity.content_hash {
-                bail!(
-                    "the demo model's content hash is {}, not {h}",
-                    model.identity.content_hash
-                );
-            }
-        }
-        return Ok(model);
-    }
-    DlrModel::load(std::path::Path::new(arg), hash, device)
+    ceusd::daemon::load_model_from(arg, hash, device)
         .with_context(|| format!("loading model {arg}"))
 }
 

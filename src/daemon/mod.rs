@@ -62,32 +62,33 @@ pub enum DaemonError {
 /// embedded demo model.
 pub fn load_model(config: &Config) -> Result<DlrModel, crate::model::ModelError> {
     let device = crate::model::parse_device(&config.model.device)?;
-    let hash = config.model.sha256.as_deref();
-    load_model_from(&config.model.path, hash, &device)
-}
-
-/// `path` or "demo".
-pub fn load_model_from(
-    path: &str,
-    hash: Option<&str>,
-    device: &candle_core::Device,
-) -> Result<DlrModel, crate::model::ModelError> {
-    let want = hash.map(|h| {
+    // The configuration accepts the digest with or without its "sha256:" prefix.
+    let hash = config.model.sha256.as_deref().map(|h| {
         if h.starts_with("sha256:") {
             h.to_string()
         } else {
             format!("sha256:{h}")
         }
     });
+    load_model_from(&config.model.path, hash.as_deref(), &device)
+}
+
+/// A model file, or the embedded demo model for "demo"; `hash`, when given, must equal the
+/// model's content hash exactly.
+pub fn load_model_from(
+    path: &str,
+    hash: Option<&str>,
+    device: &candle_core::Device,
+) -> Result<DlrModel, crate::model::ModelError> {
     if path != "demo" {
-        return DlrModel::load(std::path::Path::new(path), want.as_deref(), device);
+        return DlrModel::load(std::path::Path::new(path), hash, device);
     }
     let model = crate::train::demo::demo_model(device)?;
-    if let Some(want) = want {
+    if let Some(want) = hash {
         if want != model.identity.content_hash {
             return Err(crate::model::ModelError::HashMismatch {
                 path: "demo".into(),
-                expected: want,
+                expected: want.to_string(),
                 found: model.identity.content_hash.clone(),
             });
         }
