@@ -29,8 +29,18 @@ impl std::fmt::Display for CheckLine {
     }
 }
 
-/// Runs every check that the configuration allows; later checks need a valid configuration.
-pub fn run_checks(path: &Path, overrides: &Overrides, timeout: Duration) -> Vec<CheckLine> {
+/// The checks after the configuration's, in the order they run.
+pub const CHECKS: [&str; 4] = ["model", "source", "state", "broker"];
+
+/// Runs the configuration check, then those of `only` (all of [`CHECKS`] when empty); later
+/// checks need a valid configuration.
+pub fn run_checks(
+    path: &Path,
+    overrides: &Overrides,
+    timeout: Duration,
+    only: &[String],
+) -> Vec<CheckLine> {
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut lines = Vec::new();
     let config = match Config::load(path, overrides) {
         Ok(c) => {
@@ -50,7 +60,23 @@ pub fn run_checks(path: &Path, overrides: &Overrides, timeout: Duration) -> Vec<
             return lines;
         }
     };
-    lines.push(match crate::daemon::load_model(&config) {
+    if wanted("model") {
+        lines.push(check_model(&config));
+    }
+    if wanted("source") {
+        lines.push(check_source(&config, timeout));
+    }
+    if wanted("state") {
+        lines.push(check_state_dir(&config));
+    }
+    if wanted("broker") {
+        lines.push(check_broker(&config, timeout));
+    }
+    lines
+}
+
+fn check_model(config: &Config) -> CheckLine {
+    match crate::daemon::load_model(config) {
         Ok(m) => CheckLine {
             name: "model",
             passed: true,
@@ -71,11 +97,7 @@ pub fn run_checks(path: &Path, overrides: &Overrides, timeout: Duration) -> Vec<
             passed: false,
             detail: e.to_string(),
         },
-    });
-    lines.push(check_source(&config, timeout));
-    lines.push(check_state_dir(&config));
-    lines.push(check_broker(&config, timeout));
-    lines
+    }
 }
 
 fn check_source(config: &Config, timeout: Duration) -> CheckLine {
@@ -117,6 +139,23 @@ fn check_source(config: &Config, timeout: Duration) -> CheckLine {
 
 fn check_state_dir(config: &Config) -> CheckLine {
     let dir = &config.state.dir;
+    // An outbox that root creates here would be unwritable to the service's user.
+    if let Ok(meta) = std::fs::metadata(dir) {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if meta.uid() != euid {
+            return CheckLine {
+                name: "state",
+                passed: false,
+                detail: format!(
+                    "{} belongs to uid {}, this check runs as uid {euid}: run it as the service's user (sudo -u ceusd ceusd check ...) so that nothing here is created with the wrong owner",
+                    dir.display(),
+                    meta.uid()
+                ),
+            };
+        }
+    }
     let result = std::fs::create_dir_all(dir)
         .map_err(|e| e.to_string())
         .and_then(|_| {

@@ -290,3 +290,176 @@ fn systemd_hears_ready_status_and_watchdog_until_a_stage_is_stuck() {
     // Stuck in the driver, yet SIGTERM still stops the service cleanly.
     assert!(daemon.terminate().success());
 }
+
+/// Under systemd (`JOURNAL_STREAM` set) every log line is `<priority>message` with no timestamp
+/// of its own, and the journal holds what an installer looks for: the start, the model's
+/// identity, the source's format, each result id and each of the result's warnings.
+#[test]
+fn journal_lines_carry_priorities_and_what_an_installer_looks_for() {
+    let _heavy = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"), false);
+    let config = dir.path().join("ceusd.toml");
+    // Without the recording's injection time the clock is estimated: the result warns so.
+    let source = "synthetic:pdac?fps=8&duration=60";
+    write_config(
+        &config,
+        "jr",
+        source,
+        &broker.url(),
+        &dir.path().join("state"),
+        "[exam]\nauto_start = true\nuse_recorded_injection = false",
+    );
+    let log = dir.path().join("daemon.log");
+    let daemon = Daemon::start(&config, &log, &[("JOURNAL_STREAM", "8:12345".into())]);
+    let start = Instant::now();
+    while !daemon.log_text().contains(": started") {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no exam: {}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The sonographer draws the lesion's box.
+    publish(
+        broker.port,
+        "ceus/jr/cmd",
+        serde_json::json!({"id": "roi", "command": "set_roi", "roi": lesion_roi(source, 0)})
+            .to_string()
+            .as_bytes(),
+    );
+    while !daemon.log_text().contains(" stored: ") {
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "no result: {}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let result = retained(broker.port, "ceus/jr/exam/+/result")
+        .first()
+        .expect("a retained result")
+        .json();
+    assert!(daemon.terminate().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+
+    for line in text.lines() {
+        let priority = line
+            .strip_prefix('<')
+            .and_then(|rest| rest.split_once('>'))
+            .and_then(|(p, _)| p.parse::<u8>().ok());
+        assert!(
+            priority.is_some_and(|p| p <= 7),
+            "a line without a journal priority: {line:?}"
+        );
+        // env_logger's own format would start with "[2026-…Z INFO …]".
+        assert!(
+            !line.contains(" INFO ") && !line[3..].starts_with('['),
+            "{line:?}"
+        );
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        text.contains(&format!("<6>ceusd {version} starting, configuration ")),
+        "{text}"
+    );
+    let hash = result["model"]["hash"].as_str().unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("<6>model ") && l.contains(hash)),
+        "model identity {hash}: {text}"
+    );
+    assert!(text.contains("<6>source: frames of 1280x720 "), "{text}");
+    let exam = result["exam_id"].as_str().unwrap();
+    let result_id = result["result_id"].as_str().unwrap();
+    assert!(
+        text.contains(&format!(
+            "<6>exam {exam}: result {result_id} stored: P(PDAC) "
+        )),
+        "{text}"
+    );
+    let warnings: Vec<&str> = result["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert!(
+        warnings.iter().any(|w| w.starts_with("timing estimated")),
+        "{warnings:?}"
+    );
+    for warning in warnings {
+        assert!(
+            text.contains(&format!("<4>exam {exam}: result {result_id}: {warning}")),
+            "warning {warning:?} not in the journal: {text}"
+        );
+    }
+    assert!(
+        text.contains("<6>stopped; 0 message(s) left in the outbox"),
+        "{text}"
+    );
+}
+
+/// `--only` runs the named checks after the configuration's; the state check refuses a
+/// directory of another user rather than create root-owned files the service cannot write.
+#[test]
+fn check_only_runs_the_named_checks_and_refuses_another_users_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let config = dir.path().join("ceusd.toml");
+    // No broker listens there: only the model is checked, so the check passes.
+    let closed = format!("mqtt://127.0.0.1:{}", free_port());
+    write_config(&config, "only", "synthetic:cp", &closed, &state, "");
+    let check = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ceusd"))
+            .arg("check")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, text) = check(&["--only", "model"]);
+    assert!(ok, "{text}");
+    let names: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(names, ["config", "model"], "{text}");
+
+    let (ok, text) = check(&["--only", "state,broker"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("PASS state"), "{text}");
+    assert!(text.contains("FAIL broker"), "{text}");
+
+    let (ok, text) = check(&["--only", "modle"]);
+    assert!(!ok, "an unknown check name is refused: {text}");
+
+    // The state directory of another user: as root, hand it to nobody; otherwise it is root's.
+    let other = if unsafe { libc::geteuid() } == 0 {
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        let path = std::ffi::CString::new(theirs.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::chown(path.as_ptr(), 65534, 65534) }, 0);
+        theirs
+    } else {
+        std::path::PathBuf::from("/")
+    };
+    write_config(&config, "only", "synthetic:cp", &closed, &other, "");
+    let (ok, text) = check(&["--only", "state"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("FAIL state") && text.contains("run it as the service's user"),
+        "{text}"
+    );
+    assert!(
+        !other.join("outbox.sqlite").exists(),
+        "the check created an outbox in another user's directory"
+    );
+}

@@ -197,6 +197,13 @@ impl InferenceWorker {
                             message.reason.as_deref()
                         )
                     );
+                    for warning in &message.warnings {
+                        log::warn!(
+                            "exam {}: result {}: {warning}",
+                            message.exam_id,
+                            message.result_id
+                        );
+                    }
                     return true;
                 }
                 Err(e) if attempt % 30 == 0 => {

@@ -111,6 +111,8 @@ pub struct Pipeline {
     used_exam_ids: Vec<String>,
     source_state: SourceState,
     last_frame: Option<(f64, Instant, u32, u32)>,
+    /// Size and pixel format of the last frame, to log each change once.
+    frame_format: Option<(u32, u32, crate::capture::frame::PixelFormat)>,
     /// The recorded exam of the last frame: an exam started by hand during it belongs to it.
     last_recorded_exam: Option<u64>,
     last_status: Option<(String, Option<String>, Option<String>, bool)>,
@@ -165,6 +167,7 @@ impl Pipeline {
             used_exam_ids: persisted.used_exam_ids,
             source_state: SourceState::Live,
             last_frame: None,
+            frame_format: None,
             last_recorded_exam: None,
             last_status: None,
             last_status_sent: None,
@@ -220,6 +223,17 @@ impl Pipeline {
                 recorded_injection_s,
             } => {
                 self.counters.received.fetch_add(1, Ordering::Relaxed);
+                let format = (frame.width, frame.height, frame.format);
+                if self.frame_format != Some(format) {
+                    // The installer's proof that the capture card delivers what it should.
+                    log::info!(
+                        "source: frames of {}x{} {}",
+                        frame.width,
+                        frame.height,
+                        frame.format
+                    );
+                    self.frame_format = Some(format);
+                }
                 let t = frame.timestamp.as_secs_f64();
                 self.last_frame = Some((t, Instant::now(), frame.width, frame.height));
                 if self.source_state != SourceState::Live {
