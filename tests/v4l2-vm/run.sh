@@ -16,22 +16,9 @@ mkdir -p "$work"
 cd "$work"
 
 # 1. A Debian kernel with its modules (vivid is built as a module in Debian's config).
-find_kernel() {
-    apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$' | awk '{print $1}' | sort -V | tail -n 1
-}
-kpkg="$(find_kernel)"
-if [ -z "$kpkg" ]; then
-    apt-get update -qq
-    kpkg="$(find_kernel)"
-fi
-[ -n "$kpkg" ] || { echo "no linux-image-6.1.0-N-amd64-unsigned package found (apt-get update?)" >&2; exit 1; }
-kver="${kpkg#linux-image-}"; kver="${kver%-unsigned}"
-if [ ! -f "kernel/boot/vmlinuz-$kver" ]; then
-    rm -rf kernel ./*.deb
-    apt-get download "$kpkg" >/dev/null 2>&1 || apt-get download "$kpkg"
-    dpkg -x ./"$kpkg"_*.deb kernel
-    "$(command -v depmod || echo /sbin/depmod)" -b kernel "$kver"
-fi
+. "$repo/tests/debian.sh"
+debian_kernel "$PWD"
+kver="$KVER"
 
 # 2. The test binary, statically linked so it runs in the guest without libraries.
 RUSTFLAGS="-C target-feature=+crt-static" cargo test --manifest-path "$repo/Cargo.toml" \
