@@ -102,6 +102,23 @@ pid="$(show MainPID)"
 groups=""
 for g in $(sed -n 's/^Groups:[[:space:]]*//p' "/proc/$pid/status"); do groups="$groups $(getent group "$g" | cut -d: -f1)"; done
 say "user $(stat -c %U "/proc/$pid") groups$groups"
+# The sandbox as the service sees it: its mount namespace, and its cgroup's device policy.
+in_ns() { nsenter -t "$pid" -m -- sh -c "$1" 2>/dev/null; }
+touch /tmp/outside
+in_ns 'touch /var/lib/ceusd/probe && rm /var/lib/ceusd/probe' && say "sandbox state writable" || say "sandbox state NOT writable"
+in_ns 'touch /var/lib/ceusd/models/probe' && say "sandbox models WRITABLE" || say "sandbox models read-only"
+in_ns 'touch /etc/ceusd/probe' && say "sandbox etc WRITABLE" || say "sandbox etc read-only"
+in_ns 'touch /usr/bin/probe' && say "sandbox usr WRITABLE" || say "sandbox usr read-only"
+[ -n "$(ls -A /root)" ] && [ -z "$(in_ns 'ls -A /root')" ] && say "sandbox home hidden" || say "sandbox home VISIBLE"
+in_ns 'test -e /tmp/outside' && say "sandbox tmp SHARED" || say "sandbox tmp private"
+cg="/sys/fs/cgroup$(cut -d: -f3 "/proc/$pid/cgroup")"
+# /dev/tty1 opens outside the service's cgroup; inside, DevicePolicy=closed must refuse it.
+if sh -c 'exec 3< /dev/tty1' 2>/dev/null; then
+    sh -c "echo \$\$ > $cg/cgroup.procs; exec 3< /dev/tty1" 2>/dev/null && say "sandbox tty1 OPEN" || say "sandbox other devices closed"
+else
+    say "sandbox: /dev/tty1 does not open even outside"
+fi
+sh -c "echo \$\$ > $cg/cgroup.procs; exec 3< /dev/video0" 2>/dev/null && say "sandbox video4linux open" || say "sandbox video4linux CLOSED"
 if wait_for 120 ceus/vm/status '"received":[1-9]' > /tmp/status; then say "frames flowing"; else say "no frames"; fi
 pid="$(show MainPID)"
 kill -9 "$pid"
@@ -176,6 +193,10 @@ expect "udev gives /dev/video0 to group video" '^VMTEST device crw-rw----\+? 1 r
 expect "systemctl start returned after READY=1" '^VMTEST start ok '
 expect "running, and the daemon's STATUS= reached systemd" '^VMTEST active active/running status=[a-z]'
 expect "runs as ceusd with group video" '^VMTEST user ceusd groups.* video( |$)'
+for what in "state writable" "models read-only" "etc read-only" "usr read-only" "home hidden" \
+    "tmp private" "other devices closed" "video4linux open"; do
+    expect "sandbox: $what" "^VMTEST sandbox $what\$"
+done
 expect "frames flow from the capture card inside the sandbox" '^VMTEST frames flowing$'
 expect "restarted after SIGKILL" '^VMTEST after SIGKILL: restarts=1 active/running$'
 expect "the ROI command was accepted" '^VMTEST set_roi reply "ok":true$'
