@@ -6,7 +6,9 @@
 #   - the unit: `systemd-analyze verify` silent and successful, `systemd-analyze security`
 #     exposure 2.0 or less; enabled, and not started while no model is configured;
 #   - an upgrade keeps the site's edited configuration; remove keeps it; purge removes it and
-#     the service's state, but not the site's models.
+#     the service's state, but not the site's models;
+#   - the Jetson CUDA variant adds its drop-in, and the unit with it still verifies and rates
+#     2.0 or less.
 #
 # Needs root, cargo-deb, debootstrap, systemd (for systemd-analyze) and access to a Debian mirror.
 # Usage: tests/deb/run.sh [WORKDIR]. The binary packaged is the one `cargo build` makes (dev
@@ -111,6 +113,28 @@ check "purge removes the configuration" test ! -e "$root/etc/ceusd/ceusd.toml"
 check "purge removes the outbox and state" test ! -e "$root/var/lib/ceusd/outbox.sqlite" -a ! -e "$root/var/lib/ceusd/state.json"
 check "purge keeps the site's models" test -f "$root/var/lib/ceusd/models/site.gguf"
 check "purge removes the enablement" test ! -e "$root/etc/systemd/system/multi-user.target.wants/ceusd.service"
+
+# 7. The Jetson CUDA variant: the same package plus the drop-in that opens the GPU's nodes. Its
+#    binary here is the CPU one; the packaging and the unit with the drop-in are what is tested.
+(cd "$repo" && cargo deb --no-build --profile dev --variant cuda -o "$work/debs/cuda/") \
+    2> >(grep -v "dev profile is not supported\|To enable debug symbols" >&2)
+cuda_deb="$(ls "$work"/debs/cuda/ceusd_*.deb)"
+check "the cuda variant is package ceusd" test "$(dpkg-deb -f "$cuda_deb" Package)" = ceusd
+check "the cuda variant holds the drop-in" \
+    cmp -s <(dpkg-deb --fsys-tarfile "$cuda_deb" | tar -xO ./usr/lib/systemd/system/ceusd.service.d/jetson-cuda.conf) "$repo/systemd/jetson-cuda.conf"
+rm -rf "$root" && mkdir -p "$root"
+tar -C "$root" -xf "$ROOT_TAR"
+if dpkg --root="$root" -i "$cuda_deb" > "$work/install-cuda.log" 2>&1; then pass "dpkg -i (cuda variant)"; else fail "dpkg -i (cuda variant)"; cat "$work/install-cuda.log"; fi
+verify_out="$(systemd-analyze verify --root="$root" ceusd.service 2>&1)" && verify_rc=0 || verify_rc=$?
+check "with the drop-in, systemd-analyze verify: exit 0, nothing to say (${verify_out:-silent})" \
+    test "$verify_rc" = 0 -a -z "$verify_out"
+check "with the drop-in, the GPU's nodes are allowed" \
+    bash -c "systemd-analyze cat-config --root='$root' systemd/system/ceusd.service | grep -q '^DeviceAllow=/dev/nvmap rw'"
+security="$(systemd-analyze security --offline=true --root="$root" ceusd.service 2>&1 | tail -n 1)"
+echo "$security"
+exposure="$(grep -o 'level for ceusd.service: [0-9.]*' <<<"$security" | awk '{print $4}')"
+check "with the drop-in, exposure ${exposure:-?} is 2.0 or less" \
+    awk -v e="${exposure:-99}" 'BEGIN { exit !(e <= 2.0) }'
 
 echo "$failures failure(s)"
 [ "$failures" = 0 ]
