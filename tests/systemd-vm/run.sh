@@ -9,6 +9,7 @@
 #   - after SIGKILL, systemd restarts it (Restart=on-failure);
 #   - on the synthetic scanner a whole exam is scored and its result published;
 #   - `systemctl stop` ends it cleanly (exit 0) within TimeoutStopSec;
+#   - a capture call that hangs stops the watchdog pings, and systemd kills and restarts it;
 #   - journald holds the start, the model, the source's format, the result id and its
 #     warnings, at their priorities (info, warning).
 #
@@ -69,6 +70,10 @@ auto_start = true
 keep = 1
 use_recorded_injection = false
 CONF
+
+# The synthetic scanner whose capture call hangs 5 s into the exam: the watchdog's case.
+sed -e 's|^uri = .*|uri = "synthetic:pdac?seed=7\&fps=4\&duration=50\&stall=5"|' \
+    "$root/etc/ceusd/synthetic.toml" > "$root/etc/ceusd/stall.toml"
 
 # The lesion's box in that exam, as the sonographer would draw it (the scanner's ground truth).
 "$repo/target/debug/ceusd" synth --kind pdac --seed 7 --duration 1 --fps 1 --out "$work/truth" >/dev/null
@@ -149,6 +154,15 @@ stopped=$(date +%s)
 systemctl stop ceusd
 say "stop $(( $(date +%s) - stopped ))s result=$(show Result) status=$(show ExecMainStatus)"
 say "restarts-total $(show NRestarts)"
+
+cp /etc/ceusd/stall.toml /etc/ceusd/ceusd.toml
+systemctl start ceusd && say "stall start ok" || say "stall start FAILED"
+for _ in $(seq 1 240); do
+    [ "$(show NRestarts)" -ge 1 ] 2>/dev/null && break
+    sleep 1
+done
+say "after a stuck capture: restarts=$(show NRestarts)"
+systemctl stop ceusd
 journalctl -u ceusd -o export --no-pager | grep -a -E '^(PRIORITY|MESSAGE)=' | paste -d' ' - - | sed 's/^/VMTEST journal /'
 systemd-analyze security ceusd --no-pager 2>/dev/null | tail -n 1 | sed 's/^/VMTEST /'
 say done
@@ -202,6 +216,9 @@ expect "restarted after SIGKILL" '^VMTEST after SIGKILL: restarts=1 active/runni
 expect "the ROI command was accepted" '^VMTEST set_roi reply "ok":true$'
 expect "a whole exam is scored under systemd" '^VMTEST result "result_id":"[^"]+-r1" "label":"'
 expect "systemctl stop: clean exit 0" '^VMTEST stop [0-9]+s result=success status=0$'
+expect "a stuck capture call stops the pings: systemd's watchdog kills and restarts it" '^VMTEST after a stuck capture: restarts=[1-9]'
+expect "journal: systemd says why" '^VMTEST journal PRIORITY=[0-9] MESSAGE=ceusd.service: Watchdog timeout'
+expect "journal: the daemon says which stage was stuck" '^VMTEST journal PRIORITY=[0-9] MESSAGE=.*stuck: capture'
 expect "journal: start line at info" '^VMTEST journal PRIORITY=6 MESSAGE=ceusd [0-9.]+ starting, configuration /etc/ceusd/ceusd.toml$'
 expect "journal: model identity at info" '^VMTEST journal PRIORITY=6 MESSAGE=model .*sha256:'
 expect "journal: the capture card's format at info" '^VMTEST journal PRIORITY=6 MESSAGE=source: frames of 640x360 YUYV$'
