@@ -788,15 +788,27 @@ fn init_logging() {
     builder.init();
 }
 
+/// sysexits' EX_CONFIG: `ceusd run` cannot start with this configuration or model.
+const EXIT_CONFIG: i32 = 78;
+
 fn run_service(a: RunArgs) -> Result<()> {
     log::info!(
         "ceusd {} starting, configuration {}",
         env!("CARGO_PKG_VERSION"),
         a.config.display()
     );
-    let config = ceusd::config::Config::load(&a.config, &a.overrides.overrides())?;
+    // Without a valid configuration and model, restarting cannot help: say so with EX_CONFIG,
+    // which the unit's RestartPreventExitStatus= names.
+    let unusable = |e: anyhow::Error| -> ! {
+        log::error!("{e:#}");
+        log::error!("not starting: fix the configuration, then `ceusd check`");
+        std::process::exit(EXIT_CONFIG)
+    };
+    let config = ceusd::config::Config::load(&a.config, &a.overrides.overrides())
+        .unwrap_or_else(|e| unusable(e.into()));
     let model = ceusd::daemon::load_model(&config)
-        .with_context(|| format!("loading model {}", config.model.path))?;
+        .with_context(|| format!("loading model {}", config.model.path))
+        .unwrap_or_else(|e| unusable(e));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use ceusd::config::{Config, Overrides};
 use support::*;
 
-fn run_with(config_text: &str) -> (bool, String) {
+/// `ceusd run` on this configuration: its exit code and its log.
+fn run_with(config_text: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ceusd.toml");
     std::fs::write(&path, config_text).unwrap();
@@ -22,7 +23,7 @@ fn run_with(config_text: &str) -> (bool, String) {
         .output()
         .unwrap();
     (
-        out.status.success(),
+        out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
@@ -108,10 +109,20 @@ fn configuration_errors_name_the_field_and_the_service_does_not_start() {
             ),
             "content hash",
         ),
+        (
+            GOOD.replace("path = \"demo\"", "path = \"/nonexistent/ceus-dlr.gguf\""),
+            "/nonexistent/ceus-dlr.gguf",
+        ),
     ];
     for (text, expected) in cases {
-        let (ok, stderr) = run_with(&text);
-        assert!(!ok, "started with:\n{text}");
+        let (code, stderr) = run_with(&text);
+        // 78 (EX_CONFIG): the unit's RestartPreventExitStatus=78 keeps systemd from restarting
+        // a service that cannot start until someone changes its configuration.
+        assert_eq!(
+            code,
+            Some(78),
+            "started, or the wrong exit code, with:\n{text}\n{stderr}"
+        );
         assert!(stderr.contains(expected), "'{expected}' not in:\n{stderr}");
     }
 }

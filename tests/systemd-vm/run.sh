@@ -3,6 +3,7 @@
 # PID 1, from a root that holds the ceusd .deb installed by dpkg, Mosquitto, and the kernel's
 # vivid driver as a capture card. A oneshot unit in the guest drives the service through
 # systemctl and prints what it saw on the serial console; this script checks it:
+#   - as installed, with no model configured, it fails at boot with 78 and is not restarted;
 #   - `systemctl start ceusd` returns once the daemon says READY=1 (Type=notify) under the
 #     unit's whole sandbox (user ceusd, group video, DevicePolicy=closed + video4linux,
 #     system call filter, ProtectSystem=strict ...), and frames flow from /dev/video0;
@@ -99,6 +100,14 @@ wait_for() { # wait_for SECONDS TOPIC PATTERN: the first retained/live message o
 say boot "$(uname -r)"
 ls -l /dev/video0 | sed 's/^/VMTEST device /'
 
+# At boot, as installed: no model yet. It must fail once with 78 and not be restarted.
+for _ in $(seq 1 120); do
+    [ "$(show ActiveState)" = failed ] && break
+    sleep 1
+done
+sleep 5
+say "at boot without a model: $(show ActiveState) status=$(show ExecMainStatus) restarts=$(show NRestarts)"
+
 cp /etc/ceusd/vivid.toml /etc/ceusd/ceusd.toml
 started=$(date +%s)
 if systemctl start ceusd; then say "start ok $(( $(date +%s) - started ))s"; else say "start FAILED"; fi
@@ -181,8 +190,8 @@ ExecStart=/usr/local/bin/ceusd-vm-test
 WantedBy=multi-user.target
 UNIT
 ln -sf /etc/systemd/system/ceusd-vm-test.service "$root/etc/systemd/system/multi-user.target.wants/ceusd-vm-test.service"
-# The package enabled ceusd; the driver starts it itself, with each configuration in turn.
-rm -f "$root/etc/systemd/system/multi-user.target.wants/ceusd.service"
+# The package enabled ceusd: at boot it starts on the package's configuration, which names no
+# model yet. The driver then starts it with each test configuration in turn.
 # No login prompts on the console the driver writes to.
 ln -sf /dev/null "$root/etc/systemd/system/serial-getty@ttyS0.service"
 ln -sf /dev/null "$root/etc/systemd/system/getty@tty1.service"
@@ -204,6 +213,8 @@ expect() { # expect "what" extended-regex
 }
 expect "the guest ran the driver to its end" '^VMTEST done$'
 expect "udev gives /dev/video0 to group video" '^VMTEST device crw-rw----\+? 1 root video '
+expect "enabled without a model: fails at boot with 78, not restarted" '^VMTEST at boot without a model: failed status=78 restarts=0$'
+expect "journal: why it did not start" '^VMTEST journal PRIORITY=3 MESSAGE=not starting: fix the configuration'
 expect "systemctl start returned after READY=1" '^VMTEST start ok '
 expect "running, and the daemon's STATUS= reached systemd" '^VMTEST active active/running status=[a-z]'
 expect "runs as ceusd with group video" '^VMTEST user ceusd groups.* video( |$)'
