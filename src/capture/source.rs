@@ -102,6 +102,12 @@ impl Pacer {
     }
 }
 
+/// A frame size written `WxH` (as in `size=1920x1080`), or None when it is not.
+pub fn parse_frame_size(s: &str) -> Option<(u32, u32)> {
+    let (w, h) = s.split_once('x')?;
+    Some((w.parse().ok()?, h.parse().ok()?))
+}
+
 /// Where frames come from, as written in configuration and on the command line:
 /// `v4l2:/dev/video0?format=YUYV&size=1920x1080&fps=60` (a capture card), `dicom:exam.dcm`
 /// (a cine), `frames:dir/` (a frame folder with a manifest) or `synthetic:pdac?seed=7` (the

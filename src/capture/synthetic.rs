@@ -726,9 +726,8 @@ pub fn parse_spec(spec: &str) -> Result<SyntheticConfig, String> {
         match key {
             "seed" => c.seed = value.parse().map_err(|_| format!("seed={value}: not a whole number"))?,
             "size" => {
-                let (w, h) = value.split_once('x').ok_or_else(|| format!("size={value}: expected WxH"))?;
-                c.width = w.parse().map_err(|_| format!("size={value}: expected WxH"))?;
-                c.height = h.parse().map_err(|_| format!("size={value}: expected WxH"))?;
+                (c.width, c.height) = super::source::parse_frame_size(value)
+                    .ok_or_else(|| format!("size={value}: expected WxH"))?;
             }
             "fps" => c.fps = num(value)?,
             "duration" => c.duration_s = num(value)?,

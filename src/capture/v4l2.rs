@@ -47,9 +47,9 @@ impl V4l2Options {
             match k {
                 "format" => o.format = Some(v.parse()?),
                 "size" => {
-                    let (w, h) = v.split_once('x').ok_or_else(|| format!("size={v}: expected WxH"))?;
-                    let parse = |n: &str| n.parse::<u32>().map_err(|_| format!("size={v}: expected WxH"));
-                    o.size = Some((parse(w)?, parse(h)?));
+                    o.size = Some(
+                        super::source::parse_frame_size(v).ok_or_else(|| format!("size={v}: expected WxH"))?,
+                    );
                 }
                 "fps" => o.fps = Some(v.parse().map_err(|_| format!("fps={v}: expected a whole number"))?),
                 "range" => {
