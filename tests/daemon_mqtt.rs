@@ -28,14 +28,6 @@ fn running_exam(sub: &Subscriber, device: &str) -> String {
     m.json()["exam_id"].as_str().unwrap().to_string()
 }
 
-fn command(port: u16, device: &str, body: serde_json::Value) {
-    publish(
-        port,
-        &format!("ceus/{device}/cmd"),
-        body.to_string().as_bytes(),
-    );
-}
-
 /// The reply to command `id`.
 fn reply(sub: &Subscriber, id: &str) -> serde_json::Value {
     sub.wait_for(&format!("a reply to {id}"), Duration::from_secs(30), |m| {

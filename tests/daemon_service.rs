@@ -257,18 +257,11 @@ fn systemd_hears_ready_status_and_watchdog_until_a_stage_is_stuck() {
             ("WATCHDOG_USEC", "1000000".into()),
         ],
     );
-    let start = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("watchdog not fed")
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "the watchdog never stopped: {}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    daemon.wait_for_log(
+        "watchdog not fed",
+        Instant::now() + Duration::from_secs(180),
+        "the watchdog never stopped",
+    );
     let stopped_feeding = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
     let heard = heard.lock().unwrap().clone();
@@ -324,30 +317,14 @@ fn journal_lines_carry_priorities_and_what_an_installer_looks_for() {
     let log = dir.path().join("daemon.log");
     let daemon = Daemon::start(&config, &log, &[("JOURNAL_STREAM", "8:12345".into())]);
     let start = Instant::now();
-    while !daemon.log_text().contains(": started") {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no exam: {}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    daemon.wait_for_log(": started", start + Duration::from_secs(120), "no exam");
     // The sonographer draws the lesion's box.
-    publish(
+    command(
         broker.port,
-        "ceus/jr/cmd",
-        serde_json::json!({"id": "roi", "command": "set_roi", "roi": lesion_roi(source, 0)})
-            .to_string()
-            .as_bytes(),
+        "jr",
+        serde_json::json!({"id": "roi", "command": "set_roi", "roi": lesion_roi(source, 0)}),
     );
-    while !daemon.log_text().contains(" stored: ") {
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "no result: {}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    daemon.wait_for_log(" stored: ", start + Duration::from_secs(180), "no result");
     let result = retained(broker.port, "ceus/jr/exam/+/result")
         .first()
         .expect("a retained result")

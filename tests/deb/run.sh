@@ -57,9 +57,22 @@ check "the packaged unit is systemd/ceusd.service" \
 # 2. A scratch Debian 12 root, made once and kept as a tarball.
 debian_root_tar "${CEUSD_DEBIAN_CACHE:-$repo/target/debian-cache}"
 root="$work/root"
-rm -rf "$root" && mkdir -p "$root"
-tar -C "$root" -xf "$ROOT_TAR"
+fresh_root() { rm -rf "$root" && mkdir -p "$root" && tar -C "$root" -xf "$ROOT_TAR"; }
 in_root() { chroot "$root" "$@"; }
+# check_unit PREFIX: the installed unit (with its drop-ins) verifies without a word and rates an
+# exposure of 2.0 or less.
+check_unit() {
+    local prefix="$1" verify_out verify_rc security exposure
+    verify_out="$(systemd-analyze verify --root="$root" ceusd.service 2>&1)" && verify_rc=0 || verify_rc=$?
+    check "${prefix}systemd-analyze verify: exit 0, nothing to say (${verify_out:-silent})" \
+        test "$verify_rc" = 0 -a -z "$verify_out"
+    security="$(systemd-analyze security --offline=true --root="$root" ceusd.service 2>&1 | tail -n 1)"
+    echo "$security"
+    exposure="$(grep -o 'level for ceusd.service: [0-9.]*' <<<"$security" | awk '{print $4}')"
+    check "${prefix}systemd-analyze security: exposure ${exposure:-?} is 2.0 or less" \
+        awk -v e="${exposure:-99}" 'BEGIN { exit !(e <= 2.0) }'
+}
+fresh_root
 
 # 3. Install.
 if dpkg --root="$root" -i "$deb1" > "$work/install.log" 2>&1; then pass "dpkg -i"; else fail "dpkg -i"; cat "$work/install.log"; fi
@@ -76,14 +89,7 @@ check "the shipped configuration names no model yet: check fails on the model" \
     bash -c "! chroot '$root' ceusd check --config /etc/ceusd/ceusd.toml --only model > '$work/check.log' 2>&1 && grep -q 'FAIL model' '$work/check.log'"
 
 # 4. The unit, as installed.
-verify_out="$(systemd-analyze verify --root="$root" ceusd.service 2>&1)" && verify_rc=0 || verify_rc=$?
-check "systemd-analyze verify: exit 0, nothing to say (${verify_out:-silent})" \
-    test "$verify_rc" = 0 -a -z "$verify_out"
-security="$(systemd-analyze security --offline=true --root="$root" ceusd.service 2>&1 | tail -n 1)"
-echo "$security"
-exposure="$(grep -o 'level for ceusd.service: [0-9.]*' <<<"$security" | awk '{print $4}')"
-check "systemd-analyze security: exposure ${exposure:-?} is 2.0 or less" \
-    awk -v e="${exposure:-99}" 'BEGIN { exit !(e <= 2.0) }'
+check_unit ""
 check "systemd-analyze security --threshold=20 agrees" \
     bash -c "systemd-analyze security --offline=true --root='$root' --threshold=20 ceusd.service >/dev/null 2>&1"
 
@@ -122,19 +128,11 @@ cuda_deb="$(ls "$work"/debs/cuda/ceusd_*.deb)"
 check "the cuda variant is package ceusd" test "$(dpkg-deb -f "$cuda_deb" Package)" = ceusd
 check "the cuda variant holds the drop-in" \
     cmp -s <(dpkg-deb --fsys-tarfile "$cuda_deb" | tar -xO ./usr/lib/systemd/system/ceusd.service.d/jetson-cuda.conf) "$repo/systemd/jetson-cuda.conf"
-rm -rf "$root" && mkdir -p "$root"
-tar -C "$root" -xf "$ROOT_TAR"
+fresh_root
 if dpkg --root="$root" -i "$cuda_deb" > "$work/install-cuda.log" 2>&1; then pass "dpkg -i (cuda variant)"; else fail "dpkg -i (cuda variant)"; cat "$work/install-cuda.log"; fi
-verify_out="$(systemd-analyze verify --root="$root" ceusd.service 2>&1)" && verify_rc=0 || verify_rc=$?
-check "with the drop-in, systemd-analyze verify: exit 0, nothing to say (${verify_out:-silent})" \
-    test "$verify_rc" = 0 -a -z "$verify_out"
+check_unit "with the drop-in, "
 check "with the drop-in, the GPU's nodes are allowed" \
     bash -c "systemd-analyze cat-config --root='$root' systemd/system/ceusd.service | grep -q '^DeviceAllow=/dev/nvmap rw'"
-security="$(systemd-analyze security --offline=true --root="$root" ceusd.service 2>&1 | tail -n 1)"
-echo "$security"
-exposure="$(grep -o 'level for ceusd.service: [0-9.]*' <<<"$security" | awk '{print $4}')"
-check "with the drop-in, exposure ${exposure:-?} is 2.0 or less" \
-    awk -v e="${exposure:-99}" 'BEGIN { exit !(e <= 2.0) }'
 
 echo "$failures failure(s)"
 [ "$failures" = 0 ]

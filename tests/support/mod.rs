@@ -307,6 +307,14 @@ impl Daemon {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits until the log contains `needle`; fails naming `what` after `deadline`.
+    pub fn wait_for_log(&self, needle: &str, deadline: Instant, what: &str) {
+        while !self.log_text().contains(needle) {
+            assert!(Instant::now() < deadline, "{what}: {}", self.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for Daemon {
@@ -314,6 +322,15 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Publishes the command `body` to device `device`'s command topic.
+pub fn command(port: u16, device: &str, body: serde_json::Value) {
+    publish(
+        port,
+        &format!("ceus/{device}/cmd"),
+        body.to_string().as_bytes(),
+    );
 }
 
 /// A configuration file for the tests.
