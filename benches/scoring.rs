@@ -1,13 +1,15 @@
-//! Speed of the scoring path: the f32 ResNet-50 forward pass on one 224x224 ROI, preprocessing
-//! of a 1920x1080 frame's ROI, and Grad-CAM. After criterion's groups, the forward pass is timed
-//! once more with the same protocol as `tools/reference_resnet.py bench` (5 warm-up + 30 timed
-//! runs, median) and, when Python with ONNX Runtime is available, ONNX Runtime fp32 is timed on
-//! the same weights in the same run, so the two are reported as a ratio.
+//! Speed of the scoring path: the f32 and int8 ResNet-50 forward passes on one 224x224 ROI,
+//! preprocessing of a 1920x1080 frame's ROI, and Grad-CAM. After criterion's groups, the
+//! forward passes (f32 and int8, batch 1 and 8) are timed once more with the same protocol as
+//! `tools/reference_resnet.py bench` (5 warm-up + 30 timed runs, median) and, when Python with
+//! ONNX Runtime is available, ONNX Runtime fp32 and static int8 are timed on the same weights
+//! in the same run, so each is reported as a ratio.
 //!
 //! Run: `RAYON_NUM_THREADS=2 cargo bench --bench scoring`
 
 use candle_core::Device;
 use ceusd::capture::Picture;
+use ceusd::model::convert::{quantize_model, Target};
 use ceusd::model::file::{write_model, StoredType};
 use ceusd::model::gradcam::upsample_normalised;
 use ceusd::model::init::{seeded_metadata, seeded_tensors};
@@ -17,6 +19,7 @@ use ceusd::roi::Roi;
 use criterion::{criterion_group, Criterion};
 use image::{GrayImage, RgbImage};
 use std::hint::black_box;
+use std::path::Path;
 use std::time::Instant;
 
 const SEED: u64 = 7;
@@ -35,6 +38,22 @@ fn frame_1080p() -> Picture {
     }))
 }
 
+/// The seeded model written to a file, quantized to q8 and loaded back.
+fn int8_model() -> DlrModel {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (f32_path, q8_path) = (dir.path().join("m.gguf"), dir.path().join("m-q8.gguf"));
+    let meta = seeded_metadata(SEED, 3);
+    write_model(
+        &f32_path,
+        &meta,
+        seeded_tensors(&meta, SEED).unwrap(),
+        StoredType::F32,
+    )
+    .unwrap();
+    quantize_model(&f32_path, Target::Q8, &q8_path, "1970-01-01T00:00:00Z").unwrap();
+    DlrModel::load(&q8_path, None, &Device::Cpu).expect("int8 model")
+}
+
 fn benches(c: &mut Criterion) {
     let model = DlrModel::seeded(SEED, 3, &Device::Cpu).expect("seeded model");
     let img = roi_image();
@@ -42,6 +61,10 @@ fn benches(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("forward_f32_224", |b| {
         b.iter(|| black_box(model.forward_images(std::slice::from_ref(&img)).unwrap()))
+    });
+    let int8 = int8_model();
+    g.bench_function("forward_int8_224", |b| {
+        b.iter(|| black_box(int8.forward_images(std::slice::from_ref(&img)).unwrap()))
     });
     let frame = frame_1080p();
     let roi = Roi {
@@ -74,68 +97,127 @@ fn median_ms(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Our forward pass and ONNX Runtime's, same protocol, same weights, same process run.
+/// Median of 30 timed runs after 5 warm-up runs (the protocol of
+/// `tools/reference_resnet.py bench`), in ms.
+fn time_forward(model: &DlrModel, images: &[GrayImage]) -> f64 {
+    for _ in 0..5 {
+        model.forward_images(images).unwrap();
+    }
+    median_ms(
+        (0..30)
+            .map(|_| {
+                let t = Instant::now();
+                model.forward_images(images).unwrap();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    )
+}
+
+/// ONNX Runtime on the same weights: (version, median ms), or why it was not measured.
+fn onnxruntime_ms(
+    model: &Path,
+    threads: &str,
+    batch: usize,
+    int8: bool,
+) -> Result<(String, f64), String> {
+    let tool = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/reference_resnet.py");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args([tool, "bench", "--model"]).arg(model).args([
+        "--threads",
+        threads,
+        "--batch",
+        &batch.to_string(),
+        "--json",
+    ]);
+    if int8 {
+        cmd.arg("--int8-static");
+    }
+    let o = cmd.output().map_err(|e| format!("python3: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "{} (pip install -r tools/requirements.txt)",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("failed")
+        ));
+    }
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or("");
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("unreadable output ({e}): {text}"))?;
+    Ok((
+        v["ort_version"].as_str().unwrap_or("?").to_string(),
+        v["median_ms"].as_f64().unwrap_or(f64::NAN),
+    ))
+}
+
+/// Our forward passes (f32 and int8, batch 1 and 8) and ONNX Runtime's (fp32 and static
+/// int8), same protocol, same weights, same process run; ratios against ONNX Runtime.
 fn compare_with_onnxruntime() {
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "2".into());
-    let model = DlrModel::seeded(SEED, 3, &Device::Cpu).expect("seeded model");
-    let img = [roi_image()];
-    for _ in 0..5 {
-        model.forward_images(&img).unwrap();
-    }
-    let ours: Vec<f64> = (0..30)
-        .map(|_| {
-            let t = Instant::now();
-            model.forward_images(&img).unwrap();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    let ours = median_ms(ours);
-    println!("ceusd f32 forward (median of 30, {threads} threads): {ours:.1} ms");
-
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("bench.gguf");
+    let (f32_path, q8_path) = (
+        dir.path().join("bench.gguf"),
+        dir.path().join("bench-q8.gguf"),
+    );
     let meta = seeded_metadata(SEED, 3);
     write_model(
-        &path,
+        &f32_path,
         &meta,
         seeded_tensors(&meta, SEED).unwrap(),
         StoredType::F32,
     )
     .unwrap();
-    let tool = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/reference_resnet.py");
-    let output = std::process::Command::new("python3")
-        .args([tool, "bench", "--model"])
-        .arg(&path)
-        .args(["--threads", &threads, "--json"])
-        .output();
-    match output {
-        Ok(o) if o.status.success() => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            let line = text
-                .lines()
-                .rev()
-                .find(|l| l.trim_start().starts_with('{'))
-                .unwrap_or("");
-            match serde_json::from_str::<serde_json::Value>(line) {
-                Ok(v) => {
-                    let ort = v["median_ms"].as_f64().unwrap_or(f64::NAN);
-                    println!(
-                        "onnxruntime {} fp32 (median of 30, {threads} threads): {ort:.1} ms",
-                        v["ort_version"]
-                    );
-                    println!("ratio ceusd / onnxruntime fp32: {:.2}", ours / ort);
-                }
-                Err(e) => println!("onnxruntime baseline: unreadable output ({e}): {text}"),
+    quantize_model(&f32_path, Target::Q8, &q8_path, "1970-01-01T00:00:00Z").unwrap();
+    let f32_model = DlrModel::load(&f32_path, None, &Device::Cpu).expect("f32 model");
+    let int8_model = DlrModel::load(&q8_path, None, &Device::Cpu).expect("int8 model");
+    let (kernel, _, resident) = int8_model.network.int8_summary().expect("int8 layers");
+    let one = [roi_image()];
+    let eight: Vec<GrayImage> = (0..8).map(|_| roi_image()).collect();
+    println!("batch 1, 224x224, {threads} threads, median of 30 after 5 warm-up runs:");
+    let ours_f32 = time_forward(&f32_model, &one);
+    let ours_int8 = time_forward(&int8_model, &one);
+    println!("  ceusd f32 forward: {ours_f32:.1} ms");
+    println!(
+        "  ceusd int8 forward ({} kernel, {:.1} MB of packed int8 layers): {ours_int8:.1} ms",
+        kernel.name(),
+        resident as f64 / 1e6
+    );
+    let ort_f32 = onnxruntime_ms(&f32_path, &threads, 1, false);
+    let ort_int8 = onnxruntime_ms(&f32_path, &threads, 1, true);
+    for (what, r) in [("fp32", &ort_f32), ("int8 static", &ort_int8)] {
+        match r {
+            Ok((version, ms)) => {
+                println!("  onnxruntime {version} {what}: {ms:.1} ms");
+                println!("    ratio ceusd f32 / it: {:.2}", ours_f32 / ms);
+                println!("    ratio ceusd int8 / it: {:.2}", ours_int8 / ms);
             }
+            Err(why) => println!("  onnxruntime {what} not measured: {why}"),
         }
-        Ok(o) => println!(
-            "onnxruntime baseline not measured: {} (pip install -r tools/requirements.txt)",
-            String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .last()
-                .unwrap_or("failed")
+    }
+    println!("batch 8 (the key-frame window), frames per second:");
+    let f32_8 = time_forward(&f32_model, &eight);
+    let int8_8 = time_forward(&int8_model, &eight);
+    println!(
+        "  ceusd f32: {:.1} frames/s ({f32_8:.1} ms per batch)",
+        8e3 / f32_8
+    );
+    println!(
+        "  ceusd int8: {:.1} frames/s ({int8_8:.1} ms per batch)",
+        8e3 / int8_8
+    );
+    match onnxruntime_ms(&f32_path, &threads, 8, false) {
+        Ok((_, ms)) => println!(
+            "  onnxruntime fp32: {:.1} frames/s ({ms:.1} ms per batch)",
+            8e3 / ms
         ),
-        Err(e) => println!("onnxruntime baseline not measured: python3: {e}"),
+        Err(why) => println!("  onnxruntime fp32 not measured: {why}"),
     }
 }
 

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ceusd::analyze::{analyze, AnalyzeRequest};
 use ceusd::capture::dicom_write::{write_cine, CineInfo};
@@ -349,6 +349,20 @@ enum ModelCommand {
     ExportDemo {
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Fold every BatchNorm into its convolution and store the weights as int8 (one scale per
+    /// output channel; activations quantized at run time) or f16.
+    Quantize {
+        /// A torchvision-format model file (from `model import`, `init` or `export-demo`).
+        input: PathBuf,
+        /// q8 or f16.
+        #[arg(long)]
+        to: ceusd::model::convert::Target,
+        #[arg(long)]
+        out: PathBuf,
+        /// Print what was done to every tensor.
+        #[arg(long)]
+        verbose: bool,
     },
     /// Write a seeded random model (marked untrained) for tests and benchmarks.
     Init {
@@ -1196,6 +1210,46 @@ fn run(cli: Cli) -> Result<()> {
                 report.content_hash
             )?;
         }
+        Command::Model(ModelCommand::Quantize {
+            input,
+            to,
+            out: path,
+            verbose,
+        }) => {
+            let created =
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+            let done = ceusd::model::convert::quantize_model(&input, to, &path, &created)?;
+            let worst = done
+                .tensors
+                .iter()
+                .max_by(|a, b| a.max_relative_error.total_cmp(&b.max_relative_error));
+            let bytes = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            writeln!(
+                out,
+                "wrote {} ({}, {} bytes; the input has {} bytes)",
+                path.display(),
+                done.format,
+                bytes(&path),
+                bytes(&input)
+            )?;
+            writeln!(out, "content hash  {}", done.content_hash)?;
+            if let Some(w) = worst {
+                writeln!(
+                    out,
+                    "largest weight change: {:.2e} of the tensor's range ({}, {})",
+                    w.max_relative_error, w.name, w.stored
+                )?;
+            }
+            if verbose {
+                for t in &done.tensors {
+                    writeln!(
+                        out,
+                        "  {:<28} {:<5} {:.2e}",
+                        t.name, t.stored, t.max_relative_error
+                    )?;
+                }
+            }
+        }
         Command::Model(ModelCommand::Inspect { file, json }) => {
             let m = read_model(&file, None)?;
             let params = m.parameter_count();
@@ -1257,6 +1311,35 @@ fn run(cli: Cli) -> Result<()> {
                     m.tensors.len(),
                     type_counts
                 )?;
+                writeln!(
+                    out,
+                    "weights       {}",
+                    match md.weight_format {
+                        ceusd::model::WeightFormat::Torchvision =>
+                            "torchvision layout, each BatchNorm separate",
+                        ceusd::model::WeightFormat::FoldedF16 =>
+                            "BatchNorm folded into each convolution; f16 weights, f32 biases",
+                        ceusd::model::WeightFormat::FoldedInt8Dynamic =>
+                            "BatchNorm folded; convolutions int8 with one scale per output \
+                             channel (Q8_0), stem, biases and head f32; activations u8 with a \
+                             scale per output pixel's patch, found at run time",
+                    }
+                )?;
+                if !m.int8.is_empty() {
+                    let scales: Vec<f32> = m
+                        .int8
+                        .values()
+                        .flat_map(|q| q.scales.iter().copied())
+                        .collect();
+                    let lo = scales.iter().copied().fold(f32::INFINITY, f32::min);
+                    let hi = scales.iter().copied().fold(0f32, f32::max);
+                    writeln!(
+                        out,
+                        "int8          {} convolutions, {} channels, weight scales {lo:.3e}..{hi:.3e}",
+                        m.int8.len(),
+                        scales.len()
+                    )?;
+                }
                 writeln!(out, "trained       {}", p.trained)?;
                 writeln!(out, "training data {}", p.training_data)?;
                 writeln!(out, "created       {} by {}", p.created, p.software)?;

@@ -224,3 +224,68 @@ fn user_errors_are_explained_and_write_nothing() {
         "no heatmap may be written when analysis fails"
     );
 }
+
+#[test]
+fn quantize_writes_an_int8_model_that_inspect_describes_and_analyze_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _) = init_model(dir.path());
+    let q8 = dir.path().join("m-q8.gguf");
+    let said = ok(&ceusd(&[
+        "model",
+        "quantize",
+        m.to_str().unwrap(),
+        "--to",
+        "q8",
+        "--out",
+        q8.to_str().unwrap(),
+    ]));
+    assert!(said.contains("folded-int8-dynamic"), "{said}");
+    let shown = ok(&ceusd(&["model", "inspect", q8.to_str().unwrap()]));
+    assert!(shown.contains("\"Q8_0\": 52"), "{shown}");
+    assert!(shown.contains("int8          52 convolutions"), "{shown}");
+    let json = ok(&ceusd(&[
+        "model",
+        "inspect",
+        q8.to_str().unwrap(),
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["metadata"]["weight_format"], "folded-int8-dynamic");
+    let scored = ok(&ceusd(&[
+        "analyze",
+        &data("dicom/US1_UNCR.dcm"),
+        "--roi",
+        "220,140,200,160",
+        "--model",
+        q8.to_str().unwrap(),
+        "--json",
+    ]));
+    let r: serde_json::Value = serde_json::from_str(&scored).unwrap();
+    let p = r["score"].as_f64().expect("a score");
+    assert!((0.0..=1.0).contains(&p), "{scored}");
+
+    // A wrong target names the choices; a missing input names the file; nothing is written.
+    let bad = fails(&ceusd(&[
+        "model",
+        "quantize",
+        m.to_str().unwrap(),
+        "--to",
+        "q4",
+        "--out",
+        "x.gguf",
+    ]));
+    assert!(bad.contains("q8 or f16"), "{bad}");
+    let missing = dir.path().join("absent.gguf");
+    let out = dir.path().join("never.gguf");
+    let err = fails(&ceusd(&[
+        "model",
+        "quantize",
+        missing.to_str().unwrap(),
+        "--to",
+        "f16",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(err.contains("absent.gguf"), "{err}");
+    assert!(!out.exists());
+}

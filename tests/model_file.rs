@@ -216,3 +216,76 @@ fn bad_metadata_and_shapes_are_refused_naming_the_key_or_tensor() {
         "{e}"
     );
 }
+
+#[test]
+fn quantized_files_say_what_they_hold_and_load_on_both_engines() {
+    use ceusd::model::convert::{quantize_model, Target};
+    use ceusd::model::{ConvEngine, WeightFormat};
+    let dir = tempfile::tempdir().unwrap();
+    let (f32_path, q8, f16) = (
+        dir.path().join("m.gguf"),
+        dir.path().join("m-q8.gguf"),
+        dir.path().join("m-f16.gguf"),
+    );
+    let original = write_seeded(&f32_path, 5, StoredType::F32);
+    let done = quantize_model(&f32_path, Target::Q8, &q8, "2026-01-01T00:00:00Z").unwrap();
+    quantize_model(&f32_path, Target::F16, &f16, "2026-01-01T00:00:00Z").unwrap();
+
+    let m = read_model(&q8, Some(&done.content_hash)).unwrap();
+    assert_eq!(m.metadata.weight_format, WeightFormat::FoldedInt8Dynamic);
+    assert!(m.metadata.provenance.source.contains(&original));
+    let count = |t: &str| m.stored_types.values().filter(|s| *s == t).count();
+    // 52 int8 convolutions; the stem, 53 biases and the head's 4 tensors in f32.
+    assert_eq!((count("Q8_0"), count("F32")), (52, 1 + 53 + 4));
+    assert_eq!(m.int8.len(), 52);
+    assert!(m
+        .int8
+        .values()
+        .all(|q| q.values.iter().any(|v| v.abs() >= 126)));
+    // Smaller than a third of the f32 file.
+    assert!(m.file_bytes * 3 < std::fs::metadata(&f32_path).unwrap().len());
+    let m16 = read_model(&f16, None).unwrap();
+    assert_eq!(m16.metadata.weight_format, WeightFormat::FoldedF16);
+    assert!(m16.int8.is_empty());
+
+    // Quantizing a folded file again is refused, naming the key and what to do.
+    let again = quantize_model(&q8, Target::Q8, &dir.path().join("x.gguf"), "2026").unwrap_err();
+    assert!(
+        again.to_string().contains("ceusd.weights.format"),
+        "{again}"
+    );
+    assert!(!dir.path().join("x.gguf").exists());
+
+    // The int8 engine, and the same weights dequantized through the f32 engine (what a device
+    // without the int8 engine runs): close scores.
+    let img = image::GrayImage::from_fn(224, 224, |x, y| {
+        image::Luma([((x * 5 + y * 11) % 230) as u8])
+    });
+    let score = |model: &DlrModel| {
+        let out = model.forward_images(std::slice::from_ref(&img)).unwrap();
+        model.scores(&out).unwrap()[0].logits.clone()
+    };
+    let int8 = DlrModel::load(&q8, None, &Device::Cpu).unwrap();
+    assert_eq!(int8.network.int8_summary().map(|s| s.1), Some(52));
+    let file = read_model(&q8, None).unwrap();
+    let identity = int8.identity.clone();
+    let dequantized = DlrModel::from_tensors(
+        file.metadata,
+        identity,
+        file.tensors,
+        &Device::Cpu,
+        ConvEngine::Im2col,
+    )
+    .unwrap();
+    assert!(dequantized.network.int8_summary().is_none());
+    let f32_model = DlrModel::load(&f32_path, None, &Device::Cpu).unwrap();
+    let reference = score(&f32_model);
+    for (what, logits) in [("int8", score(&int8)), ("dequantized", score(&dequantized))] {
+        for (a, b) in logits.iter().zip(&reference) {
+            assert!(
+                (a - b).abs() < 0.05 * b.abs().max(1.0),
+                "{what}: {logits:?} vs {reference:?}"
+            );
+        }
+    }
+}

@@ -48,9 +48,9 @@ How to run
     python3 tools/reference_resnet.py fixtures --model m.gguf \\
         --inputs a.png b.png --out DIR [--crosscheck]
 
-    # Latency of ORT fp32, batch 1.
+    # Latency of ORT fp32 (or its static int8 quantization), batch 1 (or --batch N).
     python3 tools/reference_resnet.py bench --model m.gguf --threads 2 \\
-        --warmup 5 --runs 30 [--json]
+        --warmup 5 --runs 30 [--batch 8] [--int8-static] [--json]
 
     # Check the ONNX graph against a plain numpy float64 forward pass.
     python3 tools/reference_resnet.py check-graph --model m.gguf [--input a.png]
@@ -585,15 +585,49 @@ def cmd_fixtures(args) -> int:
     return 0
 
 
+def quantize_int8_static(onnx_model, channels: int, size: int, calibration: int):
+    """ONNX Runtime's static int8 quantization of the graph, as its documentation recommends
+    for CNNs on x86: QDQ format, per-channel s8 weights, u8 activations (reduce_range keeps
+    AVX2's vpmaddubsw from saturating), MinMax calibration on `calibration` inputs."""
+    import tempfile
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                          QuantType, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(1)
+            self.items = iter([{"input": rng.standard_normal((1, channels, size, size),
+                                                            dtype=np.float32)}
+                               for _ in range(calibration)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    import onnx
+    with tempfile.TemporaryDirectory() as d:
+        src, pre, dst = Path(d, "f32.onnx"), Path(d, "pre.onnx"), Path(d, "int8.onnx")
+        onnx.save(onnx_model, src)
+        quant_pre_process(str(src), str(pre))
+        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+        return onnx.load(str(dst))
+
+
 def cmd_bench(args) -> int:
     import onnxruntime as ort
 
     model = load_model(args.model)
     onnx_model = build_onnx(model)
+    precision = "fp32"
+    if args.int8_static:
+        onnx_model = quantize_int8_static(onnx_model, model.channels, model.size, args.calibration)
+        precision = "int8 static (QDQ, per-channel s8 weights, u8 activations)"
     _maybe_export(onnx_model, args.export_onnx)
     sess = make_session(onnx_model, args.threads, args.opt_level)
-    x = np.random.default_rng(0).standard_normal((1, model.channels, model.size, model.size),
-                                                  dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal(
+        (args.batch, model.channels, model.size, model.size), dtype=np.float32)
     for _ in range(args.warmup):
         sess.run(["probs"], {"input": x})
     times = []
@@ -604,14 +638,15 @@ def cmd_bench(args) -> int:
     med, mean, mn = statistics.median(times), statistics.fmean(times), min(times)
     if args.json:
         print(json.dumps({"runtime": "onnxruntime", "ort_version": ort.__version__,
+                          "precision": "int8" if args.int8_static else "fp32",
                           "threads": args.threads, "median_ms": round(med, 3),
                           "min_ms": round(mn, 3), "mean_ms": round(mean, 3),
-                          "runs": args.runs, "warmup": args.warmup, "batch": 1,
+                          "runs": args.runs, "warmup": args.warmup, "batch": args.batch,
                           "graph_optimization": args.opt_level}))
     else:
-        print(f"onnxruntime {ort.__version__} fp32 CPU, batch 1, {model.size}x{model.size}, "
-              f"C={model.channels}, threads={args.threads}, opt={args.opt_level}, "
-              f"{args.runs} runs after {args.warmup} warm-up")
+        print(f"onnxruntime {ort.__version__} {precision} CPU, batch {args.batch}, "
+              f"{model.size}x{model.size}, C={model.channels}, threads={args.threads}, "
+              f"opt={args.opt_level}, {args.runs} runs after {args.warmup} warm-up")
         print(f"median {med:.2f} ms   mean {mean:.2f} ms   min {mn:.2f} ms")
     return 0
 
@@ -672,10 +707,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="also run the numpy float64 forward pass and record the relative error")
     p.set_defaults(func=cmd_fixtures)
 
-    p = sub.add_parser("bench", help="time ORT fp32 batch-1 inference")
+    p = sub.add_parser("bench", help="time ORT fp32 (or int8 static) inference")
     common(p, threads=2, opt="all")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--int8-static", action="store_true",
+                   help="time ONNX Runtime's static int8 quantization of the same graph")
+    p.add_argument("--calibration", type=int, default=16,
+                   help="calibration inputs for --int8-static (default 16)")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=cmd_bench)
 

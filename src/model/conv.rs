@@ -12,6 +12,8 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+use super::int8::Int8Conv;
+
 /// How convolutions are executed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConvEngine {
@@ -39,14 +41,56 @@ pub struct FoldedConv {
     stride: usize,
     padding: usize,
     out_channels: usize,
-    /// Im2col: [k*k*cin, cout], rows ordered (ky, kx, ci). Candle: [cout, cin, k, k].
-    weight: Tensor,
-    bias: Tensor,
-    engine: ConvEngine,
+    body: ConvBody,
+}
+
+/// The weights in the form the chosen engine runs.
+#[derive(Debug, Clone)]
+enum ConvBody {
+    /// [k*k*cin, cout], rows ordered (ky, kx, ci).
+    Im2col {
+        weight: Tensor,
+        bias: Tensor,
+    },
+    /// [cout, cin, k, k].
+    Candle {
+        weight: Tensor,
+        bias: Tensor,
+    },
+    Int8(Box<Int8Conv>),
 }
 
 /// BatchNorm epsilon of torchvision's ResNet.
 pub const BN_EPS: f64 = 1e-5;
+
+/// Folds `bn` (gamma, beta, running mean, running variance) into the OIHW weight `w`; returns
+/// the folded OIHW weight and the bias, both f32.
+pub fn fold_batchnorm(
+    w: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let (cout, _, _, _) = w.dims4()?;
+    let scale = gamma
+        .to_dtype(DType::F32)?
+        .div(&(var.to_dtype(DType::F32)? + BN_EPS)?.sqrt()?)?;
+    let w = w
+        .to_dtype(DType::F32)?
+        .broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
+    let bias = (beta.to_dtype(DType::F32)? - mean.to_dtype(DType::F32)?.mul(&scale)?)?;
+    Ok((w, bias))
+}
+
+/// An OIHW weight as rows [cout, kh*kw*cin] in (ky, kx, ci) order: the folded file layout and
+/// the order im2col reads an NHWC patch.
+pub fn oihw_to_rows(w: &Tensor) -> candle_core::Result<Tensor> {
+    let (cout, cin, kh, kw) = w.dims4()?;
+    w.permute((0, 2, 3, 1))?
+        .reshape((cout, kh * kw * cin))?
+        .contiguous()
+}
 
 impl FoldedConv {
     /// Folds `bn` (gamma, beta, running mean, running variance) into the OIHW weight `w`.
@@ -61,32 +105,69 @@ impl FoldedConv {
         padding: usize,
         engine: ConvEngine,
     ) -> candle_core::Result<Self> {
-        let (cout, cin, kh, kw) = w.dims4()?;
-        debug_assert_eq!(kh, kw);
-        let scale = gamma
-            .to_dtype(DType::F32)?
-            .div(&(var.to_dtype(DType::F32)? + BN_EPS)?.sqrt()?)?;
-        let w = w
-            .to_dtype(DType::F32)?
-            .broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
-        let bias = (beta.to_dtype(DType::F32)? - mean.to_dtype(DType::F32)?.mul(&scale)?)?;
-        let weight = match engine {
-            // [cout, cin, ky, kx] -> [ky, kx, cin, cout] -> [k*k*cin, cout]
-            ConvEngine::Im2col => w
-                .permute((2, 3, 1, 0))?
-                .reshape((kh * kw * cin, cout))?
-                .contiguous()?,
-            ConvEngine::Candle => w.contiguous()?,
+        let (w, bias) = fold_batchnorm(w, gamma, beta, mean, var)?;
+        Self::from_rows(&oihw_to_rows(&w)?, bias, w.dim(2)?, stride, padding, engine)
+    }
+
+    /// An already folded convolution: `rows` [cout, kernel*kernel*cin] in (ky, kx, ci) order.
+    pub fn from_rows(
+        rows: &Tensor,
+        bias: Tensor,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        engine: ConvEngine,
+    ) -> candle_core::Result<Self> {
+        let (cout, kk) = rows.dims2()?;
+        let cin = kk / (kernel * kernel);
+        let rows = rows.to_dtype(DType::F32)?;
+        let bias = bias.to_dtype(DType::F32)?;
+        let body = match engine {
+            ConvEngine::Im2col => ConvBody::Im2col {
+                weight: rows.t()?.contiguous()?,
+                bias,
+            },
+            ConvEngine::Candle => ConvBody::Candle {
+                weight: rows
+                    .reshape((cout, kernel, kernel, cin))?
+                    .permute((0, 3, 1, 2))?
+                    .contiguous()?,
+                bias,
+            },
         };
         Ok(Self {
-            kernel: kh,
+            kernel,
             stride,
             padding,
             out_channels: cout,
-            weight,
-            bias,
-            engine,
+            body,
         })
+    }
+
+    /// A convolution run by the int8 engine.
+    pub fn int8(conv: Int8Conv, kernel: usize, stride: usize, padding: usize, cout: usize) -> Self {
+        Self {
+            kernel,
+            stride,
+            padding,
+            out_channels: cout,
+            body: ConvBody::Int8(Box::new(conv)),
+        }
+    }
+
+    /// The int8 engine's layer, if this convolution runs on it.
+    pub fn as_int8(&self) -> Option<&Int8Conv> {
+        match &self.body {
+            ConvBody::Int8(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn as_int8_mut(&mut self) -> Option<&mut Int8Conv> {
+        match &mut self.body {
+            ConvBody::Int8(c) => Some(c),
+            _ => None,
+        }
     }
 
     /// Applies the convolution to NHWC `x`, then adds `residual` (a bottleneck's shortcut) if
@@ -97,12 +178,15 @@ impl FoldedConv {
         residual: Option<&Tensor>,
         relu: bool,
     ) -> candle_core::Result<Tensor> {
-        match self.engine {
-            ConvEngine::Im2col => self.forward_im2col(x, residual, relu),
-            ConvEngine::Candle => {
+        match &self.body {
+            ConvBody::Im2col { weight, bias } => {
+                self.forward_im2col(x, weight, bias, residual, relu)
+            }
+            ConvBody::Int8(conv) => conv.forward(x, residual, relu),
+            ConvBody::Candle { weight, bias } => {
                 let nchw = x.permute((0, 3, 1, 2))?;
-                let y = nchw.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-                let y = y.broadcast_add(&self.bias.reshape((1, self.out_channels, 1, 1))?)?;
+                let y = nchw.conv2d(weight, self.padding, self.stride, 1, 1)?;
+                let y = y.broadcast_add(&bias.reshape((1, self.out_channels, 1, 1))?)?;
                 let mut y = y.permute((0, 2, 3, 1))?.contiguous()?;
                 if let Some(r) = residual {
                     y = (y + r)?;
@@ -118,6 +202,8 @@ impl FoldedConv {
     fn forward_im2col(
         &self,
         x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
         residual: Option<&Tensor>,
         relu: bool,
     ) -> candle_core::Result<Tensor> {
@@ -135,14 +221,14 @@ impl FoldedConv {
         };
         // The product is a fresh tensor that nothing else holds: the epilogue (bias, shortcut,
         // ReLU) runs in place over it in one pass instead of three.
-        let y = rows.matmul(&self.weight)?;
+        let y = rows.matmul(weight)?;
         let epilogue = Epilogue { relu };
         match residual {
             Some(r) => {
                 let r = r.reshape((b * ho * wo, self.out_channels))?;
-                y.inplace_op3(&self.bias, &r, &epilogue)?
+                y.inplace_op3(bias, &r, &epilogue)?
             }
-            None => y.inplace_op2(&self.bias, &epilogue)?,
+            None => y.inplace_op2(bias, &epilogue)?,
         }
         y.reshape((b, ho, wo, self.out_channels))
     }

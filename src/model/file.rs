@@ -6,6 +6,7 @@
 //! load (a flipped bit or a truncated file is refused before any inference) and is the
 //! identity a site pins in its configuration.
 
+use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
@@ -15,8 +16,10 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use super::metadata::ModelMetadata;
-use super::weights::{check_complete, learnable_parameters};
+use super::int8::quantize::QuantizeError;
+use super::int8::ChannelQuantized;
+use super::metadata::{ModelMetadata, WeightFormat};
+use super::weights::{check_complete, learnable_parameters, specs_for, TensorRole};
 use super::ModelError;
 use crate::atomic_file::write_atomically;
 
@@ -47,8 +50,10 @@ pub struct ModelFile {
     pub content_hash: String,
     /// In torchvision order.
     pub tensors: Vec<(String, Tensor)>,
-    /// Stored type of each tensor ("F32", "F16", …).
+    /// Stored type of each tensor ("F32", "F16", "Q8_0").
     pub stored_types: BTreeMap<String, String>,
+    /// The per-channel int8 form of every `Q8_0` tensor (folded-int8-dynamic files).
+    pub int8: BTreeMap<String, ChannelQuantized>,
     pub file_bytes: u64,
 }
 
@@ -99,16 +104,52 @@ impl ContentHasher {
     }
 }
 
+/// A tensor as it is to be stored.
+#[derive(Debug, Clone)]
+pub enum StoredTensor {
+    Float(Tensor, StoredType),
+    /// Stored as `Q8_0` blocks that share their channel's scale; shape [channels, k].
+    Int8(ChannelQuantized),
+}
+
+impl StoredTensor {
+    fn dims(&self) -> Vec<usize> {
+        match self {
+            StoredTensor::Float(t, _) => t.dims().to_vec(),
+            StoredTensor::Int8(q) => vec![q.out_channels, q.k],
+        }
+    }
+
+    fn to_qtensor(&self, name: &str) -> Result<QTensor, ModelError> {
+        match self {
+            StoredTensor::Float(t, stored) => {
+                let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+                Ok(QTensor::quantize(&t, stored.ggml())?)
+            }
+            StoredTensor::Int8(q) => {
+                let bytes = q.to_q8_0().map_err(|e| ModelError::BadMetadata {
+                    key: name.to_string(),
+                    reason: e.to_string(),
+                })?;
+                Ok(qtensor_from_ggml(
+                    GgmlDType::Q8_0,
+                    &bytes,
+                    vec![q.out_channels, q.k],
+                    &Device::Cpu,
+                )?)
+            }
+        }
+    }
+}
+
 /// Tensors in their stored form, and the content hash they give with `metadata`.
 fn encode(
     metadata: &ModelMetadata,
-    tensors: &[(String, Tensor)],
-    stored: StoredType,
+    tensors: &[(String, StoredTensor)],
 ) -> Result<(Vec<(String, QTensor)>, String), ModelError> {
     let mut qtensors = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
-        let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
-        qtensors.push((name.clone(), QTensor::quantize(&t, stored.ggml())?));
+        qtensors.push((name.clone(), t.to_qtensor(name)?));
     }
     let mut by_name: Vec<&(String, QTensor)> = qtensors.iter().collect();
     by_name.sort_by(|a, b| a.0.cmp(&b.0));
@@ -120,13 +161,20 @@ fn encode(
     Ok((qtensors, hash))
 }
 
+fn all_as(tensors: Vec<(String, Tensor)>, stored: StoredType) -> Vec<(String, StoredTensor)> {
+    tensors
+        .into_iter()
+        .map(|(n, t)| (n, StoredTensor::Float(t, stored)))
+        .collect()
+}
+
 /// The content hash a model file with these contents would record.
 pub fn content_hash_of(
     metadata: &ModelMetadata,
     tensors: &[(String, Tensor)],
     stored: StoredType,
 ) -> Result<String, ModelError> {
-    Ok(encode(metadata, tensors, stored)?.1)
+    Ok(encode(metadata, &all_as(tensors.to_vec(), stored))?.1)
 }
 
 /// Writes a model file atomically (temporary file, fsync, rename): a crash never leaves a
@@ -137,14 +185,49 @@ pub fn write_model(
     tensors: Vec<(String, Tensor)>,
     stored: StoredType,
 ) -> Result<String, ModelError> {
+    write_stored_model(path, metadata, all_as(tensors, stored))
+}
+
+/// Like [`write_model`], each tensor with its own stored form.
+pub fn write_stored_model(
+    path: &Path,
+    metadata: &ModelMetadata,
+    tensors: Vec<(String, StoredTensor)>,
+) -> Result<String, ModelError> {
     metadata.validate()?;
-    let map: BTreeMap<String, Tensor> = tensors.into_iter().collect();
-    let ordered = check_complete(
-        map,
+    let mut map: BTreeMap<String, StoredTensor> = tensors.into_iter().collect();
+    let mut ordered = Vec::with_capacity(map.len());
+    for spec in specs_for(
+        metadata.weight_format,
         metadata.input_channels as usize,
         metadata.head_hidden as usize,
-    )?;
-    let (qtensors, hash) = encode(metadata, &ordered, stored)?;
+    ) {
+        let t = map
+            .remove(&spec.name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: spec.name.clone(),
+            })?;
+        if t.dims() != spec.shape {
+            return Err(ModelError::TensorShape {
+                name: spec.name,
+                expected: spec.shape,
+                found: t.dims(),
+            });
+        }
+        if matches!(t, StoredTensor::Int8(_))
+            && metadata.weight_format != WeightFormat::FoldedInt8Dynamic
+        {
+            return Err(ModelError::UnsupportedTensorType {
+                name: spec.name,
+                dtype: "Q8_0".into(),
+            });
+        }
+        ordered.push((spec.name, t));
+    }
+    if let Some(name) = map.keys().next() {
+        return Err(ModelError::UnexpectedTensor { name: name.clone() });
+    }
+    let (qtensors, hash) = encode(metadata, &ordered)?;
     let mut kv = metadata.to_gguf();
     kv.push((HASH_KEY.to_string(), Value::String(hash.clone())));
     let kv_refs: Vec<(&str, &Value)> = kv.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -191,6 +274,7 @@ pub fn read_model(path: &Path, expected_hash: Option<&str>) -> Result<ModelFile,
         }
     }
     let mut tensors = BTreeMap::new();
+    let mut int8 = BTreeMap::new();
     let mut hasher = ContentHasher::new(&metadata);
     let mut stored_types = BTreeMap::new();
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
@@ -199,8 +283,25 @@ pub fn read_model(path: &Path, expected_hash: Option<&str>) -> Result<ModelFile,
         let q = content
             .tensor(&mut reader, name, &Device::Cpu)
             .map_err(|e| corrupt(format!("tensor '{name}': {e}")))?;
+        let dims = q.shape().dims().to_vec();
+        let bytes = q.data()?;
+        hasher.tensor(name, q.dtype(), &dims, &bytes);
+        stored_types.insert(name.clone(), ggml_name(q.dtype()));
         match q.dtype() {
-            GgmlDType::F32 | GgmlDType::F16 => {}
+            GgmlDType::F32 | GgmlDType::F16 => {
+                tensors.insert(name.clone(), q.dequantize(&Device::Cpu)?);
+            }
+            GgmlDType::Q8_0
+                if metadata.weight_format == WeightFormat::FoldedInt8Dynamic && dims.len() == 2 =>
+            {
+                let per_channel = ChannelQuantized::from_q8_0(&bytes, dims[0], dims[1])
+                    .map_err(|e: QuantizeError| corrupt(format!("tensor '{name}': {e}")))?;
+                tensors.insert(
+                    name.clone(),
+                    Tensor::from_vec(per_channel.dequantize(), dims, &Device::Cpu)?,
+                );
+                int8.insert(name.clone(), per_channel);
+            }
             other => {
                 return Err(ModelError::UnsupportedTensorType {
                     name: name.clone(),
@@ -208,9 +309,6 @@ pub fn read_model(path: &Path, expected_hash: Option<&str>) -> Result<ModelFile,
                 })
             }
         }
-        hasher.tensor(name, q.dtype(), q.shape().dims(), &q.data()?);
-        stored_types.insert(name.clone(), ggml_name(q.dtype()));
-        tensors.insert(name.clone(), q.dequantize(&Device::Cpu)?);
     }
     let actual = hasher.finish();
     if actual != recorded {
@@ -221,15 +319,40 @@ pub fn read_model(path: &Path, expected_hash: Option<&str>) -> Result<ModelFile,
     }
     let tensors = check_complete(
         tensors,
+        metadata.weight_format,
         metadata.input_channels as usize,
         metadata.head_hidden as usize,
     )?;
+    if metadata.weight_format == WeightFormat::FoldedInt8Dynamic {
+        // Every convolution but the stem is int8 in such a file; anything else is a file
+        // that says one thing and holds another.
+        let specs = specs_for(
+            metadata.weight_format,
+            metadata.input_channels as usize,
+            metadata.head_hidden as usize,
+        );
+        let stem = "conv1.weight";
+        if let Some(spec) = specs.iter().find(|s| {
+            s.role == TensorRole::ConvWeight && s.name != stem && !int8.contains_key(&s.name)
+        }) {
+            return Err(corrupt(format!(
+                "declares {} but '{}' is stored as {}",
+                metadata.weight_format.name(),
+                spec.name,
+                stored_types
+                    .get(&spec.name)
+                    .map(String::as_str)
+                    .unwrap_or("?")
+            )));
+        }
+    }
     Ok(ModelFile {
         path: path.to_path_buf(),
         metadata,
         content_hash: recorded,
         tensors,
         stored_types,
+        int8,
         file_bytes,
     })
 }

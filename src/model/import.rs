@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::file::{write_model, StoredType};
-use super::metadata::{HeadActivation, ModelMetadata, Provenance, ResizeFilter};
+use super::metadata::{HeadActivation, ModelMetadata, Provenance, ResizeFilter, WeightFormat};
 use super::weights::{check_complete, learnable_parameters};
 use super::ModelError;
 
@@ -307,7 +307,12 @@ pub fn import_checkpoint(
         )
     };
     meta.validate()?;
-    let ordered = check_complete(tensors, input_channels as usize, hidden as usize)?;
+    let ordered = check_complete(
+        tensors,
+        WeightFormat::Torchvision,
+        input_channels as usize,
+        hidden as usize,
+    )?;
     let parameters = learnable_parameters(&ordered);
     let content_hash = write_model(out, &meta, ordered, opts.stored)?;
     Ok(ImportReport {

@@ -54,6 +54,8 @@ pub fn seeded_tensors(
                         };
                         u / (fan as f32).sqrt()
                     }
+                    // Seeded models are written in torchvision's layout, which has none.
+                    TensorRole::ConvBias => 0.0,
                 }
             })
             .collect();

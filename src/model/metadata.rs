@@ -79,6 +79,55 @@ impl std::str::FromStr for HeadActivation {
     }
 }
 
+/// How the file stores the convolutions, and so which engine can run them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightFormat {
+    /// torchvision's tensors: every convolution with its BatchNorm, f32 or f16.
+    #[default]
+    Torchvision,
+    /// Each BatchNorm folded into its convolution: `<conv>.weight` [cout, kh·kw·cin] in
+    /// (ky, kx, ci) order and `<conv>.bias` [cout]; weights f16, biases f32.
+    FoldedF16,
+    /// Folded as above; convolution weights int8 with one scale per output channel (Q8_0
+    /// blocks that share their channel's scale), the stem f32; activations quantized at run
+    /// time (u8, one scale = max / 255 per output pixel's input patch), so no calibration set
+    /// is baked in.
+    FoldedInt8Dynamic,
+}
+
+impl WeightFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::Torchvision => "torchvision",
+            WeightFormat::FoldedF16 => "folded-f16",
+            WeightFormat::FoldedInt8Dynamic => "folded-int8-dynamic",
+        }
+    }
+
+    pub fn is_folded(self) -> bool {
+        self != WeightFormat::Torchvision
+    }
+
+    fn is_torchvision(&self) -> bool {
+        *self == WeightFormat::Torchvision
+    }
+}
+
+impl std::str::FromStr for WeightFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "torchvision" => Ok(Self::Torchvision),
+            "folded-f16" => Ok(Self::FoldedF16),
+            "folded-int8-dynamic" => Ok(Self::FoldedInt8Dynamic),
+            other => Err(format!(
+                "unknown weight format '{other}' (expected torchvision, folded-f16 or folded-int8-dynamic)"
+            )),
+        }
+    }
+}
+
 /// Where the weights came from. Kept with the weights so a result can always be traced back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
@@ -119,6 +168,10 @@ pub struct ModelMetadata {
     pub head_hidden: u32,
     pub head_activation: HeadActivation,
     pub provenance: Provenance,
+    /// Absent from files (and from the content hash) while it is the default, so the hashes of
+    /// torchvision-format files do not depend on this field's existence.
+    #[serde(default, skip_serializing_if = "WeightFormat::is_torchvision")]
+    pub weight_format: WeightFormat,
 }
 
 impl ModelMetadata {
@@ -140,6 +193,7 @@ impl ModelMetadata {
             head_hidden: 512,
             head_activation: HeadActivation::Relu,
             provenance,
+            weight_format: WeightFormat::Torchvision,
         }
     }
 
@@ -247,7 +301,7 @@ impl ModelMetadata {
         let s = |v: &str| Value::String(v.to_string());
         let floats = |v: &[f32]| Value::Array(v.iter().map(|x| Value::F32(*x)).collect());
         let p = &self.provenance;
-        vec![
+        let mut kv = vec![
             ("general.architecture".into(), s(&self.architecture)),
             ("general.name".into(), s(&self.name)),
             (
@@ -282,7 +336,11 @@ impl ModelMetadata {
             ("ceusd.provenance.software".into(), s(&p.software)),
             ("ceusd.provenance.source".into(), s(&p.source)),
             ("ceusd.provenance.intended_use".into(), s(&p.intended_use)),
-        ]
+        ];
+        if self.weight_format.is_folded() {
+            kv.push(("ceusd.weights.format".into(), s(self.weight_format.name())));
+        }
+        kv
     }
 
     /// Reads the metadata from a GGUF key/value map; a missing key or a wrong type names the key.
@@ -357,7 +415,16 @@ impl ModelMetadata {
         let head_activation = activation_text
             .parse::<HeadActivation>()
             .map_err(|e| enumerated("ceusd.head.activation", activation_text.clone(), e))?;
+        let weight_format = match kv.get("ceusd.weights.format") {
+            None => WeightFormat::Torchvision,
+            Some(_) => {
+                let text = string("ceusd.weights.format")?;
+                text.parse::<WeightFormat>()
+                    .map_err(|e| enumerated("ceusd.weights.format", text.clone(), e))?
+            }
+        };
         let meta = Self {
+            weight_format,
             architecture: string("general.architecture")?,
             name: string("general.name")?,
             format_version: uint("ceusd.format_version")?,

@@ -2,10 +2,12 @@
 //! preprocessing the file prescribes, and Grad-CAM.
 
 pub mod conv;
+pub mod convert;
 pub mod file;
 pub mod gradcam;
 pub mod import;
 pub mod init;
+pub mod int8;
 pub mod metadata;
 pub mod network;
 pub mod preprocess;
@@ -14,11 +16,12 @@ pub mod weights;
 use candle_core::{Device, Tensor};
 use image::GrayImage;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use conv::ConvEngine;
-pub use file::{read_model, write_model, ModelFile, StoredType};
-pub use metadata::{HeadActivation, ModelMetadata, Provenance, ResizeFilter};
+pub use file::{read_model, write_model, write_stored_model, ModelFile, StoredTensor, StoredType};
+pub use metadata::{HeadActivation, ModelMetadata, Provenance, ResizeFilter, WeightFormat};
 pub use network::{ForwardOutput, ResNet50Dlr};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +52,10 @@ pub enum ModelError {
     },
     #[error("tensor '{name}' is not part of the network")]
     UnexpectedTensor { name: String },
-    #[error("tensor '{name}' is stored as {dtype}; this build reads F32 and F16")]
+    #[error(
+        "tensor '{name}' is stored as {dtype}; this build reads F32 and F16, and Q8_0 convolution \
+         weights in folded-int8-dynamic files"
+    )]
     UnsupportedTensorType { name: String, dtype: String },
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
@@ -59,6 +65,8 @@ pub enum ModelError {
     Heatmap(String),
     #[error("device: {0}")]
     Device(String),
+    #[error("int8 engine: {0}")]
+    Int8(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -160,10 +168,11 @@ impl DlrModel {
             file.content_hash.clone(),
             Some(path.to_path_buf()),
         );
-        Self::from_tensors(
+        Self::build(
             file.metadata,
             identity,
             file.tensors,
+            file.int8,
             device,
             ConvEngine::for_device(device),
         )
@@ -192,15 +201,35 @@ impl DlrModel {
         device: &Device,
         engine: ConvEngine,
     ) -> Result<Self, ModelError> {
+        Self::build(metadata, identity, tensors, BTreeMap::new(), device, engine)
+    }
+
+    /// Builds a model; `int8` holds the per-channel int8 form of weights stored as `Q8_0`,
+    /// which run on the int8 engine where the convolutions run on the CPU.
+    fn build(
+        metadata: ModelMetadata,
+        identity: ModelIdentity,
+        tensors: Vec<(String, Tensor)>,
+        int8: BTreeMap<String, int8::ChannelQuantized>,
+        device: &Device,
+        engine: ConvEngine,
+    ) -> Result<Self, ModelError> {
         metadata.validate()?;
-        let mut source = weights::WeightSource::new(tensors.into_iter().collect());
+        let int8_kernel = if engine == ConvEngine::Im2col && !int8.is_empty() {
+            Some(int8::selected_kernel().map_err(ModelError::Int8)?)
+        } else {
+            None
+        };
+        let mut source = weights::WeightSource::with_int8(tensors.into_iter().collect(), int8);
         let network = ResNet50Dlr::load(
             &mut source,
+            metadata.weight_format,
             metadata.input_channels as usize,
             metadata.head_hidden as usize,
             metadata.head_activation,
             device,
             engine,
+            int8_kernel,
         )?;
         if let Some(extra) = source.remaining().first() {
             return Err(ModelError::UnexpectedTensor {

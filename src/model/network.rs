@@ -8,7 +8,9 @@
 use candle_core::{DType, Device, Tensor, D};
 
 use super::conv::{max_pool_3x3_s2, ConvEngine, FoldedConv};
-use super::metadata::HeadActivation;
+use super::int8::conv::ActivationScaling;
+use super::int8::{Int8Conv, Kernel};
+use super::metadata::{HeadActivation, WeightFormat};
 use super::weights::{WeightSource, EXPANSION, FEATURE_CHANNELS, NUM_CLASSES, STAGES};
 use super::ModelError;
 
@@ -94,7 +96,10 @@ pub struct ResNet50Dlr {
 /// Takes named weights off a [`WeightSource`] and builds folded convolutions on one device.
 struct ConvLoader<'a> {
     weights: &'a mut WeightSource,
+    format: WeightFormat,
     engine: ConvEngine,
+    /// Set when int8 weights run on the int8 engine (CPU); otherwise they are dequantized.
+    int8_kernel: Option<Kernel>,
     device: &'a Device,
 }
 
@@ -108,6 +113,10 @@ impl ConvLoader<'_> {
         stride: usize,
         padding: usize,
     ) -> Result<FoldedConv, ModelError> {
+        let [cout, cin, k, _] = shape;
+        if self.format.is_folded() {
+            return self.prefolded(conv, [cout, cin, k], stride, padding);
+        }
         let c = [shape[0]];
         let device = self.device;
         let mut take = |name: String, shape: &[usize]| -> Result<Tensor, ModelError> {
@@ -129,21 +138,55 @@ impl ConvLoader<'_> {
             self.engine,
         )?)
     }
+
+    /// A convolution stored folded: `<conv>.weight` [cout, k*k*cin] and `<conv>.bias`.
+    fn prefolded(
+        &mut self,
+        conv: &str,
+        [cout, cin, k]: [usize; 3],
+        stride: usize,
+        padding: usize,
+    ) -> Result<FoldedConv, ModelError> {
+        let weight_name = format!("{conv}.weight");
+        let rows = self.weights.take(&weight_name, &[cout, k * k * cin])?;
+        let bias = self.weights.take(&format!("{conv}.bias"), &[cout])?;
+        let int8 = self.weights.take_int8(&weight_name);
+        if let (Some(kernel), Some(q)) = (self.int8_kernel, int8) {
+            let bias: Vec<f32> = bias.to_dtype(DType::F32)?.to_vec1()?;
+            let layer = Int8Conv::new(&q, bias, k, stride, padding, kernel)?;
+            return Ok(FoldedConv::int8(layer, k, stride, padding, cout));
+        }
+        Ok(FoldedConv::from_rows(
+            &rows.to_device(self.device)?,
+            bias.to_device(self.device)?,
+            k,
+            stride,
+            padding,
+            self.engine,
+        )?)
+    }
 }
 
 impl ResNet50Dlr {
-    /// Builds the network from torchvision-named weights, folding every BatchNorm.
+    /// Builds the network from named weights in `format`, folding every BatchNorm that is not
+    /// folded yet. Int8 weights run on `int8_kernel` when it is given (CPU only), and are
+    /// dequantized for `engine` otherwise.
+    #[allow(clippy::too_many_arguments)]
     pub fn load(
         w: &mut WeightSource,
+        format: WeightFormat,
         input_channels: usize,
         hidden: usize,
         activation: HeadActivation,
         device: &Device,
         engine: ConvEngine,
+        int8_kernel: Option<Kernel>,
     ) -> Result<Self, ModelError> {
         let mut convs = ConvLoader {
             weights: w,
+            format,
             engine,
+            int8_kernel,
             device,
         };
         let stem = convs.folded("conv1", "bn1", [64, input_channels, 7, 7], 2, 3)?;
@@ -199,6 +242,48 @@ impl ResNet50Dlr {
             engine,
             device: device.clone(),
         })
+    }
+
+    /// Every convolution, stem first, in the order they run.
+    pub fn convolutions(&self) -> Vec<&FoldedConv> {
+        let mut all = vec![&self.stem];
+        for block in self.stages.iter().flatten() {
+            all.extend([&block.reduce, &block.spatial]);
+            all.extend(block.downsample.as_ref());
+            all.push(&block.expand);
+        }
+        all
+    }
+
+    /// The int8 layers' kernel, count and resident bytes, if any layer runs on the int8
+    /// engine.
+    pub fn int8_summary(&self) -> Option<(Kernel, usize, usize)> {
+        let layers: Vec<&Int8Conv> = self
+            .convolutions()
+            .into_iter()
+            .filter_map(FoldedConv::as_int8)
+            .collect();
+        let first = layers.first()?;
+        Some((
+            first.kernel(),
+            layers.len(),
+            layers.iter().map(|l| l.resident_bytes()).sum(),
+        ))
+    }
+
+    /// How every int8 layer scales its activations (per row unless changed; for measuring).
+    pub fn set_int8_scaling(&mut self, scaling: ActivationScaling) {
+        let stem = std::iter::once(&mut self.stem);
+        let blocks = self.stages.iter_mut().flatten().flat_map(|b| {
+            [&mut b.reduce, &mut b.spatial, &mut b.expand]
+                .into_iter()
+                .chain(b.downsample.as_mut())
+        });
+        for conv in stem.chain(blocks) {
+            if let Some(layer) = conv.as_int8_mut() {
+                layer.set_scaling(scaling);
+            }
+        }
     }
 
     /// Runs the network on a normalised NHWC batch [b, size, size, channels].

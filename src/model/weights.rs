@@ -7,6 +7,8 @@
 use candle_core::Tensor;
 use std::collections::BTreeMap;
 
+use super::int8::ChannelQuantized;
+use super::metadata::WeightFormat;
 use super::ModelError;
 
 /// Bottleneck blocks per stage (ResNet-50) and each stage's middle width.
@@ -27,6 +29,8 @@ pub enum TensorRole {
     BnVar,
     LinearWeight,
     LinearBias,
+    /// A folded convolution's bias (BatchNorm's shift absorbed).
+    ConvBias,
 }
 
 #[derive(Debug, Clone)]
@@ -135,14 +139,68 @@ pub fn tensor_specs(input_channels: usize, hidden: usize) -> Vec<TensorSpec> {
     specs
 }
 
+/// Every tensor of a BatchNorm-folded network: per convolution `<conv>.weight`
+/// [cout, kh·kw·cin] (columns in (ky, kx, ci) order, the order im2col reads an NHWC patch) and
+/// `<conv>.bias` [cout]; the head as in [`tensor_specs`].
+pub fn folded_tensor_specs(input_channels: usize, hidden: usize) -> Vec<TensorSpec> {
+    let mut specs = Vec::with_capacity(200);
+    for spec in tensor_specs(input_channels, hidden) {
+        match spec.role {
+            TensorRole::ConvWeight => {
+                let conv = spec.name.trim_end_matches(".weight").to_string();
+                let [o, i, kh, kw] = [spec.shape[0], spec.shape[1], spec.shape[2], spec.shape[3]];
+                specs.push(TensorSpec {
+                    name: spec.name.clone(),
+                    shape: vec![o, kh * kw * i],
+                    ..spec.clone()
+                });
+                specs.push(TensorSpec {
+                    name: format!("{conv}.bias"),
+                    shape: vec![o],
+                    role: TensorRole::ConvBias,
+                    closes_branch: spec.closes_branch,
+                });
+            }
+            TensorRole::BnWeight | TensorRole::BnBias | TensorRole::BnMean | TensorRole::BnVar => {}
+            TensorRole::LinearWeight | TensorRole::LinearBias | TensorRole::ConvBias => {
+                specs.push(spec)
+            }
+        }
+    }
+    specs
+}
+
+/// The tensor table of a file in `format`.
+pub fn specs_for(format: WeightFormat, input_channels: usize, hidden: usize) -> Vec<TensorSpec> {
+    if format.is_folded() {
+        folded_tensor_specs(input_channels, hidden)
+    } else {
+        tensor_specs(input_channels, hidden)
+    }
+}
+
 /// Loaded tensors, taken out one by one with their shape checked.
 pub struct WeightSource {
     tensors: BTreeMap<String, Tensor>,
+    /// Per-channel int8 forms of some weights (from `Q8_0` tensors), by tensor name.
+    int8: BTreeMap<String, ChannelQuantized>,
 }
 
 impl WeightSource {
     pub fn new(tensors: BTreeMap<String, Tensor>) -> Self {
-        Self { tensors }
+        Self::with_int8(tensors, BTreeMap::new())
+    }
+
+    pub fn with_int8(
+        tensors: BTreeMap<String, Tensor>,
+        int8: BTreeMap<String, ChannelQuantized>,
+    ) -> Self {
+        Self { tensors, int8 }
+    }
+
+    /// The int8 form of tensor `name`, if the file stored one.
+    pub fn take_int8(&mut self, name: &str) -> Option<ChannelQuantized> {
+        self.int8.remove(name)
     }
 
     /// The tensor `name`, which must have `shape`.
@@ -173,12 +231,13 @@ impl WeightSource {
 /// else. Returns them in table order.
 pub fn check_complete(
     tensors: BTreeMap<String, Tensor>,
+    format: WeightFormat,
     input_channels: usize,
     hidden: usize,
 ) -> Result<Vec<(String, Tensor)>, ModelError> {
     let mut source = WeightSource::new(tensors);
     let mut ordered = Vec::new();
-    for spec in tensor_specs(input_channels, hidden) {
+    for spec in specs_for(format, input_channels, hidden) {
         let t = source.take(&spec.name, &spec.shape)?;
         ordered.push((spec.name, t));
     }

@@ -1,0 +1,404 @@
+//! A BatchNorm-folded convolution run in int8, as a candle custom op over NHWC f32 tensors.
+//!
+//! Per call: check the input's range (one pass), quantize it to u8 while packing the GEMM's
+//! rows (im2col and packing are one pass; a 1x1 stride-1 convolution reads its rows straight
+//! from NHWC), multiply against the weight panels packed at load time, and write f32 through
+//! the fused epilogue (scales, bias, shortcut, ReLU). The output stays f32 between layers
+//! because activation scales are found at run time from the values themselves.
+//!
+//! Activation scales are per GEMM row by default: one scale for each output pixel's input
+//! patch (its max / 255), the "per-token" scheme of int8 transformer inference. Post-ReLU
+//! feature maps are heavy-tailed, so one scale for the whole tensor spends most of the 8 bits
+//! on a few large values; a scale per row costs one more pass over a patch that is already in
+//! cache and keeps every row's full resolution. Per tensor is kept to measure against.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+
+use super::gemm::{gemm, Epilogue, Kernel, PackedActivations, PackedWeights};
+use super::quantize::{activation_scale, min_max, quantize_activation, ChannelQuantized};
+
+/// How activations are given their u8 scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivationScaling {
+    /// One scale per GEMM row (an output pixel's input patch): the default.
+    PerRow,
+    /// One scale for the whole input tensor.
+    PerTensor,
+}
+
+/// An int8 convolution with its packed weights.
+#[derive(Debug, Clone)]
+pub struct Int8Conv {
+    scaling: ActivationScaling,
+    kernel_size: usize,
+    stride: usize,
+    padding: usize,
+    in_channels: usize,
+    out_channels: usize,
+    weights: PackedWeights,
+    weight_scales: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Int8Conv {
+    /// `weights`: [cout, kernel·kernel·cin] in (ky, kx, ci) order; `bias`: [cout].
+    pub fn new(
+        weights: &ChannelQuantized,
+        bias: Vec<f32>,
+        kernel_size: usize,
+        stride: usize,
+        padding: usize,
+        kernel: Kernel,
+    ) -> candle_core::Result<Self> {
+        let taps = kernel_size * kernel_size;
+        if taps == 0 || weights.k % taps != 0 || bias.len() != weights.out_channels {
+            candle_core::bail!(
+                "int8 convolution: {} weights per channel and {} biases do not fit a {}x{} \
+                 kernel with {} outputs",
+                weights.k,
+                bias.len(),
+                kernel_size,
+                kernel_size,
+                weights.out_channels
+            );
+        }
+        if !kernel.is_available() {
+            candle_core::bail!("int8 kernel {} does not run on this CPU", kernel.name());
+        }
+        Ok(Self {
+            scaling: ActivationScaling::PerRow,
+            kernel_size,
+            stride,
+            padding,
+            in_channels: weights.k / taps,
+            out_channels: weights.out_channels,
+            weights: PackedWeights::pack(kernel, &weights.values, weights.out_channels, weights.k),
+            weight_scales: weights.scales.clone(),
+            bias,
+        })
+    }
+
+    pub fn kernel(&self) -> Kernel {
+        self.weights.kernel()
+    }
+
+    pub fn set_scaling(&mut self, scaling: ActivationScaling) {
+        self.scaling = scaling;
+    }
+
+    /// Bytes this layer keeps resident (packed weights, scales, bias).
+    pub fn resident_bytes(&self) -> usize {
+        self.weights.resident_bytes() + 4 * (self.weight_scales.len() + self.bias.len())
+    }
+
+    /// Multiply-accumulates for an NHWC input of `h` x `w` (batch 1).
+    pub fn macs(&self, h: usize, w: usize) -> usize {
+        let (ho, wo) = self.output_size(h, w);
+        ho * wo * self.weights.k() * self.out_channels
+    }
+
+    fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let (k, s, p) = (self.kernel_size, self.stride, self.padding);
+        ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1)
+    }
+
+    /// Applies the convolution to NHWC `x`, adds `residual` if given, then ReLU if asked.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> candle_core::Result<Tensor> {
+        let op = Int8ConvOp { conv: self, relu };
+        let x = x.contiguous()?;
+        match residual {
+            None => x.apply_op1_no_bwd(&op),
+            Some(r) => x.apply_op2_no_bwd(&r.contiguous()?, &op),
+        }
+    }
+
+    /// The convolution over a contiguous NHWC f32 slice of shape `dims`.
+    pub fn run(
+        &self,
+        src: &[f32],
+        dims: (usize, usize, usize, usize),
+        residual: Option<&[f32]>,
+        relu: bool,
+    ) -> candle_core::Result<(Vec<f32>, Shape)> {
+        let (b, h, w, c) = dims;
+        if c != self.in_channels {
+            candle_core::bail!(
+                "int8 convolution: input has {c} channels, the weights expect {}",
+                self.in_channels
+            );
+        }
+        let (k, s, p) = (self.kernel_size, self.stride, self.padding);
+        if h + 2 * p < k || w + 2 * p < k {
+            candle_core::bail!("int8 convolution: a {h}x{w} input is smaller than the kernel");
+        }
+        let (lo, hi) = min_max(src);
+        if lo.is_nan() || !hi.is_finite() {
+            candle_core::bail!("int8 convolution: the input holds NaN or infinite values");
+        }
+        if lo < 0.0 {
+            // Every quantized layer follows a ReLU; a negative input means the network was
+            // wired wrongly, and u8 quantization would silently clip it.
+            candle_core::bail!(
+                "int8 convolution: input has negative values (min {lo}); only post-ReLU \
+                 activations are quantized"
+            );
+        }
+        let tensor_scale = activation_scale(hi);
+        let per_row = self.scaling == ActivationScaling::PerRow;
+        let (ho, wo) = self.output_size(h, w);
+        let m = b * ho * wo;
+        let kk = self.weights.k();
+        let direct = k == 1 && s == 1 && p == 0;
+        // The input pixels of output row `row`'s patch, tap by tap (None: zero padding).
+        let patch = |row: usize, tap: usize| -> Option<&[f32]> {
+            if direct {
+                return Some(&src[row * c..(row + 1) * c]);
+            }
+            let (bi, rest) = (row / (ho * wo), row % (ho * wo));
+            let (oy, ox) = (rest / wo, rest % wo);
+            let (ky, kx) = (tap / k, tap % k);
+            let iy = (oy * s + ky) as isize - p as isize;
+            let ix = (ox * s + kx) as isize - p as isize;
+            if iy < 0 || iy >= h as isize || ix < 0 || ix >= w as isize {
+                return None;
+            }
+            let from = ((bi * h + iy as usize) * w + ix as usize) * c;
+            Some(&src[from..from + c])
+        };
+        let taps = k * k;
+        let rows = PackedActivations::pack(self.kernel(), m, kk, |row, out| {
+            let scale = if per_row {
+                let max = (0..taps)
+                    .filter_map(|t| patch(row, t))
+                    .flat_map(|px| px.iter())
+                    .fold(0f32, |a, &v| a.max(v));
+                activation_scale(max)
+            } else {
+                tensor_scale
+            };
+            let inverse = 1.0 / scale;
+            for t in 0..taps {
+                let to = &mut out[t * c..(t + 1) * c];
+                match patch(row, t) {
+                    // Zero padding is exactly 0 in u8.
+                    None => to.fill(0),
+                    Some(px) => {
+                        for (q, &x) in to.iter_mut().zip(px) {
+                            *q = quantize_activation(x, inverse);
+                        }
+                    }
+                }
+            }
+            scale
+        });
+        if let Some(r) = residual {
+            if r.len() != m * self.out_channels {
+                candle_core::bail!(
+                    "int8 convolution: shortcut has {} values, output {}",
+                    r.len(),
+                    m * self.out_channels
+                );
+            }
+        }
+        let epilogue = Epilogue {
+            weight_scale: &self.weight_scales,
+            bias: &self.bias,
+            residual,
+            relu,
+        };
+        let mut out = vec![0f32; m * self.out_channels];
+        gemm(&rows, &self.weights, &epilogue, &mut out);
+        Ok((out, Shape::from((b, ho, wo, self.out_channels))))
+    }
+}
+
+struct Int8ConvOp<'a> {
+    conv: &'a Int8Conv,
+    relu: bool,
+}
+
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("int8 convolution: input not contiguous".into()))?;
+    match storage {
+        CpuStorage::F32(v) => Ok(&v[start..end]),
+        _ => Err(candle_core::Error::Msg(
+            "int8 convolution: expected f32 input".into(),
+        )),
+    }
+}
+
+impl CustomOp1 for Int8ConvOp<'_> {
+    fn name(&self) -> &'static str {
+        "conv-int8-nhwc"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (out, shape) = self
+            .conv
+            .run(f32_slice(s, l)?, l.shape().dims4()?, None, self.relu)?;
+        Ok((CpuStorage::F32(out), shape))
+    }
+}
+
+impl CustomOp2 for Int8ConvOp<'_> {
+    fn name(&self) -> &'static str {
+        "conv-int8-nhwc-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &CpuStorage,
+        l: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let residual = f32_slice(rs, rl)?;
+        let (out, shape) = self.conv.run(
+            f32_slice(s, l)?,
+            l.shape().dims4()?,
+            Some(residual),
+            self.relu,
+        )?;
+        Ok((CpuStorage::F32(out), shape))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    /// Direct f32 convolution on NHWC with (ky, kx, ci)-ordered weights: the definition.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        x: &[f32],
+        (b, h, w, c): (usize, usize, usize, usize),
+        wts: &[f32],
+        bias: &[f32],
+        cout: usize,
+        (k, s, p): (usize, usize, usize),
+    ) -> Vec<f32> {
+        let ho = (h + 2 * p - k) / s + 1;
+        let wo = (w + 2 * p - k) / s + 1;
+        let mut out = vec![0f32; b * ho * wo * cout];
+        for bi in 0..b {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    for o in 0..cout {
+                        let mut acc = bias[o] as f64;
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = (oy * s + ky) as isize - p as isize;
+                                let ix = (ox * s + kx) as isize - p as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                for ci in 0..c {
+                                    let xv = x[((bi * h + iy as usize) * w + ix as usize) * c + ci];
+                                    let wv = wts[o * k * k * c + (ky * k + kx) * c + ci];
+                                    acc += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        out[((bi * ho + oy) * wo + ox) * cout + o] = acc as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn int8_convolutions_track_f32_within_quantization_error() {
+        for &(b, h, w, c, cout, k, s, p) in &[
+            (1, 9, 7, 8, 20, 3, 1, 1),
+            (2, 8, 8, 16, 24, 3, 2, 1),
+            (1, 6, 6, 32, 40, 1, 1, 0),
+            (1, 7, 7, 32, 17, 1, 2, 0),
+        ] {
+            let x: Vec<f32> = (0..b * h * w * c)
+                .map(|i| ((i * 7919 % 1000) as f32 / 1000.0).powi(2) * 3.0)
+                .collect();
+            let kk = k * k * c;
+            let wts: Vec<f32> = (0..cout * kk)
+                .map(|i| ((i * 104_729 % 2001) as f32 - 1000.0) / 1000.0 * 0.1)
+                .collect();
+            let bias: Vec<f32> = (0..cout).map(|o| o as f32 * 0.01 - 0.1).collect();
+            let expected = reference(&x, (b, h, w, c), &wts, &bias, cout, (k, s, p));
+            let q = ChannelQuantized::quantize(&wts, cout, kk).unwrap();
+            let peak = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let mut outputs = Vec::new();
+            for kernel in Kernel::available() {
+                let conv = Int8Conv::new(&q, bias.clone(), k, s, p, kernel).unwrap();
+                let t = Tensor::from_vec(x.clone(), (b, h, w, c), &Device::Cpu).unwrap();
+                let y: Vec<f32> = conv
+                    .forward(&t, None, false)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let worst = y
+                    .iter()
+                    .zip(&expected)
+                    .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
+                // 8-bit activations and weights: errors of about 1% of the output's range.
+                assert!(
+                    worst <= 0.02 * peak,
+                    "{}: {worst} vs peak {peak}",
+                    kernel.name()
+                );
+                outputs.push(y);
+            }
+            for y in &outputs[1..] {
+                assert_eq!(y, &outputs[0], "kernels disagree");
+            }
+        }
+    }
+
+    #[test]
+    fn the_shortcut_and_relu_are_applied_after_the_product() {
+        let (c, cout) = (4, 4);
+        let wts: Vec<f32> = (0..cout * c)
+            .map(|i| if i % 5 == 0 { 1.0 } else { 0.0 })
+            .collect();
+        let q = ChannelQuantized::quantize(&wts, cout, c).unwrap();
+        let conv = Int8Conv::new(&q, vec![0.0; cout], 1, 1, 0, Kernel::detect()).unwrap();
+        let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], (1, 1, 1, c), &Device::Cpu).unwrap();
+        let r =
+            Tensor::from_vec(vec![-2.0f32, -1.0, 0.5, 1.0], (1, 1, 1, c), &Device::Cpu).unwrap();
+        let y: Vec<f32> = conv
+            .forward(&x, Some(&r), true)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        // Identity weights: x + r, then ReLU; 4.0 is the tensor's max, so exact in u8.
+        let expected = [0.0f32, 1.0, 3.5, 5.0];
+        for (a, e) in y.iter().zip(expected) {
+            assert!((a - e).abs() < 0.02, "{y:?}");
+        }
+    }
+
+    #[test]
+    fn negative_or_non_finite_inputs_are_refused() {
+        let q = ChannelQuantized::quantize(&[1.0; 4], 1, 4).unwrap();
+        let conv = Int8Conv::new(&q, vec![0.0], 1, 1, 0, Kernel::Scalar).unwrap();
+        let neg =
+            Tensor::from_vec(vec![1.0f32, -0.5, 0.0, 0.0], (1, 1, 1, 4), &Device::Cpu).unwrap();
+        let err = conv.forward(&neg, None, false).unwrap_err().to_string();
+        assert!(err.contains("negative"), "{err}");
+        let nan =
+            Tensor::from_vec(vec![1.0f32, f32::NAN, 0.0, 0.0], (1, 1, 1, 4), &Device::Cpu).unwrap();
+        let err = conv.forward(&nan, None, false).unwrap_err().to_string();
+        assert!(err.contains("NaN"), "{err}");
+    }
+}

@@ -1,0 +1,273 @@
+//! Turning f32 into int8: weights once (one symmetric scale per output channel), activations on
+//! every call (one scale per tensor, from the tensor's own maximum).
+//!
+//! Weights are stored in the model file as GGUF `Q8_0` blocks (an f16 scale and 32 int8 values)
+//! in which every block of a channel carries that channel's scale. Any GGUF reader dequantizes
+//! them correctly, and this crate reads them back as exact per-channel int8.
+
+use half::f16;
+use rayon::prelude::*;
+
+/// Values per `Q8_0` block, and bytes per block (f16 scale + values).
+pub const Q8_0_BLOCK: usize = 32;
+const Q8_0_BYTES: usize = 2 + Q8_0_BLOCK;
+
+/// One convolution's weights as int8, channel by channel: `values[c * k + i] · scales[c]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelQuantized {
+    pub out_channels: usize,
+    /// Weights per output channel (kh·kw·cin).
+    pub k: usize,
+    pub values: Vec<i8>,
+    pub scales: Vec<f32>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum QuantizeError {
+    #[error("{found} values do not make {channels} channels of {k}")]
+    Shape {
+        channels: usize,
+        k: usize,
+        found: usize,
+    },
+    #[error("channel length {k} is not a multiple of the Q8_0 block ({Q8_0_BLOCK})")]
+    BlockAlignment { k: usize },
+    #[error("weight {index} is not finite")]
+    NotFinite { index: usize },
+    #[error(
+        "channel {channel}: block {block} has scale {found} but the channel's first block has \
+         {expected}; not a per-channel int8 tensor"
+    )]
+    NotPerChannel {
+        channel: usize,
+        block: usize,
+        expected: f32,
+        found: f32,
+    },
+}
+
+impl ChannelQuantized {
+    /// Symmetric per-channel quantization of `weights` ([channels][k], row-major). The scale
+    /// is `max |w| / 127` rounded to f16 (what the file stores), so what runs is exactly what
+    /// is stored.
+    pub fn quantize(weights: &[f32], channels: usize, k: usize) -> Result<Self, QuantizeError> {
+        if weights.len() != channels * k {
+            return Err(QuantizeError::Shape {
+                channels,
+                k,
+                found: weights.len(),
+            });
+        }
+        if let Some(index) = weights.iter().position(|w| !w.is_finite()) {
+            return Err(QuantizeError::NotFinite { index });
+        }
+        let mut values = vec![0i8; channels * k];
+        let mut scales = vec![0f32; channels];
+        for c in 0..channels {
+            let row = &weights[c * k..(c + 1) * k];
+            let max = row.iter().fold(0f32, |m, w| m.max(w.abs()));
+            let scale = f16::from_f32(max / 127.0).to_f32();
+            scales[c] = scale;
+            if scale > 0.0 {
+                for (q, w) in values[c * k..(c + 1) * k].iter_mut().zip(row) {
+                    *q = (w / scale).round().clamp(-127.0, 127.0) as i8;
+                }
+            }
+        }
+        Ok(Self {
+            out_channels: channels,
+            k,
+            values,
+            scales,
+        })
+    }
+
+    /// The weights this stands for, as f32.
+    pub fn dequantize(&self) -> Vec<f32> {
+        self.values
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| q as f32 * self.scales[i / self.k])
+            .collect()
+    }
+
+    /// The raw bytes of a `Q8_0` tensor of shape [channels, k].
+    pub fn to_q8_0(&self) -> Result<Vec<u8>, QuantizeError> {
+        if self.k % Q8_0_BLOCK != 0 {
+            return Err(QuantizeError::BlockAlignment { k: self.k });
+        }
+        let blocks = self.k / Q8_0_BLOCK;
+        let mut out = Vec::with_capacity(self.out_channels * blocks * Q8_0_BYTES);
+        for c in 0..self.out_channels {
+            let d = f16::from_f32(self.scales[c]).to_le_bytes();
+            for b in 0..blocks {
+                out.extend_from_slice(&d);
+                let start = c * self.k + b * Q8_0_BLOCK;
+                out.extend(
+                    self.values[start..start + Q8_0_BLOCK]
+                        .iter()
+                        .map(|&v| v as u8),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the raw bytes of a `Q8_0` tensor of shape [channels, k], which must have one
+    /// scale per channel.
+    pub fn from_q8_0(bytes: &[u8], channels: usize, k: usize) -> Result<Self, QuantizeError> {
+        if k % Q8_0_BLOCK != 0 {
+            return Err(QuantizeError::BlockAlignment { k });
+        }
+        let blocks = k / Q8_0_BLOCK;
+        if bytes.len() != channels * blocks * Q8_0_BYTES {
+            return Err(QuantizeError::Shape {
+                channels,
+                k,
+                found: bytes.len() / Q8_0_BYTES * Q8_0_BLOCK,
+            });
+        }
+        let mut values = vec![0i8; channels * k];
+        let mut scales = vec![0f32; channels];
+        for c in 0..channels {
+            let row = &bytes[c * blocks * Q8_0_BYTES..(c + 1) * blocks * Q8_0_BYTES];
+            let first = [row[0], row[1]];
+            scales[c] = f16::from_le_bytes(first).to_f32();
+            for (b, block) in row.chunks_exact(Q8_0_BYTES).enumerate() {
+                if block[..2] != first {
+                    return Err(QuantizeError::NotPerChannel {
+                        channel: c,
+                        block: b,
+                        expected: scales[c],
+                        found: f16::from_le_bytes([block[0], block[1]]).to_f32(),
+                    });
+                }
+                let start = c * k + b * Q8_0_BLOCK;
+                for (q, &v) in values[start..start + Q8_0_BLOCK]
+                    .iter_mut()
+                    .zip(&block[2..])
+                {
+                    *q = v as i8;
+                }
+            }
+        }
+        Ok(Self {
+            out_channels: channels,
+            k,
+            values,
+            scales,
+        })
+    }
+}
+
+/// The scale that maps a non-negative tensor onto 0..=255 (1 for an all-zero tensor).
+pub fn activation_scale(max: f32) -> f32 {
+    if max > 0.0 {
+        max / 255.0
+    } else {
+        1.0
+    }
+}
+
+/// Quantizes a non-negative activation with the reciprocal of its tensor's scale:
+/// round-to-nearest, saturating at 255.
+#[inline]
+pub fn quantize_activation(x: f32, inverse_scale: f32) -> u8 {
+    // x ≥ 0, so adding one half and truncating rounds to nearest; `as` saturates.
+    (x * inverse_scale + 0.5) as u8
+}
+
+/// Smallest and largest value of a tensor (both NaN if any value is NaN), on rayon's threads.
+pub fn min_max(values: &[f32]) -> (f32, f32) {
+    let (lo, hi, nan) = values
+        .par_chunks(1 << 14)
+        .map(|chunk| {
+            chunk.iter().fold(
+                (f32::INFINITY, f32::NEG_INFINITY, false),
+                |(lo, hi, nan), &v| (lo.min(v), hi.max(v), nan || v.is_nan()),
+            )
+        })
+        .reduce(
+            || (f32::INFINITY, f32::NEG_INFINITY, false),
+            |a, b| (a.0.min(b.0), a.1.max(b.1), a.2 || b.2),
+        );
+    if nan {
+        (f32::NAN, f32::NAN)
+    } else {
+        (lo, hi)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_channel_weights_round_trip_through_q8_0_exactly() {
+        let (channels, k) = (5, 64);
+        let w: Vec<f32> = (0..channels * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-3 * (1 + i / k) as f32)
+            .collect();
+        let q = ChannelQuantized::quantize(&w, channels, k).unwrap();
+        let back = ChannelQuantized::from_q8_0(&q.to_q8_0().unwrap(), channels, k).unwrap();
+        assert_eq!(back, q);
+        // Every weight within half a step of its channel's scale.
+        for (i, (a, b)) in w.iter().zip(q.dequantize()).enumerate() {
+            assert!((a - b).abs() <= q.scales[i / k] * 0.5 + 1e-9, "weight {i}");
+        }
+        // The largest weight of each channel maps to ±127 (up to the f16 rounding of scale).
+        for c in 0..channels {
+            let m = q.values[c * k..(c + 1) * k]
+                .iter()
+                .map(|v| v.abs())
+                .max()
+                .unwrap();
+            assert!((126..=127).contains(&m), "channel {c}: {m}");
+        }
+    }
+
+    #[test]
+    fn blocks_with_different_scales_are_not_taken_for_per_channel() {
+        let q = ChannelQuantized::quantize(&vec![0.5; 64], 1, 64).unwrap();
+        let mut bytes = q.to_q8_0().unwrap();
+        bytes[34] ^= 0x01; // the second block's scale
+        let err = ChannelQuantized::from_q8_0(&bytes, 1, 64).unwrap_err();
+        assert!(matches!(
+            err,
+            QuantizeError::NotPerChannel {
+                channel: 0,
+                block: 1,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_weights_are_refused() {
+        assert!(matches!(
+            ChannelQuantized::quantize(&[1.0, f32::NAN], 1, 2),
+            Err(QuantizeError::NotFinite { index: 1 })
+        ));
+        assert!(matches!(
+            ChannelQuantized::quantize(&[1.0; 3], 2, 2),
+            Err(QuantizeError::Shape { .. })
+        ));
+        let q = ChannelQuantized::quantize(&[1.0; 49], 1, 49).unwrap();
+        assert_eq!(q.to_q8_0(), Err(QuantizeError::BlockAlignment { k: 49 }));
+    }
+
+    #[test]
+    fn activations_round_to_nearest_and_saturate() {
+        let s = activation_scale(2.55);
+        let inv = 1.0 / s;
+        assert_eq!(quantize_activation(0.0, inv), 0);
+        assert_eq!(quantize_activation(0.014, inv), 1);
+        assert_eq!(quantize_activation(0.006, inv), 1);
+        assert_eq!(quantize_activation(0.004, inv), 0);
+        assert_eq!(quantize_activation(2.55, inv), 255);
+        assert_eq!(quantize_activation(3.0, inv), 255);
+        assert_eq!(activation_scale(0.0), 1.0);
+        assert_eq!(min_max(&[0.5, -1.0, 3.0]), (-1.0, 3.0));
+        assert!(min_max(&[0.5, f32::NAN, 1.0]).0.is_nan());
+    }
+}
