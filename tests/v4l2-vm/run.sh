@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the V4L2 capture tests (tests/v4l2_vivid.rs) against the kernel's `vivid` virtual video
 # driver, inside a QEMU guest: there is no /dev/video on build machines. The guest is a Debian
-# kernel (unpacked, never installed) and a busybox initramfs holding vivid's modules and the
-# statically linked test binary. The guest prints the test output on the serial console and a
+# kernel (unpacked, never installed) and a busybox initramfs holding vivid's modules, the test
+# binary and the shared libraries it links. The guest prints the test output on the serial console and a
 # final EXIT=<code> line, which becomes this script's exit status.
 #
 # Needs: qemu-system-x86, busybox-static, cpio, kmod (depmod), and apt-get download access to
@@ -20,9 +20,9 @@ cd "$work"
 debian_kernel "$PWD"
 kver="$KVER"
 
-# 2. The test binary, statically linked so it runs in the guest without libraries.
-RUSTFLAGS="-C target-feature=+crt-static" cargo test --manifest-path "$repo/Cargo.toml" \
-    --test v4l2_vivid --no-run --target x86_64-unknown-linux-gnu --target-dir "$work/cargo" \
+# 2. The test binary: the one `cargo test` built (nothing is compiled again when it has run).
+#    It is dynamically linked; its libraries go into the guest beside it (step 3).
+cargo test --manifest-path "$repo/Cargo.toml" --test v4l2_vivid --no-run \
     --message-format=json 2>/dev/null > build.json
 testbin="$(python3 -c '
 import json, sys
@@ -49,6 +49,12 @@ cp "kernel/lib/modules/$kver"/modules.{dep,alias,symbols,builtin,order} "initram
 cp "kernel/lib/modules/$kver"/modules.builtin.modinfo "initramfs/lib/modules/$kver/" 2>/dev/null || true
 # Without debug info: the guest unpacks the initramfs into its RAM.
 strip --strip-debug -o initramfs/ceusd-v4l2-tests "$testbin"
+# The dynamic loader and the C libraries, at the paths the binary asks for them.
+libs="$(ldd "$testbin" | grep -o '/[^ ]*' | sort -u)"
+[ -n "$libs" ] || { echo "ldd found no libraries for $testbin" >&2; exit 1; }
+for lib in $libs; do
+    cp -L --parents "$lib" initramfs/
+done
 cat > initramfs/init <<INIT
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
