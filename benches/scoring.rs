@@ -38,20 +38,33 @@ fn frame_1080p() -> Picture {
     }))
 }
 
-/// The seeded model written to a file, quantized to q8 and loaded back.
-fn int8_model() -> DlrModel {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (f32_path, q8_path) = (dir.path().join("m.gguf"), dir.path().join("m-q8.gguf"));
-    let meta = seeded_metadata(SEED, 3);
-    write_model(
-        &f32_path,
-        &meta,
-        seeded_tensors(&meta, SEED).unwrap(),
-        StoredType::F32,
-    )
-    .unwrap();
-    quantize_model(&f32_path, Target::Q8, &q8_path, "1970-01-01T00:00:00Z").unwrap();
-    DlrModel::load(&q8_path, None, &Device::Cpu).expect("int8 model")
+/// The seeded model written to a file and quantized to q8 by `model quantize`'s code; both
+/// files live as long as this.
+struct SeededFiles {
+    _dir: tempfile::TempDir,
+    f32_path: std::path::PathBuf,
+    q8_path: std::path::PathBuf,
+}
+
+impl SeededFiles {
+    fn write() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (f32_path, q8_path) = (dir.path().join("m.gguf"), dir.path().join("m-q8.gguf"));
+        let meta = seeded_metadata(SEED, 3);
+        write_model(
+            &f32_path,
+            &meta,
+            seeded_tensors(&meta, SEED).unwrap(),
+            StoredType::F32,
+        )
+        .unwrap();
+        quantize_model(&f32_path, Target::Q8, &q8_path, "1970-01-01T00:00:00Z").unwrap();
+        Self {
+            _dir: dir,
+            f32_path,
+            q8_path,
+        }
+    }
 }
 
 fn benches(c: &mut Criterion) {
@@ -62,7 +75,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function("forward_f32_224", |b| {
         b.iter(|| black_box(model.forward_images(std::slice::from_ref(&img)).unwrap()))
     });
-    let int8 = int8_model();
+    let int8 = DlrModel::load(&SeededFiles::write().q8_path, None, &Device::Cpu).expect("int8");
     g.bench_function("forward_int8_224", |b| {
         b.iter(|| black_box(int8.forward_images(std::slice::from_ref(&img)).unwrap()))
     });
@@ -161,22 +174,10 @@ fn onnxruntime_ms(
 /// int8), same protocol, same weights, same process run; ratios against ONNX Runtime.
 fn compare_with_onnxruntime() {
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "2".into());
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (f32_path, q8_path) = (
-        dir.path().join("bench.gguf"),
-        dir.path().join("bench-q8.gguf"),
-    );
-    let meta = seeded_metadata(SEED, 3);
-    write_model(
-        &f32_path,
-        &meta,
-        seeded_tensors(&meta, SEED).unwrap(),
-        StoredType::F32,
-    )
-    .unwrap();
-    quantize_model(&f32_path, Target::Q8, &q8_path, "1970-01-01T00:00:00Z").unwrap();
-    let f32_model = DlrModel::load(&f32_path, None, &Device::Cpu).expect("f32 model");
-    let int8_model = DlrModel::load(&q8_path, None, &Device::Cpu).expect("int8 model");
+    let files = SeededFiles::write();
+    let (f32_path, q8_path) = (&files.f32_path, &files.q8_path);
+    let f32_model = DlrModel::load(f32_path, None, &Device::Cpu).expect("f32 model");
+    let int8_model = DlrModel::load(q8_path, None, &Device::Cpu).expect("int8 model");
     let (kernel, _, resident) = int8_model.network.int8_summary().expect("int8 layers");
     let one = [roi_image()];
     let eight: Vec<GrayImage> = (0..8).map(|_| roi_image()).collect();
@@ -189,8 +190,8 @@ fn compare_with_onnxruntime() {
         kernel.name(),
         resident as f64 / 1e6
     );
-    let ort_f32 = onnxruntime_ms(&f32_path, &threads, 1, false);
-    let ort_int8 = onnxruntime_ms(&f32_path, &threads, 1, true);
+    let ort_f32 = onnxruntime_ms(f32_path, &threads, 1, false);
+    let ort_int8 = onnxruntime_ms(f32_path, &threads, 1, true);
     for (what, r) in [("fp32", &ort_f32), ("int8 static", &ort_int8)] {
         match r {
             Ok((version, ms)) => {
@@ -212,7 +213,7 @@ fn compare_with_onnxruntime() {
         "  ceusd int8: {:.1} frames/s ({int8_8:.1} ms per batch)",
         8e3 / int8_8
     );
-    match onnxruntime_ms(&f32_path, &threads, 8, false) {
+    match onnxruntime_ms(f32_path, &threads, 8, false) {
         Ok((_, ms)) => println!(
             "  onnxruntime fp32: {:.1} frames/s ({ms:.1} ms per batch)",
             8e3 / ms
@@ -221,12 +222,100 @@ fn compare_with_onnxruntime() {
     }
 }
 
+/// Median milliseconds of `runs` calls of `f` after two warm-up calls.
+fn time_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    f();
+    median_ms(
+        (0..runs)
+            .map(|_| {
+                let start = Instant::now();
+                f();
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    )
+}
+
+/// Where the int8 forward pass spends its time: per int8 convolution, the input's quantization
+/// and packing (im2col included) and the GEMM with its epilogue, each the median of 10 runs on
+/// a non-negative input of the layer's shape (batch 1, 224x224 network input).
+fn profile_int8_layers() {
+    let files = SeededFiles::write();
+    let model = DlrModel::load(&files.q8_path, None, &Device::Cpu).expect("int8 model");
+    println!("int8 layers, batch 1, 224x224 input; median of 10 runs each:");
+    println!(
+        "  {:<22} {:>14} {:>5} {:>9} {:>8} {:>8} {:>9}",
+        "layer", "input", "k/s", "MMAC", "pack ms", "gemm ms", "gemm GOP/s"
+    );
+    let (mut pack_total, mut gemm_total, mut macs_total) = (0.0, 0.0, 0usize);
+    for site in model.network.convolution_sites(224, 224) {
+        let Some(layer) = site.conv.as_int8() else {
+            continue;
+        };
+        let (h, w) = site.input;
+        let c = layer.in_channels();
+        // Post-ReLU-like values: zeros and a spread of positive values.
+        let input: Vec<f32> = (0..h * w * c)
+            .map(|i| ((i.wrapping_mul(2654435761) >> 7) % 97) as f32 / 24.0 - 1.0)
+            .map(|v| v.max(0.0))
+            .collect();
+        let dims = (1, h, w, c);
+        let pack_ms = time_ms(10, || {
+            black_box(layer.pack_input(&input, dims).unwrap());
+        });
+        let (rows, _) = layer.pack_input(&input, dims).unwrap();
+        let gemm_ms = time_ms(10, || {
+            black_box(layer.multiply(&rows, None, true).unwrap());
+        });
+        let macs = layer.macs(h, w);
+        let (ho, wo) = layer.output_size(h, w);
+        println!(
+            "  {:<22} {:>14} {:>5} {:>9.1} {:>8.2} {:>8.2} {:>9.1}",
+            site.name,
+            format!("{h}x{w}x{c}"),
+            format!(
+                "{}/{}",
+                (macs / (ho * wo * layer.out_channels() * c)).isqrt(),
+                h / ho
+            ),
+            macs as f64 / 1e6,
+            pack_ms,
+            gemm_ms,
+            2.0 * macs as f64 / (gemm_ms * 1e6)
+        );
+        pack_total += pack_ms;
+        gemm_total += gemm_ms;
+        macs_total += macs;
+    }
+    println!(
+        "  all int8 layers: {:.0} MMAC, pack {pack_total:.1} ms, gemm {gemm_total:.1} ms \
+         ({:.1} GOP/s over the layers' whole time)",
+        macs_total as f64 / 1e6,
+        2.0 * macs_total as f64 / ((pack_total + gemm_total) * 1e6)
+    );
+}
+
+/// Whether the benchmark's filter (its first free argument, as criterion reads it) selects
+/// the section `name`; no filter selects everything.
+fn selected(name: &str) -> bool {
+    std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .is_none_or(|filter| name.contains(&filter))
+}
+
 fn main() {
     scoring();
     Criterion::default().configure_from_args().final_summary();
-    // `cargo test --benches` runs each benchmark once as a smoke test; the comparison is only
-    // worth its minute under `cargo bench`.
+    // `cargo test --benches` runs each benchmark once as a smoke test; the profile and the
+    // comparison are only worth their minutes under `cargo bench`.
     if std::env::args().any(|a| a == "--bench") {
-        compare_with_onnxruntime();
+        if selected("int8_layers") {
+            profile_int8_layers();
+        }
+        if selected("compare_with_onnxruntime") {
+            compare_with_onnxruntime();
+        }
     }
 }

@@ -155,6 +155,12 @@ impl FoldedConv {
         }
     }
 
+    /// Output height and width for an `h` x `w` input.
+    pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1)
+    }
+
     /// The int8 engine's layer, if this convolution runs on it.
     pub fn as_int8(&self) -> Option<&Int8Conv> {
         match &self.body {
@@ -445,7 +451,7 @@ impl CustomOp1 for MaxPool3x3S2 {
     }
 }
 
-fn contiguous_f32<'a>(
+pub(crate) fn contiguous_f32<'a>(
     storage: &'a CpuStorage,
     layout: &Layout,
     op: &str,

@@ -14,6 +14,15 @@ use super::metadata::{HeadActivation, WeightFormat};
 use super::weights::{WeightSource, EXPANSION, FEATURE_CHANNELS, NUM_CLASSES, STAGES};
 use super::ModelError;
 
+/// A convolution of the network, where it sits and what it is given.
+pub struct ConvSite<'a> {
+    /// The torchvision name of its weight, without `.weight` (`layer2.0.conv2`).
+    pub name: String,
+    pub conv: &'a FoldedConv,
+    /// Height and width of its input.
+    pub input: (usize, usize),
+}
+
 /// One bottleneck: 1x1 reduce, 3x3 (carrying the stride), 1x1 expand, plus the shortcut.
 #[derive(Debug, Clone)]
 struct Bottleneck {
@@ -253,6 +262,49 @@ impl ResNet50Dlr {
             all.push(&block.expand);
         }
         all
+    }
+
+    /// Every convolution in the order they run, with its torchvision name and the height and
+    /// width of its input when the network's input is `height` x `width` (for profiling).
+    pub fn convolution_sites(&self, height: usize, width: usize) -> Vec<ConvSite<'_>> {
+        let mut sites = vec![ConvSite {
+            name: "conv1".into(),
+            conv: &self.stem,
+            input: (height, width),
+        }];
+        let (h, w) = self.stem.output_size(height, width);
+        // The 3x3 stride-2 max pool, padding 1.
+        let (mut h, mut w) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+        for (stage, blocks) in self.stages.iter().enumerate() {
+            for (index, block) in blocks.iter().enumerate() {
+                let name = |conv: &str| format!("layer{}.{index}.{conv}", stage + 1);
+                let out = block.spatial.output_size(h, w);
+                sites.push(ConvSite {
+                    name: name("conv1"),
+                    conv: &block.reduce,
+                    input: (h, w),
+                });
+                sites.push(ConvSite {
+                    name: name("conv2"),
+                    conv: &block.spatial,
+                    input: (h, w),
+                });
+                if let Some(d) = &block.downsample {
+                    sites.push(ConvSite {
+                        name: name("downsample.0"),
+                        conv: d,
+                        input: (h, w),
+                    });
+                }
+                sites.push(ConvSite {
+                    name: name("conv3"),
+                    conv: &block.expand,
+                    input: out,
+                });
+                (h, w) = out;
+            }
+        }
+        sites
     }
 
     /// The int8 layers' kernel, count and resident bytes, if any layer runs on the int8

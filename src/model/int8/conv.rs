@@ -13,9 +13,11 @@
 //! cache and keeps every row's full resolution. Per tensor is kept to measure against.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 use super::gemm::{gemm, Epilogue, Kernel, PackedActivations, PackedWeights};
-use super::quantize::{activation_scale, min_max, quantize_activation, ChannelQuantized};
+use super::quantize::{activation_scale, quantize_activations, ChannelQuantized, Range};
+use crate::model::conv::contiguous_f32;
 
 /// How activations are given their u8 scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +99,16 @@ impl Int8Conv {
         ho * wo * self.weights.k() * self.out_channels
     }
 
-    fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
+    pub fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.out_channels
+    }
+
+    /// Output height and width for an `h` x `w` input.
+    pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
         let (k, s, p) = (self.kernel_size, self.stride, self.padding);
         ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1)
     }
@@ -125,6 +136,17 @@ impl Int8Conv {
         residual: Option<&[f32]>,
         relu: bool,
     ) -> candle_core::Result<(Vec<f32>, Shape)> {
+        let (rows, shape) = self.pack_input(src, dims)?;
+        Ok((self.multiply(&rows, residual, relu)?, shape))
+    }
+
+    /// The first half of `run`: the input quantized to u8 and packed for the GEMM (im2col
+    /// where the kernel is not 1x1 stride 1), and the output's shape.
+    pub fn pack_input(
+        &self,
+        src: &[f32],
+        dims: (usize, usize, usize, usize),
+    ) -> candle_core::Result<(PackedActivations, Shape)> {
         let (b, h, w, c) = dims;
         if c != self.in_channels {
             candle_core::bail!(
@@ -136,8 +158,13 @@ impl Int8Conv {
         if h + 2 * p < k || w + 2 * p < k {
             candle_core::bail!("int8 convolution: a {h}x{w} input is smaller than the kernel");
         }
-        let (lo, hi) = min_max(src);
-        if lo.is_nan() || !hi.is_finite() {
+        // One pass over the input: each pixel's range over its channels. It checks the input,
+        // and gives each row its scale: a row's patch takes the largest of its pixels' maxima
+        // (neighbouring patches share pixels, so each value is read once, not k² times).
+        let pixels: Vec<Range> = src.par_chunks(c).map(Range::of).collect();
+        let whole = pixels.iter().fold(Range::of(&[]), |a, &r| a.join(r));
+        let (lo, hi) = (whole.lo, whole.hi);
+        if whole.nan || !hi.is_finite() {
             candle_core::bail!("int8 convolution: the input holds NaN or infinite values");
         }
         if lo < 0.0 {
@@ -154,48 +181,58 @@ impl Int8Conv {
         let m = b * ho * wo;
         let kk = self.weights.k();
         let direct = k == 1 && s == 1 && p == 0;
-        // The input pixels of output row `row`'s patch, tap by tap (None: zero padding).
-        let patch = |row: usize, tap: usize| -> Option<&[f32]> {
-            if direct {
-                return Some(&src[row * c..(row + 1) * c]);
-            }
-            let (bi, rest) = (row / (ho * wo), row % (ho * wo));
-            let (oy, ox) = (rest / wo, rest % wo);
-            let (ky, kx) = (tap / k, tap % k);
-            let iy = (oy * s + ky) as isize - p as isize;
-            let ix = (ox * s + kx) as isize - p as isize;
-            if iy < 0 || iy >= h as isize || ix < 0 || ix >= w as isize {
-                return None;
-            }
-            let from = ((bi * h + iy as usize) * w + ix as usize) * c;
-            Some(&src[from..from + c])
-        };
         let taps = k * k;
+        // Where output row `row`'s patch reads, tap by tap: the offset of an input pixel, or
+        // None for zero padding.
+        let tap_offset = |(bi, oy, ox): (usize, usize, usize), tap: usize| -> Option<usize> {
+            let (ky, kx) = (tap / k, tap % k);
+            let iy = (oy * s + ky).checked_sub(p).filter(|&y| y < h)?;
+            let ix = (ox * s + kx).checked_sub(p).filter(|&x| x < w)?;
+            Some(((bi * h + iy) * w + ix) * c)
+        };
         let rows = PackedActivations::pack(self.kernel(), m, kk, |row, out| {
+            if direct {
+                let px = &src[row * c..(row + 1) * c];
+                let scale = if per_row {
+                    activation_scale(pixels[row].hi)
+                } else {
+                    tensor_scale
+                };
+                quantize_activations(px, 1.0 / scale, out);
+                return scale;
+            }
+            let at = (row / (ho * wo), (row % (ho * wo)) / wo, row % wo);
             let scale = if per_row {
-                let max = (0..taps)
-                    .filter_map(|t| patch(row, t))
-                    .flat_map(|px| px.iter())
-                    .fold(0f32, |a, &v| a.max(v));
-                activation_scale(max)
+                activation_scale(
+                    (0..taps)
+                        .filter_map(|t| tap_offset(at, t))
+                        .fold(0f32, |a, o| a.max(pixels[o / c].hi)),
+                )
             } else {
                 tensor_scale
             };
             let inverse = 1.0 / scale;
-            for t in 0..taps {
-                let to = &mut out[t * c..(t + 1) * c];
-                match patch(row, t) {
+            for (t, to) in out.chunks_exact_mut(c).enumerate() {
+                match tap_offset(at, t) {
                     // Zero padding is exactly 0 in u8.
                     None => to.fill(0),
-                    Some(px) => {
-                        for (q, &x) in to.iter_mut().zip(px) {
-                            *q = quantize_activation(x, inverse);
-                        }
-                    }
+                    Some(o) => quantize_activations(&src[o..o + c], inverse, to),
                 }
             }
             scale
         });
+        Ok((rows, Shape::from((b, ho, wo, self.out_channels))))
+    }
+
+    /// The second half of `run`: the GEMM over packed input rows, with the epilogue (scales,
+    /// bias, shortcut, ReLU) fused.
+    pub fn multiply(
+        &self,
+        rows: &PackedActivations,
+        residual: Option<&[f32]>,
+        relu: bool,
+    ) -> candle_core::Result<Vec<f32>> {
+        let m = rows.rows();
         if let Some(r) = residual {
             if r.len() != m * self.out_channels {
                 candle_core::bail!(
@@ -212,8 +249,8 @@ impl Int8Conv {
             relu,
         };
         let mut out = vec![0f32; m * self.out_channels];
-        gemm(&rows, &self.weights, &epilogue, &mut out);
-        Ok((out, Shape::from((b, ho, wo, self.out_channels))))
+        gemm(rows, &self.weights, &epilogue, &mut out);
+        Ok(out)
     }
 }
 
@@ -222,17 +259,8 @@ struct Int8ConvOp<'a> {
     relu: bool,
 }
 
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("int8 convolution: input not contiguous".into()))?;
-    match storage {
-        CpuStorage::F32(v) => Ok(&v[start..end]),
-        _ => Err(candle_core::Error::Msg(
-            "int8 convolution: expected f32 input".into(),
-        )),
-    }
-}
+/// The name the custom ops' errors carry.
+const OP: &str = "int8 convolution";
 
 impl CustomOp1 for Int8ConvOp<'_> {
     fn name(&self) -> &'static str {
@@ -240,9 +268,12 @@ impl CustomOp1 for Int8ConvOp<'_> {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (out, shape) = self
-            .conv
-            .run(f32_slice(s, l)?, l.shape().dims4()?, None, self.relu)?;
+        let (out, shape) = self.conv.run(
+            contiguous_f32(s, l, OP)?,
+            l.shape().dims4()?,
+            None,
+            self.relu,
+        )?;
         Ok((CpuStorage::F32(out), shape))
     }
 }
@@ -259,9 +290,9 @@ impl CustomOp2 for Int8ConvOp<'_> {
         rs: &CpuStorage,
         rl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let residual = f32_slice(rs, rl)?;
+        let residual = contiguous_f32(rs, rl, OP)?;
         let (out, shape) = self.conv.run(
-            f32_slice(s, l)?,
+            contiguous_f32(s, l, OP)?,
             l.shape().dims4()?,
             Some(residual),
             self.relu,

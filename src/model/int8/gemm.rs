@@ -25,6 +25,10 @@ use rayon::prelude::*;
 pub const NR: usize = 16;
 /// K is padded to a multiple of this (zeros), so every kernel steps whole pairs or quads.
 const K_ALIGN: usize = 4;
+/// Bytes of packed weights a GEMM task keeps hot while its row panels pass over them: well
+/// inside the L2 of the CPUs we run on (Jetson Orin's Cortex-A78AE: 256 KiB per core; x86
+/// servers: 512 KiB and more), leaving room for the activation panels and the output rows.
+const WEIGHTS_IN_L2: usize = 128 * 1024;
 
 /// A micro-kernel family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +41,7 @@ pub enum Kernel {
 /// How a kernel wants its operands laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PackFormat {
-    /// K in pairs: activations as u16 pairs, weights as i8 pairs per column.
+    /// K in pairs: activations as u16, row by row; weights as i8 pairs per column.
     Pairs,
     /// K in quads: activations as i8 (value - 128) quads, weights as i8 quads per column.
     ShiftedQuads,
@@ -213,8 +217,9 @@ pub struct PackedActivations {
 
 #[derive(Debug)]
 enum ActivationData {
-    /// Per panel, per K pair, per row: `[a(2p), a(2p+1)]` as u16 (read as one i32 by AVX2).
-    Pairs(Vec<u16>),
+    /// Per panel, per row, the padded K as u16 (AVX2 reads a pair as one i32). Row by row, so
+    /// packing a row is one contiguous widening copy.
+    Rows(Vec<u16>),
     /// Per panel, per K quad, per row: four `a - 128` bytes.
     ShiftedQuads(Vec<i8>),
 }
@@ -229,58 +234,38 @@ impl PackedActivations {
     {
         let mr = kernel.mr();
         let k_padded = round_up(k, K_ALIGN);
-        let panels = m.div_ceil(mr);
-        let panel_len = mr * k_padded;
-        let mut row_scales = vec![0f32; panels * mr];
-        let fill_panel = |p: usize, rows: &mut [u8], scales: &mut [f32]| {
-            for r in 0..mr {
-                let row = &mut rows[r * k..(r + 1) * k];
-                if p * mr + r < m {
-                    scales[r] = fill(p * mr + r, row);
-                } else {
-                    row.fill(0);
-                }
-            }
-        };
+        let mut row_scales = vec![0f32; m.div_ceil(mr) * mr];
         let data = match kernel.format() {
-            PackFormat::Pairs => {
-                let mut data = vec![0u16; panels * panel_len];
-                data.par_chunks_mut(panel_len)
-                    .zip(row_scales.par_chunks_mut(mr))
-                    .enumerate()
-                    .for_each_init(
-                        || vec![0u8; mr * k],
-                        |rows, (p, (out, scales))| {
-                            fill_panel(p, rows, scales);
-                            for r in 0..mr {
-                                for (i, &a) in rows[r * k..(r + 1) * k].iter().enumerate() {
-                                    out[(i / 2) * mr * 2 + r * 2 + i % 2] = a as u16;
-                                }
-                            }
-                        },
-                    );
-                ActivationData::Pairs(data)
-            }
-            PackFormat::ShiftedQuads => {
-                // Padded K stays 0: the weights there are zero too, and the correction term only
-                // counts the real K.
-                let mut data = vec![0i8; panels * panel_len];
-                data.par_chunks_mut(panel_len)
-                    .zip(row_scales.par_chunks_mut(mr))
-                    .enumerate()
-                    .for_each_init(
-                        || vec![0u8; mr * k],
-                        |rows, (p, (out, scales))| {
-                            fill_panel(p, rows, scales);
-                            for r in 0..mr {
-                                for (i, &a) in rows[r * k..(r + 1) * k].iter().enumerate() {
-                                    out[(i / 4) * mr * 4 + r * 4 + i % 4] = (a as i16 - 128) as i8;
-                                }
-                            }
-                        },
-                    );
-                ActivationData::ShiftedQuads(data)
-            }
+            PackFormat::Pairs => ActivationData::Rows(pack_panels(
+                mr,
+                m,
+                k,
+                &fill,
+                &mut row_scales,
+                |panel: &mut [u16], r, row| {
+                    let at = r * k_padded;
+                    for (t, &a) in panel[at..at + row.len()].iter_mut().zip(row) {
+                        *t = a as u16;
+                    }
+                },
+            )),
+            // Padded K stays 0: the weights there are zero too, and the correction term only
+            // counts the real K.
+            PackFormat::ShiftedQuads => ActivationData::ShiftedQuads(pack_panels(
+                mr,
+                m,
+                k,
+                &fill,
+                &mut row_scales,
+                |panel: &mut [i8], r, row| {
+                    for (g, values) in row.chunks(4).enumerate() {
+                        let at = (g * mr + r) * 4;
+                        for (t, &a) in panel[at..at + values.len()].iter_mut().zip(values) {
+                            *t = (a as i16 - 128) as i8;
+                        }
+                    }
+                },
+            )),
         };
         Self {
             kernel,
@@ -294,6 +279,38 @@ impl PackedActivations {
     pub fn rows(&self) -> usize {
         self.m
     }
+}
+
+/// The packing loop of both layouts, a panel of `mr` rows per rayon task: each row is filled
+/// (quantized) into a scratch buffer, then `place(panel, r, row)` puts it where the kernel
+/// reads it. Rows past `m` and K past `k` stay zero.
+fn pack_panels<T, F>(
+    mr: usize,
+    m: usize,
+    k: usize,
+    fill: &F,
+    row_scales: &mut [f32],
+    place: impl Fn(&mut [T], usize, &[u8]) + Sync,
+) -> Vec<T>
+where
+    T: Copy + Default + Send,
+    F: Fn(usize, &mut [u8]) -> f32 + Sync,
+{
+    let panel_len = mr * round_up(k, K_ALIGN);
+    let mut data = vec![T::default(); m.div_ceil(mr) * panel_len];
+    data.par_chunks_mut(panel_len)
+        .zip(row_scales.par_chunks_mut(mr))
+        .enumerate()
+        .for_each_init(
+            || vec![0u8; k],
+            |row, (p, (panel, scales))| {
+                for (r, scale) in scales.iter_mut().enumerate().take(m - p * mr) {
+                    *scale = fill(p * mr + r, row);
+                    place(panel, r, row);
+                }
+            },
+        );
+    data
 }
 
 /// What turns an i32 tile into output:
@@ -319,7 +336,6 @@ pub fn gemm(a: &PackedActivations, b: &PackedWeights, epilogue: &Epilogue, out: 
     }
     let mr = kernel.mr();
     let row_panels = m.div_ceil(mr);
-    let col_panels = n.div_ceil(NR);
     // Tasks of a few row panels each: at least ~4 per thread so uneven tiles even out, and few
     // enough that each task reuses a weight panel across several row panels.
     let threads = rayon::current_num_threads().max(1);
@@ -327,44 +343,84 @@ pub fn gemm(a: &PackedActivations, b: &PackedWeights, epilogue: &Epilogue, out: 
     out.par_chunks_mut(per_task * mr * n)
         .enumerate()
         .for_each(|(task, out_rows)| {
-            let first_panel = task * per_task;
-            let last_panel = (first_panel + per_task).min(row_panels);
-            let mut acc = [0i32; 6 * NR];
-            for cp in 0..col_panels {
-                let weights = b.panel(cp);
+            let rows = task * per_task..((task + 1) * per_task).min(row_panels);
+            #[cfg(target_arch = "x86_64")]
+            if kernel == Kernel::Avx2 {
+                // SAFETY: the AVX2 kernel is only selected where the CPU has AVX2.
+                unsafe { gemm_rows_avx2(a, b, epilogue, rows, out_rows) };
+                return;
+            }
+            gemm_rows(a, b, epilogue, rows, out_rows);
+        });
+}
+
+/// `gemm_rows` compiled for AVX2, so that the epilogue's loops are vectorized 8 wide. The
+/// arithmetic is the same operations in the same order, so the results are the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gemm_rows_avx2(
+    a: &PackedActivations,
+    b: &PackedWeights,
+    epilogue: &Epilogue,
+    row_panels: std::ops::Range<usize>,
+    out_rows: &mut [f32],
+) {
+    gemm_rows(a, b, epilogue, row_panels, out_rows)
+}
+
+/// One task of `gemm`: row panels `row_panels` (output rows `out_rows`) against every column
+/// panel, each tile's epilogue applied as it leaves the kernel.
+#[inline(always)]
+fn gemm_rows(
+    a: &PackedActivations,
+    b: &PackedWeights,
+    epilogue: &Epilogue,
+    row_panels: std::ops::Range<usize>,
+    out_rows: &mut [f32],
+) {
+    let (m, n, kernel) = (a.m, b.n, a.kernel);
+    let mr = kernel.mr();
+    let (first_panel, last_panel) = (row_panels.start, row_panels.end);
+    let col_panels = n.div_ceil(NR);
+    // Row panels outer, column panels inner: each output row (and its shortcut) is then written
+    // (read) front to back, which the prefetchers follow. The column panels go in blocks whose
+    // weights stay in L2 while every row panel of the task passes over them.
+    let block = (WEIGHTS_IN_L2 / (NR * b.k_padded)).clamp(1, col_panels);
+    let mut acc = [0i32; 6 * NR];
+    for first_col_panel in (0..col_panels).step_by(block) {
+        for rp in first_panel..last_panel {
+            for cp in first_col_panel..(first_col_panel + block).min(col_panels) {
+                run_kernel(a, rp, b.panel(cp), &mut acc[..mr * NR]);
                 let n0 = cp * NR;
-                let cols = NR.min(n - n0);
-                for rp in first_panel..last_panel {
-                    run_kernel(a, rp, weights, &mut acc[..mr * NR]);
-                    if kernel.format() == PackFormat::ShiftedQuads {
-                        for r in 0..mr {
-                            for c in 0..NR {
-                                acc[r * NR + c] += b.shift_correction[n0 + c];
-                            }
-                        }
-                    }
-                    let m0 = rp * mr;
-                    let rows = mr.min(m - m0);
-                    let local = (rp - first_panel) * mr;
-                    for r in 0..rows {
-                        let row_scale = a.row_scales[m0 + r];
-                        let row = &mut out_rows[(local + r) * n + n0..(local + r) * n + n0 + cols];
-                        let residual = epilogue
-                            .residual
-                            .map(|res| &res[(m0 + r) * n + n0..(m0 + r) * n + n0 + cols]);
-                        for c in 0..cols {
-                            let mut v = acc[r * NR + c] as f32
-                                * (row_scale * epilogue.weight_scale[n0 + c])
-                                + epilogue.bias[n0 + c];
-                            if let Some(res) = residual {
-                                v += res[c];
-                            }
-                            row[c] = if epilogue.relu { v.max(0.0) } else { v };
+                if kernel.format() == PackFormat::ShiftedQuads {
+                    for r in 0..mr {
+                        for c in 0..NR {
+                            acc[r * NR + c] += b.shift_correction[n0 + c];
                         }
                     }
                 }
+                let cols = NR.min(n - n0);
+                let m0 = rp * mr;
+                let local = (rp - first_panel) * mr;
+                for r in 0..mr.min(m - m0) {
+                    let row_scale = a.row_scales[m0 + r];
+                    let row = &mut out_rows[(local + r) * n + n0..(local + r) * n + n0 + cols];
+                    let residual = epilogue
+                        .residual
+                        .map(|res| &res[(m0 + r) * n + n0..(m0 + r) * n + n0 + cols]);
+                    for c in 0..cols {
+                        let mut v = acc[r * NR + c] as f32
+                            * (row_scale * epilogue.weight_scale[n0 + c])
+                            + epilogue.bias[n0 + c];
+                        if let Some(res) = residual {
+                            v += res[c];
+                        }
+                        row[c] = if epilogue.relu { v.max(0.0) } else { v };
+                    }
+                }
             }
-        });
+        }
+    }
 }
 
 /// Raw i32 product (no epilogue), for tests and for checking kernels against each other.
@@ -391,14 +447,14 @@ fn run_kernel(a: &PackedActivations, panel: usize, weights: &[i8], acc: &mut [i3
     let mr = a.kernel.mr();
     let len = mr * a.k_padded;
     match (&a.data, a.kernel) {
-        (ActivationData::Pairs(data), Kernel::Scalar) => scalar_pairs(
+        (ActivationData::Rows(data), Kernel::Scalar) => scalar_pairs(
             &data[panel * len..(panel + 1) * len],
             weights,
             a.k_padded,
             acc,
         ),
         #[cfg(target_arch = "x86_64")]
-        (ActivationData::Pairs(data), Kernel::Avx2) => {
+        (ActivationData::Rows(data), Kernel::Avx2) => {
             let panel_data = &data[panel * len..(panel + 1) * len];
             // SAFETY: a kernel is only selected where the CPU reports AVX2 (`Kernel::detect`,
             // `is_available`), and both slices hold exactly the padded K of one tile.
@@ -417,21 +473,21 @@ fn run_kernel(a: &PackedActivations, panel: usize, weights: &[i8], acc: &mut [i3
             a.k_padded,
             acc,
         ),
-        (ActivationData::Pairs(_), other) => {
+        (ActivationData::Rows(_), other) => {
             unreachable!("{} packs shifted quads", other.name())
         }
     }
 }
 
-/// The reference: plain integer arithmetic over the pair layout (6 rows).
+/// The reference: plain integer arithmetic over the row layout and K pairs (6 rows).
 fn scalar_pairs(a: &[u16], b: &[i8], k_padded: usize, acc: &mut [i32]) {
     const MR: usize = 6;
     acc.fill(0);
     for p in 0..k_padded / 2 {
-        let ap = &a[p * MR * 2..(p + 1) * MR * 2];
         let bp = &b[p * NR * 2..(p + 1) * NR * 2];
         for r in 0..MR {
-            let (a0, a1) = (ap[r * 2] as i32, ap[r * 2 + 1] as i32);
+            let ap = &a[r * k_padded + 2 * p..];
+            let (a0, a1) = (ap[0] as i32, ap[1] as i32);
             for c in 0..NR {
                 acc[r * NR + c] += a0 * bp[c * 2] as i32 + a1 * bp[c * 2 + 1] as i32;
             }
@@ -466,7 +522,7 @@ mod avx2 {
 
     const MR: usize = 6;
 
-    /// `acc[r][c] = Σ_p a[p][r] · b[p][c]` over K pairs with `vpmaddwd`.
+    /// `acc[r][c] = Σ_k a[r][k] · b[k][c]`, K a pair at a time, with `vpmaddwd`.
     #[target_feature(enable = "avx2")]
     pub unsafe fn tile(a: &[u16], b: &[i8], k_padded: usize, acc: &mut [i32]) {
         debug_assert!(a.len() >= MR * k_padded && b.len() >= NR * k_padded);
@@ -478,10 +534,10 @@ mod avx2 {
             let wp = b.add(p * NR * 2);
             let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp as *const __m128i));
             let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp.add(16) as *const __m128i));
-            let ap = a.add(p * MR * 2) as *const i32;
             for (r, row) in c.iter_mut().enumerate() {
                 // (a[2p], a[2p+1]) of row r in every 32-bit lane.
-                let x = _mm256_set1_epi32(ap.add(r).read_unaligned());
+                let pair = a.add(r * k_padded + 2 * p) as *const i32;
+                let x = _mm256_set1_epi32(pair.read_unaligned());
                 row[0] = _mm256_add_epi32(row[0], _mm256_madd_epi16(x, w0));
                 row[1] = _mm256_add_epi32(row[1], _mm256_madd_epi16(x, w1));
             }

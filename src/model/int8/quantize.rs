@@ -6,7 +6,6 @@
 //! them correctly, and this crate reads them back as exact per-channel int8.
 
 use half::f16;
-use rayon::prelude::*;
 
 /// Values per `Q8_0` block, and bytes per block (f16 scale + values).
 pub const Q8_0_BLOCK: usize = 32;
@@ -162,7 +161,8 @@ impl ChannelQuantized {
 
 /// The scale that maps a non-negative tensor onto 0..=255 (1 for an all-zero tensor).
 pub fn activation_scale(max: f32) -> f32 {
-    if max > 0.0 {
+    // Below this the scale would be subnormal or zero and its reciprocal infinite.
+    if max >= 255.0 * f32::MIN_POSITIVE {
         max / 255.0
     } else {
         1.0
@@ -177,24 +177,82 @@ pub fn quantize_activation(x: f32, inverse_scale: f32) -> u8 {
     (x * inverse_scale + 0.5) as u8
 }
 
-/// Smallest and largest value of a tensor (both NaN if any value is NaN), on rayon's threads.
-pub fn min_max(values: &[f32]) -> (f32, f32) {
-    let (lo, hi, nan) = values
-        .par_chunks(1 << 14)
-        .map(|chunk| {
-            chunk.iter().fold(
-                (f32::INFINITY, f32::NEG_INFINITY, false),
-                |(lo, hi, nan), &v| (lo.min(v), hi.max(v), nan || v.is_nan()),
-            )
-        })
-        .reduce(
-            || (f32::INFINITY, f32::NEG_INFINITY, false),
-            |a, b| (a.0.min(b.0), a.1.max(b.1), a.2 || b.2),
-        );
-    if nan {
-        (f32::NAN, f32::NAN)
-    } else {
-        (lo, hi)
+/// `quantize_activation` over a slice, into `out` (same length): the same values, in a loop
+/// that compiles to packed float-to-int conversions.
+#[inline]
+pub fn quantize_activations(values: &[f32], inverse_scale: f32, out: &mut [u8]) {
+    for (q, &x) in out.iter_mut().zip(values) {
+        // Clamped first, so the conversion needs none of `as`'s saturation checks. Not `clamp`:
+        // it passes a NaN through, while `max` and `min` with a number never return NaN.
+        #[allow(clippy::manual_clamp)]
+        let v = (x * inverse_scale + 0.5).max(0.0).min(255.0);
+        // SAFETY: `v` is in [0, 255], so it is representable in i32.
+        *q = unsafe { v.to_int_unchecked::<i32>() } as u8;
+    }
+}
+
+/// Smallest and largest value of a slice, and whether it holds a NaN (which neither bound
+/// reflects). Written as eight independent lanes of compare-and-select, so it compiles to
+/// packed min/max instructions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range {
+    pub lo: f32,
+    pub hi: f32,
+    pub nan: bool,
+}
+
+impl Range {
+    pub fn of(values: &[f32]) -> Self {
+        const LANES: usize = 8;
+        let mut lo = [f32::INFINITY; LANES];
+        let mut hi = [f32::NEG_INFINITY; LANES];
+        let mut nan = [false; LANES];
+        let mut chunks = values.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            for i in 0..LANES {
+                let v = chunk[i];
+                lo[i] = if v < lo[i] { v } else { lo[i] };
+                hi[i] = if v > hi[i] { v } else { hi[i] };
+                nan[i] |= v.is_nan();
+            }
+        }
+        let mut range = Range {
+            lo: f32::INFINITY,
+            hi: f32::NEG_INFINITY,
+            nan: false,
+        };
+        for i in 0..LANES {
+            range = range.join(Range {
+                lo: lo[i],
+                hi: hi[i],
+                nan: nan[i],
+            });
+        }
+        for &v in chunks.remainder() {
+            range = range.join(Range {
+                lo: v,
+                hi: v,
+                nan: v.is_nan(),
+            });
+        }
+        range
+    }
+
+    /// The range of both slices.
+    pub fn join(self, other: Range) -> Range {
+        Range {
+            lo: if other.lo < self.lo {
+                other.lo
+            } else {
+                self.lo
+            },
+            hi: if other.hi > self.hi {
+                other.hi
+            } else {
+                self.hi
+            },
+            nan: self.nan || other.nan,
+        }
     }
 }
 
@@ -266,8 +324,30 @@ mod tests {
         assert_eq!(quantize_activation(0.004, inv), 0);
         assert_eq!(quantize_activation(2.55, inv), 255);
         assert_eq!(quantize_activation(3.0, inv), 255);
+        // The slice form gives the same values, saturation included.
+        let values: Vec<f32> = (0..3000).map(|i| i as f32 * 0.001).collect();
+        let mut out = vec![0u8; values.len()];
+        quantize_activations(&values, inv, &mut out);
+        for (x, q) in values.iter().zip(&out) {
+            assert_eq!(*q, quantize_activation(*x, inv), "{x}");
+        }
         assert_eq!(activation_scale(0.0), 1.0);
-        assert_eq!(min_max(&[0.5, -1.0, 3.0]), (-1.0, 3.0));
-        assert!(min_max(&[0.5, f32::NAN, 1.0]).0.is_nan());
+    }
+
+    #[test]
+    fn ranges_find_the_bounds_and_any_nan_wherever_they_are() {
+        for len in [1usize, 7, 8, 9, 64, 77] {
+            for at in [0, len / 2, len - 1] {
+                let mut v: Vec<f32> = (0..len).map(|i| (i % 5) as f32 * 0.25 + 1.0).collect();
+                v[at] = -3.0;
+                let r = Range::of(&v);
+                assert_eq!((r.lo, r.nan), (-3.0, false), "len {len}, at {at}");
+                assert_eq!(r.hi, v.iter().cloned().fold(f32::MIN, f32::max));
+                v[at] = f32::NAN;
+                assert!(Range::of(&v).nan, "len {len}, NaN at {at}");
+            }
+        }
+        let empty = Range::of(&[]);
+        assert!(empty.lo > empty.hi && !empty.nan);
     }
 }
