@@ -3,8 +3,10 @@
 #
 #   cross/build.sh            release binary: target/aarch64-unknown-linux-gnu/release/ceusd
 #   cross/build.sh --test     also runs the aarch64 tests that need no other program, under
-#                             qemu-user (the network's numerics on NEON, pixel formats, the
-#                             model file, layouts, replays, command parsing, the contract)
+#                             qemu-user (the int8 kernels on NEON, the demo model's forward
+#                             pass, pixel formats, layouts, replays, command parsing, the
+#                             contract; CEUSD_CROSS_FULL=1 adds the network's and the model
+#                             files' tests)
 #   cross/build.sh --deb      also packages it: target/debian/ceusd_<version>_arm64.deb
 #
 # Needs: rustup target add aarch64-unknown-linux-gnu; apt-get install gcc-aarch64-linux-gnu
@@ -53,15 +55,20 @@ qemu-aarch64 -L /usr/aarch64-linux-gnu "$bin" --version
 if [ "$run_tests" = 1 ]; then
     # Tests that start other programs (the ceusd binary, mosquitto, python) stay on the host:
     # a child process of a test under qemu-user would be an x86_64 program.
-    # The demo model's held-out AUC test takes about 7 minutes under emulation (50 forward
-    # passes); CEUSD_CROSS_FULL=1 runs it too. The network's own tests (Grad-CAM against
-    # autograd, the im2col engine against candle's conv2d) run always.
+    # Always: the library's tests (the int8 kernels, NEON `sdot` against the scalar reference,
+    # bit for bit), pixel formats, layouts, the demo model's forward pass, commands, DICOM,
+    # replays and the contract. CEUSD_CROSS_FULL=1 adds what takes minutes under emulation:
+    # the network's tests (Grad-CAM against autograd, the im2col engine against candle's conv2d;
+    # over 4 minutes), the model files' (int8 and f16 files on both engines; about 3 minutes)
+    # and the demo model's held-out AUC (about 7 minutes, 50 forward passes).
+    tests=(--test demo_model --test pixel_formats --test layout --test commands
+        --test dicom_decode --test replay --test asyncapi)
     skip=(--skip the_demo_model_separates_held_out_synthetic_exams)
-    [ "${CEUSD_CROSS_FULL:-0}" = 1 ] && skip=()
-    cargo test --locked --release --target "$TARGET" --lib \
-        --test network --test demo_model --test pixel_formats --test layout \
-        --test model_file --test commands --test dicom_decode --test replay \
-        --test asyncapi -- "${skip[@]}"
+    if [ "${CEUSD_CROSS_FULL:-0}" = 1 ]; then
+        tests+=(--test network --test model_file)
+        skip=()
+    fi
+    cargo test --locked --release --target "$TARGET" --lib "${tests[@]}" -- "${skip[@]}"
 fi
 
 if [ "$make_deb" = 1 ]; then
