@@ -269,16 +269,11 @@ fn profile_int8_layers() {
             black_box(layer.multiply(&rows, None, true).unwrap());
         });
         let macs = layer.macs(h, w);
-        let (ho, wo) = layer.output_size(h, w);
         println!(
             "  {:<22} {:>14} {:>5} {:>9.1} {:>8.2} {:>8.2} {:>9.1}",
             site.name,
             format!("{h}x{w}x{c}"),
-            format!(
-                "{}/{}",
-                (macs / (ho * wo * layer.out_channels() * c)).isqrt(),
-                h / ho
-            ),
+            format!("{}/{}", layer.kernel_size(), layer.stride()),
             macs as f64 / 1e6,
             pack_ms,
             gemm_ms,

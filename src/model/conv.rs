@@ -157,8 +157,7 @@ impl FoldedConv {
 
     /// Output height and width for an `h` x `w` input.
     pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
-        let (k, s, p) = (self.kernel, self.stride, self.padding);
-        ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1)
+        output_size(h, w, self.kernel, self.stride, self.padding)
     }
 
     /// The int8 engine's layer, if this convolution runs on it.
@@ -355,8 +354,7 @@ impl CustomOp1 for Im2col {
         let (b, h, w, c) = layout.shape().dims4()?;
         let src = contiguous_f32(storage, layout, self.name())?;
         let (k, s, p) = (self.kernel, self.stride, self.padding);
-        let ho = (h + 2 * p - k) / s + 1;
-        let wo = (w + 2 * p - k) / s + 1;
+        let (ho, wo) = output_size(h, w, k, s, p);
         let row_len = k * k * c;
         let mut dst = vec![0f32; b * ho * wo * row_len];
         // One output image row (wo patches) per task: enough work per task, no shared writes.
@@ -449,6 +447,21 @@ impl CustomOp1 for MaxPool3x3S2 {
             });
         Ok((CpuStorage::F32(dst), Shape::from((b, ho, wo, c))))
     }
+}
+
+/// Output height and width of a `kernel` x `kernel` window (convolution or pooling) sliding
+/// with `stride` over an `h` x `w` input padded by `padding` on every side.
+pub fn output_size(
+    h: usize,
+    w: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> (usize, usize) {
+    (
+        (h + 2 * padding - kernel) / stride + 1,
+        (w + 2 * padding - kernel) / stride + 1,
+    )
 }
 
 pub(crate) fn contiguous_f32<'a>(

@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
-use super::conv::{max_pool_3x3_s2, ConvEngine, FoldedConv};
+use super::conv::{max_pool_3x3_s2, output_size, ConvEngine, FoldedConv};
 use super::int8::conv::ActivationScaling;
 use super::int8::{Int8Conv, Kernel};
 use super::metadata::{HeadActivation, WeightFormat};
@@ -274,7 +274,7 @@ impl ResNet50Dlr {
         }];
         let (h, w) = self.stem.output_size(height, width);
         // The 3x3 stride-2 max pool, padding 1.
-        let (mut h, mut w) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+        let (mut h, mut w) = output_size(h, w, 3, 2, 1);
         for (stage, blocks) in self.stages.iter().enumerate() {
             for (index, block) in blocks.iter().enumerate() {
                 let name = |conv: &str| format!("layer{}.{index}.{conv}", stage + 1);

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::gemm::{gemm, Epilogue, Kernel, PackedActivations, PackedWeights};
 use super::quantize::{activation_scale, quantize_activations, ChannelQuantized, Range};
-use crate::model::conv::contiguous_f32;
+use crate::model::conv::{contiguous_f32, output_size};
 
 /// How activations are given their u8 scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,14 +103,17 @@ impl Int8Conv {
         self.in_channels
     }
 
-    pub fn out_channels(&self) -> usize {
-        self.out_channels
+    pub fn kernel_size(&self) -> usize {
+        self.kernel_size
+    }
+
+    pub fn stride(&self) -> usize {
+        self.stride
     }
 
     /// Output height and width for an `h` x `w` input.
     pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
-        let (k, s, p) = (self.kernel_size, self.stride, self.padding);
-        ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1)
+        output_size(h, w, self.kernel_size, self.stride, self.padding)
     }
 
     /// Applies the convolution to NHWC `x`, adds `residual` if given, then ReLU if asked.
@@ -162,7 +165,7 @@ impl Int8Conv {
         // and gives each row its scale: a row's patch takes the largest of its pixels' maxima
         // (neighbouring patches share pixels, so each value is read once, not k² times).
         let pixels: Vec<Range> = src.par_chunks(c).map(Range::of).collect();
-        let whole = pixels.iter().fold(Range::of(&[]), |a, &r| a.join(r));
+        let whole = pixels.iter().fold(Range::EMPTY, |a, &r| a.join(r));
         let (lo, hi) = (whole.lo, whole.hi);
         if whole.nan || !hi.is_finite() {
             candle_core::bail!("int8 convolution: the input holds NaN or infinite values");

@@ -169,21 +169,15 @@ pub fn activation_scale(max: f32) -> f32 {
     }
 }
 
-/// Quantizes a non-negative activation with the reciprocal of its tensor's scale:
-/// round-to-nearest, saturating at 255.
-#[inline]
-pub fn quantize_activation(x: f32, inverse_scale: f32) -> u8 {
-    // x ≥ 0, so adding one half and truncating rounds to nearest; `as` saturates.
-    (x * inverse_scale + 0.5) as u8
-}
-
-/// `quantize_activation` over a slice, into `out` (same length): the same values, in a loop
-/// that compiles to packed float-to-int conversions.
+/// Quantizes non-negative activations with the reciprocal of their scale into `out` (same
+/// length): round to nearest, saturating at 255, in a loop that compiles to packed
+/// float-to-int conversions.
 #[inline]
 pub fn quantize_activations(values: &[f32], inverse_scale: f32, out: &mut [u8]) {
     for (q, &x) in out.iter_mut().zip(values) {
-        // Clamped first, so the conversion needs none of `as`'s saturation checks. Not `clamp`:
-        // it passes a NaN through, while `max` and `min` with a number never return NaN.
+        // x ≥ 0, so adding one half and truncating rounds to nearest. Clamped first, so the
+        // conversion needs none of `as`'s saturation checks. Not `clamp`: it passes a NaN
+        // through, while `max` and `min` with a number never return NaN.
         #[allow(clippy::manual_clamp)]
         let v = (x * inverse_scale + 0.5).max(0.0).min(255.0);
         // SAFETY: `v` is in [0, 255], so it is representable in i32.
@@ -202,6 +196,13 @@ pub struct Range {
 }
 
 impl Range {
+    /// The range of no values: `join` with it changes nothing.
+    pub const EMPTY: Range = Range {
+        lo: f32::INFINITY,
+        hi: f32::NEG_INFINITY,
+        nan: false,
+    };
+
     pub fn of(values: &[f32]) -> Self {
         const LANES: usize = 8;
         let mut lo = [f32::INFINITY; LANES];
@@ -216,11 +217,7 @@ impl Range {
                 nan[i] |= v.is_nan();
             }
         }
-        let mut range = Range {
-            lo: f32::INFINITY,
-            hi: f32::NEG_INFINITY,
-            nan: false,
-        };
+        let mut range = Range::EMPTY;
         for i in 0..LANES {
             range = range.join(Range {
                 lo: lo[i],
@@ -314,6 +311,11 @@ mod tests {
         assert_eq!(q.to_q8_0(), Err(QuantizeError::BlockAlignment { k: 49 }));
     }
 
+    /// The definition, one value at a time: `as` rounds toward zero and saturates.
+    fn quantize_activation(x: f32, inverse_scale: f32) -> u8 {
+        (x * inverse_scale + 0.5) as u8
+    }
+
     #[test]
     fn activations_round_to_nearest_and_saturate() {
         let s = activation_scale(2.55);
@@ -347,7 +349,6 @@ mod tests {
                 assert!(Range::of(&v).nan, "len {len}, NaN at {at}");
             }
         }
-        let empty = Range::of(&[]);
-        assert!(empty.lo > empty.hi && !empty.nan);
+        assert_eq!(Range::of(&[]), Range::EMPTY);
     }
 }
