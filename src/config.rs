@@ -40,6 +40,8 @@ pub struct Config {
     pub state: StateSection,
     #[serde(default)]
     pub pipeline: PipelineSection,
+    #[serde(default)]
+    pub preview: PreviewSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,6 +212,49 @@ impl Default for PipelineSection {
             inference_stall_s: default_inference_stall(),
         }
     }
+}
+
+/// The low-rate preview of whole frames a display draws the ROI on (`…/preview`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewSection {
+    /// Off by default: frames of the scanner's screen leave the daemon only when a site
+    /// turns this on for a display on its own network.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Preview frames per second of wall-clock time.
+    #[serde(default = "default_preview_fps")]
+    pub fps: f64,
+    /// Width of the preview image in pixels (the height keeps the frame's aspect ratio);
+    /// frames narrower than this are sent at their own size.
+    #[serde(default = "default_preview_width")]
+    pub width: u32,
+    /// JPEG quality, 1 to 100.
+    #[serde(default = "default_preview_quality")]
+    pub quality: u8,
+}
+
+impl Default for PreviewSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            fps: default_preview_fps(),
+            width: default_preview_width(),
+            quality: default_preview_quality(),
+        }
+    }
+}
+
+// About 15 kB a second: Mosquitto 2.0's websockets listener moves only some tens of kB/s to
+// a browser.
+fn default_preview_fps() -> f64 {
+    1.0
+}
+fn default_preview_width() -> u32 {
+    480
+}
+fn default_preview_quality() -> u8 {
+    60
 }
 
 fn one() -> f64 {
@@ -541,6 +586,24 @@ impl Config {
                     "{}: expected 1 to 3600 seconds",
                     self.pipeline.inference_stall_s
                 ),
+            ));
+        }
+        if !(0.1..=10.0).contains(&self.preview.fps) {
+            return Err(bad(
+                "preview.fps",
+                format!("{}: expected 0.1 to 10 frames per second", self.preview.fps),
+            ));
+        }
+        if !(160..=1920).contains(&self.preview.width) {
+            return Err(bad(
+                "preview.width",
+                format!("{}: expected 160 to 1920 pixels", self.preview.width),
+            ));
+        }
+        if !(1..=100).contains(&self.preview.quality) {
+            return Err(bad(
+                "preview.quality",
+                format!("{}: expected 1 to 100", self.preview.quality),
             ));
         }
         Ok(())

@@ -30,6 +30,7 @@ fn the_document_is_asyncapi_3_with_every_channel() {
         topics.timing("{examId}"),
         topics.result("{examId}"),
         topics.heatmap("{examId}"),
+        topics.preview(),
     ] {
         assert!(addresses.contains(&t), "{t} missing from {addresses:?}");
     }
@@ -107,4 +108,86 @@ fn every_accepted_command_matches_the_command_schema() {
         assert!(parse_command(body.to_string().as_bytes()).is_err());
         assert!(!command.is_valid(&body), "the schema accepts {body}");
     }
+}
+
+#[test]
+fn a_preview_matches_and_its_jpeg_is_the_frame_scaled() {
+    use base64::Engine as _;
+    use ceusd::capture::frame::{Frame, PixelFormat};
+    use ceusd::publish::preview::{Panes, PreviewMessage, PreviewSettings};
+    use ceusd::roi::Roi;
+
+    // A 320x180 gray frame: dark left half, bright right half.
+    let (w, h) = (320u32, 180u32);
+    let data: Vec<u8> = (0..h)
+        .flat_map(|_| (0..w).map(|x| if x < w / 2 { 30 } else { 220 }))
+        .collect();
+    let frame = Frame {
+        sequence: 7,
+        timestamp: std::time::Duration::from_millis(12_500),
+        width: w,
+        height: h,
+        format: PixelFormat::Grey,
+        stride: w as usize,
+        data,
+    };
+    let panes = Panes {
+        b_mode: Roi {
+            x: 0,
+            y: 0,
+            width: 160,
+            height: 180,
+        },
+        ceus: Roi {
+            x: 160,
+            y: 0,
+            width: 160,
+            height: 180,
+        },
+    };
+    let roi = Some(Roi {
+        x: 200,
+        y: 40,
+        width: 60,
+        height: 50,
+    });
+    let settings = PreviewSettings {
+        width: 160,
+        quality: 80,
+    };
+    let message = PreviewMessage::new(&frame, settings, Some("exam-1"), Some(panes), roi).unwrap();
+    let value = serde_json::to_value(&message).unwrap();
+    assert_valid(&schema("Preview"), "preview", &value);
+    assert_eq!(value["frame"], json!({"width": 320, "height": 180}));
+    assert_eq!(value["image"], json!({"width": 160, "height": 90}));
+    assert_eq!(value["at_s"], json!(12.5));
+    assert_eq!(
+        value["roi"],
+        json!({"x": 200, "y": 40, "width": 60, "height": 50})
+    );
+
+    let jpeg = base64::engine::general_purpose::STANDARD
+        .decode(message.jpeg.as_bytes())
+        .unwrap();
+    let image = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg)
+        .unwrap()
+        .to_luma8();
+    assert_eq!((image.width(), image.height()), (160, 90));
+    let (left, right) = (image.get_pixel(20, 45)[0], image.get_pixel(140, 45)[0]);
+    assert!(
+        left.abs_diff(30) <= 6 && right.abs_diff(220) <= 6,
+        "{left} {right}"
+    );
+
+    // Between exams there are no panes and no ROI; a frame narrower than the preview keeps
+    // its size.
+    let wide = PreviewSettings {
+        width: 640,
+        quality: 80,
+    };
+    let idle =
+        serde_json::to_value(PreviewMessage::new(&frame, wide, None, None, None).unwrap()).unwrap();
+    assert_valid(&schema("Preview"), "idle preview", &idle);
+    assert_eq!(idle["image"], json!({"width": 320, "height": 180}));
+    assert_eq!(idle["exam_id"], json!(null));
 }

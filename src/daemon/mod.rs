@@ -32,6 +32,7 @@ use crate::model::DlrModel;
 use crate::publish::messages::{ModelInfo, Topics};
 use crate::publish::mqtt::{Outbound, Session};
 use crate::publish::outbox::Outbox;
+use crate::publish::preview::PreviewSettings;
 use health::{systemd, Health};
 use inference::InferenceWorker;
 use pipeline::{Captured, Counters, Pipeline, PipelineSettings};
@@ -227,6 +228,15 @@ pub async fn serve(
             timing_interval: Duration::from_secs_f64(config.exam.timing_interval_s),
             outbox_capacity: config.state.outbox_capacity,
             state_file: config.state.dir.join("state.json"),
+            preview: config.preview.enabled.then(|| {
+                (
+                    PreviewSettings {
+                        width: config.preview.width,
+                        quality: config.preview.quality,
+                    },
+                    Duration::from_secs_f64(1.0 / config.preview.fps),
+                )
+            }),
         };
         let p = Pipeline::new(
             settings,

@@ -29,6 +29,7 @@ use crate::publish::messages::{
 };
 use crate::publish::mqtt::Outbound;
 use crate::publish::outbox::{Outbox, OutgoingMessage};
+use crate::publish::preview::{Panes, PreviewMessage, PreviewSettings};
 use crate::roi::Roi;
 use crate::timing::Phase;
 
@@ -67,6 +68,8 @@ pub struct PipelineSettings {
     pub outbox_capacity: usize,
     /// Where the last exam id is kept across restarts.
     pub state_file: std::path::PathBuf,
+    /// The preview for displays, and its wall-clock interval; `None` when turned off.
+    pub preview: Option<(PreviewSettings, Duration)>,
 }
 
 struct ExamRun {
@@ -117,6 +120,7 @@ pub struct Pipeline {
     last_recorded_exam: Option<u64>,
     last_status: Option<(String, Option<String>, Option<String>, bool)>,
     last_status_sent: Option<Instant>,
+    last_preview: Option<Instant>,
     rng: crate::rng::SplitMix64,
 }
 
@@ -171,6 +175,7 @@ impl Pipeline {
             last_recorded_exam: None,
             last_status: None,
             last_status_sent: None,
+            last_preview: None,
             rng: crate::rng::SplitMix64(seed),
         }
     }
@@ -264,6 +269,7 @@ impl Pipeline {
                     }
                 }
                 self.frame(&frame, recorded_injection_s);
+                self.preview(&frame);
             }
             Captured::NoSignal(reason) => {
                 if self.source_state != SourceState::NoSignal(reason.clone()) {
@@ -350,12 +356,7 @@ impl Pipeline {
             .is_none_or(|last| last.elapsed() >= self.settings.timing_interval)
         {
             run.last_timing = Some(Instant::now());
-            let message = TimingMessage::new(
-                &run.id,
-                &status,
-                (b.window_start_s, b.window_end_s, b.window_target_s),
-                exam.window.kept().len(),
-            );
+            let message = TimingMessage::new(&run.id, &status, &b, exam.window.kept().len());
             if let Ok(payload) = serde_json::to_vec(&message) {
                 let _ = self.outbound.try_send(Outbound::Transient {
                     topic: self.topics.timing(&run.id),
@@ -370,6 +371,42 @@ impl Pipeline {
         }
         if done {
             self.stop_exam("the exam's time is over");
+        }
+    }
+
+    /// Publishes a preview of `frame` when the preview is on and its interval has passed.
+    /// A preview is transient: dropped, not queued, when the session is busy or offline.
+    fn preview(&mut self, frame: &Frame) {
+        let Some((settings, interval)) = self.settings.preview else {
+            return;
+        };
+        if self
+            .last_preview
+            .is_some_and(|last| last.elapsed() < interval)
+        {
+            return;
+        }
+        self.last_preview = Some(Instant::now());
+        let run = self.current.as_ref().filter(|r| r.running);
+        let panes = run
+            .and_then(|r| r.exam.as_ref())
+            .map(|e| Panes::from(e.layout));
+        let message = PreviewMessage::new(
+            frame,
+            settings,
+            run.map(|r| r.id.as_str()),
+            panes,
+            run.and_then(|r| r.roi),
+        );
+        match message.map(|m| serde_json::to_vec(&m)) {
+            Ok(Ok(payload)) => {
+                let _ = self.outbound.try_send(Outbound::Transient {
+                    topic: self.topics.preview(),
+                    payload,
+                });
+            }
+            Ok(Err(e)) => log::warn!("preview: {e}"),
+            Err(e) => log::warn!("{e}"),
         }
     }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::exam::{ExamResult, ScoredFrame};
 use crate::model::DlrModel;
 use crate::roi::Roi;
-use crate::timing::{ClockSource, Phase, TimingStatus};
+use crate::timing::{ClockSource, Phase, PhaseBoundaries, TimingStatus};
 
 /// Version of the payloads; bumped on any incompatible change.
 pub const CONTRACT_VERSION: u32 = 1;
@@ -41,6 +41,9 @@ impl Topics {
     }
     pub fn heatmap(&self, exam: &str) -> String {
         format!("{}/exam/{exam}/heatmap", self.base)
+    }
+    pub fn preview(&self) -> String {
+        format!("{}/preview", self.base)
     }
 }
 
@@ -179,7 +182,18 @@ pub struct TimingMessage {
     pub clock_source: Option<ClockSource>,
     pub estimated: bool,
     pub window: WindowInfo,
+    /// Where the phases end, so that a display draws the same bands the daemon uses.
+    pub phases: PhaseBands,
     pub time_ms: u64,
+}
+
+/// Ends of the phases, seconds since injection (each starts where the previous ends; the
+/// vascular phase starts at the injection).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PhaseBands {
+    pub vascular_end_s: f64,
+    pub pancreatic_end_s: f64,
+    pub delayed_end_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -198,7 +212,7 @@ impl TimingMessage {
     pub fn new(
         exam_id: &str,
         status: &TimingStatus,
-        window: (f64, f64, f64),
+        boundaries: &PhaseBoundaries,
         frames_kept: usize,
     ) -> Self {
         Self {
@@ -210,12 +224,17 @@ impl TimingMessage {
             clock_source: status.clock_source,
             estimated: status.estimated,
             window: WindowInfo {
-                start_s: window.0,
-                end_s: window.1,
-                target_s: window.2,
+                start_s: boundaries.window_start_s,
+                end_s: boundaries.window_end_s,
+                target_s: boundaries.window_target_s,
                 countdown_s: status.window_countdown_s,
                 open: status.in_window,
                 frames_kept,
+            },
+            phases: PhaseBands {
+                vascular_end_s: boundaries.vascular_end_s,
+                pancreatic_end_s: boundaries.pancreatic_end_s,
+                delayed_end_s: boundaries.delayed_end_s,
             },
             time_ms: unix_ms(),
         }

@@ -41,9 +41,31 @@ for entry in \
     "-rw-r--r-- 0/0 ./etc/ceusd/ceusd.toml" \
     "-rw-r--r-- 0/0 ./usr/share/doc/ceusd/examples/jetson-cuda.conf" \
     "-rw-r--r-- 0/0 ./usr/share/doc/ceusd/asyncapi.yaml" \
-    "-rw-r--r-- 0/0 ./usr/share/doc/ceusd/README.md"; do
+    "-rw-r--r-- 0/0 ./usr/share/doc/ceusd/README.md" \
+    "-rw-r--r-- 0/0 ./usr/share/ceusd/display/index.html" \
+    "-rw-r--r-- 0/0 ./usr/share/ceusd/display/display.js" \
+    "-rw-r--r-- 0/0 ./usr/share/ceusd/display/display.css" \
+    "-rw-r--r-- 0/0 ./usr/share/ceusd/display/vendor/mqtt.min.js" \
+    "-rw-r--r-- 0/0 ./usr/share/ceusd/display/vendor/mqtt.LICENSE.md" \
+    "-rw-r--r-- 0/0 ./usr/share/ceusd/display/mosquitto-ceusd-display.conf"; do
     check "package holds: $entry" grep -qxF -- "$entry" <<<"$listing"
 done
+# The shipped Mosquitto snippet serves the shipped page (on free ports, from the unpacked files).
+mkdir -p "$work/display"
+dpkg-deb -x "$deb1" "$work/display"
+served="$work/display/usr/share/ceusd/display"
+plain_port=$((20000 + RANDOM % 20000)); ws_port=$((plain_port + 1))
+sed -e "s|^listener 1883 |listener $plain_port |" -e "s|^listener 9001 |listener $ws_port |" \
+    -e "s|^http_dir .*|http_dir $served|" "$served/mosquitto-ceusd-display.conf" > "$work/display.conf"
+if [ "$(id -u)" = 0 ]; then echo "user root" >> "$work/display.conf"; fi
+mosquitto -c "$work/display.conf" > "$work/display-mosquitto.log" 2>&1 &
+display_broker=$!
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$ws_port/" && break; sleep 0.1; done
+check "Mosquitto with the shipped snippet serves the display page" \
+    cmp -s <(curl -s "http://127.0.0.1:$ws_port/index.html") "$repo/display/index.html"
+check "... and its MQTT client" \
+    cmp -s <(curl -s "http://127.0.0.1:$ws_port/vendor/mqtt.min.js") "$repo/display/vendor/mqtt.min.js"
+kill "$display_broker" 2>/dev/null; wait "$display_broker" 2>/dev/null || true
 check "the only conffile is /etc/ceusd/ceusd.toml" \
     test "$(dpkg-deb -f "$deb1" Package >/dev/null; dpkg-deb --ctrl-tarfile "$deb1" | tar -xO ./conffiles)" = "/etc/ceusd/ceusd.toml"
 depends="$(dpkg-deb -f "$deb1" Depends)"

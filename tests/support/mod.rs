@@ -53,6 +53,28 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start(dir: &Path, persistent: bool) -> Self {
+        Self::start_with(dir, persistent, "")
+    }
+
+    /// A broker that also listens for MQTT over WebSockets on a second port and serves the
+    /// files of `http_dir` there, as a cart's Mosquitto serves the bedside display.
+    pub fn start_with_websockets(dir: &Path, http_dir: &Path) -> (Self, u16) {
+        let ws_port = free_port();
+        let extra = format!(
+            "listener {ws_port} 127.0.0.1\nprotocol websockets\nhttp_dir {}\n",
+            http_dir.display()
+        );
+        let broker = Self::start_with(dir, false, &extra);
+        wait_for_port(ws_port);
+        (broker, ws_port)
+    }
+
+    /// The process id, for a test that kills the broker from another process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    fn start_with(dir: &Path, persistent: bool, extra: &str) -> Self {
         let port = free_port();
         std::fs::create_dir_all(dir).unwrap();
         let conf = dir.join("mosquitto.conf");
@@ -68,6 +90,7 @@ impl Mosquitto {
         } else {
             text += "persistence false\n";
         }
+        text += extra;
         std::fs::write(&conf, text).unwrap();
         let mut m = Self {
             port,
