@@ -37,7 +37,6 @@
     timing: null,
     timingAt: 0,
     result: null,
-    resultIdsSeen: new Set(),
     heatmap: null, // { resultId, url, bytes }
     preview: null,
     previewAt: 0,
@@ -46,6 +45,8 @@
     drag: null,
     pending: new Map(),
     commandCount: 0,
+    laterResults: new Map(),
+    laterHeatmaps: new Map(),
   };
 
   // ------------------------------------------------------------------ device and topics
@@ -168,13 +169,23 @@
     }
   }
 
-  // A new exam clears everything the screen showed of the previous one.
+  // A new exam clears everything the screen showed of the previous one. A result that came
+  // before the status naming its exam (retained messages on connecting) is taken up now.
   function newExam(examId) {
     state.examId = examId;
     state.timing = null;
-    state.result = null;
+    state.result = (examId && state.laterResults.get(examId)) || null;
     setHeatmap(null);
+    const heatmap = examId && state.laterHeatmaps.get(examId);
+    if (state.result && heatmap && heatmap.resultId === state.result.result_id) verifyAndShow(heatmap);
     state.draft = null;
+  }
+
+  // Results and heatmaps of exams that are not (yet) current, a few of the newest.
+  function remember(map, examId, value) {
+    map.delete(examId);
+    map.set(examId, value);
+    while (map.size > 4) map.delete(map.keys().next().value);
   }
 
   function onTiming(examId, payload) {
@@ -188,6 +199,7 @@
   function onResult(examId, payload) {
     if (payload.length === 0) {
       // The daemon cleared this exam's retained result (a new exam started).
+      state.laterResults.delete(examId);
       if (state.result && state.result.exam_id === examId) {
         state.result = null;
         setHeatmap(null);
@@ -196,9 +208,11 @@
     }
     const r = json(payload);
     if (r.exam_id !== examId) return;
-    state.resultIdsSeen.add(r.result_id);
-    // Results of other exams are not kept: only the current exam's can ever be shown.
-    if (examId !== state.examId) return;
+    if (examId !== state.examId) {
+      const kept = state.laterResults.get(examId);
+      if (!kept || kept.revision <= r.revision) remember(state.laterResults, examId, r);
+      return;
+    }
     if (state.result && state.result.exam_id === examId && state.result.revision > r.revision) {
       return;
     }
@@ -215,13 +229,18 @@
 
   function onHeatmap(examId, payload) {
     if (payload.length === 0) {
+      state.laterHeatmaps.delete(examId);
       if (state.heatmap && state.heatmap.examId === examId) setHeatmap(null);
       return;
     }
     const bytes = new Uint8Array(payload);
     const resultId = pngText(bytes, "ceusd:result_id");
-    if (!resultId || examId !== state.examId) return;
+    if (!resultId) return;
     const entry = { examId, resultId, bytes, url: null };
+    if (examId !== state.examId) {
+      remember(state.laterHeatmaps, examId, entry);
+      return;
+    }
     if (state.result && state.result.result_id === resultId) {
       verifyAndShow(entry);
     } else {
@@ -309,6 +328,9 @@
     state.commandCount += 1;
     const id = "display-" + Date.now().toString(36) + "-" + state.commandCount;
     const body = Object.assign({ id, command }, fields);
+    // Commands on the running exam name the exam on screen: the daemon refuses them if
+    // another exam has begun meanwhile, rather than apply them to the wrong patient.
+    if (command !== "start_exam" && command !== "status" && state.examId) body.exam_id = state.examId;
     const entry = { id, label: what, outcome: "pending", text: "sent", sentAt: Date.now() };
     state.pending.set(id, entry);
     addReply(entry);
@@ -321,8 +343,9 @@
     const entry = r.id && state.pending.get(r.id);
     if (!entry) return; // another display's command
     state.pending.delete(r.id);
+    const late = entry.outcome === "no-reply" ? " (late reply)" : "";
     entry.outcome = r.ok ? "ok" : "refused";
-    entry.text = r.ok ? "OK" + describeReply(r) : "refused: " + r.error;
+    entry.text = (r.ok ? "OK" + describeReply(r) : "refused: " + r.error) + late;
     entry.reply = r;
     renderReplies();
   }
@@ -542,14 +565,15 @@
     renderResult(shown);
     renderPreviewState(now);
 
-    // Replies that never came.
+    // Replies that do not come: said after a while; a reply that comes later still replaces
+    // it, and it is forgotten once off the list.
     for (const [id, e] of state.pending) {
-      if (now - e.sentAt > REPLY_TIMEOUT_MS) {
-        state.pending.delete(id);
+      if (e.outcome === "pending" && now - e.sentAt > REPLY_TIMEOUT_MS) {
         e.outcome = "no-reply";
-        e.text = "no reply from the device — check its status before sending again";
+        e.text = "no reply from the device yet — check its status before sending again";
         renderReplies();
       }
+      if (!replies.includes(e)) state.pending.delete(id);
     }
     const canSend = state.connected && !!state.device;
     for (const b of document.querySelectorAll(".controls button")) b.disabled = !canSend;

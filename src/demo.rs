@@ -45,6 +45,10 @@ pub struct DemoOptions {
     /// Frame size and rate of the synthetic scanner.
     pub size: (u32, u32),
     pub fps: f64,
+    /// Serve the bedside display's page (embedded broker only): the port of the page, and
+    /// the port of the broker's WebSockets listener (8080 and 9001, or free ones when taken).
+    /// `None`: no page.
+    pub web: Option<(Option<u16>, Option<u16>)>,
 }
 
 impl Default for DemoOptions {
@@ -59,6 +63,7 @@ impl Default for DemoOptions {
             seed: 11,
             size: (1280, 720),
             fps: 15.0,
+            web: Some((None, None)),
         }
     }
 }
@@ -107,9 +112,10 @@ fn free_port(preferred: u16) -> Result<u16, DemoError> {
         .map_err(|e| DemoError::Setup(e.to_string()))
 }
 
-/// Starts rumqttd on 127.0.0.1:`port` in a thread of its own.
-pub fn start_embedded_broker(port: u16) -> Result<(), DemoError> {
-    let text = format!(
+/// Starts rumqttd on 127.0.0.1:`port` in a thread of its own, with MQTT over WebSockets on
+/// 127.0.0.1:`ws_port` too when given.
+pub fn start_embedded_broker(port: u16, ws_port: Option<u16>) -> Result<(), DemoError> {
+    let mut text = format!(
         r#"
 id = 0
 [router]
@@ -128,6 +134,21 @@ max_inflight_count = 100
 dynamic_filters = true
 "#
     );
+    if let Some(ws_port) = ws_port {
+        text += &format!(
+            r#"
+[ws.1]
+name = "ceusd-demo-ws"
+listen = "127.0.0.1:{ws_port}"
+next_connection_delay_ms = 1
+[ws.1.connections]
+connection_timeout_ms = 60000
+max_payload_size = 20971520
+max_inflight_count = 100
+dynamic_filters = true
+"#
+        );
+    }
     let config: rumqttd::Config =
         toml::from_str(&text).map_err(|e| DemoError::Setup(format!("broker config: {e}")))?;
     std::thread::Builder::new()
@@ -139,19 +160,36 @@ dynamic_filters = true
             }
         })
         .map_err(|e| DemoError::Setup(e.to_string()))?;
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
+    for port in std::iter::once(port).chain(ws_port) {
+        let mut open = false;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                open = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        if !open {
+            return Err(DemoError::Setup(format!(
+                "the embedded broker did not open 127.0.0.1:{port}"
+            )));
+        }
     }
-    Err(DemoError::Setup(format!(
-        "the embedded broker did not open 127.0.0.1:{port}"
-    )))
+    Ok(())
+}
+
+/// Serves the display page and returns its URL, pointed at the broker's WebSockets listener.
+fn serve_display_page(page_port: u16, ws_port: u16) -> Result<String, DemoError> {
+    let addr = crate::web_display::serve(std::net::SocketAddr::from(([127, 0, 0, 1], page_port)))
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    Ok(format!(
+        "http://{addr}/?broker=ws://127.0.0.1:{ws_port}&device=demo"
+    ))
 }
 
 /// Runs the demo to the end of its exams.
 pub fn run(options: DemoOptions, out: &mut dyn std::io::Write) -> Result<DemoSummary, DemoError> {
+    let mut page_url = None;
     let broker = match &options.broker {
         Some(b) => b.clone(),
         None => {
@@ -159,7 +197,17 @@ pub fn run(options: DemoOptions, out: &mut dyn std::io::Write) -> Result<DemoSum
                 Some(p) => p,
                 None => free_port(1883)?,
             };
-            start_embedded_broker(port)?;
+            let web = match options.web {
+                Some((page, ws)) => Some((
+                    page.map_or_else(|| free_port(8080), Ok)?,
+                    ws.map_or_else(|| free_port(9001), Ok)?,
+                )),
+                None => None,
+            };
+            start_embedded_broker(port, web.map(|(_, ws)| ws))?;
+            if let Some((page, ws)) = web {
+                page_url = Some(serve_display_page(page, ws)?);
+            }
             format!("mqtt://127.0.0.1:{port}")
         }
     };
@@ -183,6 +231,8 @@ broker = "{broker}"
 auto_start = true
 [state]
 dir = "{state}"
+[preview]
+enabled = true
 "#,
         speed = options.speed,
         state = state_dir.display().to_string().replace('\\', "\\\\"),
@@ -203,6 +253,18 @@ dir = "{state}"
          mosquitto_sub -h {} -p {} -t 'ceus/demo/#' -v\n",
         options.exams, model.identity.content_hash, broker_addr.host, broker_addr.port
     );
+    match &page_url {
+        Some(url) => {
+            let _ = writeln!(out, "the bedside display, in a browser:\n  {url}\n");
+        }
+        None if options.broker.is_some() && options.web.is_some() => {
+            let _ = writeln!(
+                out,
+                "the bedside display needs a WebSockets listener: see the README's \"bedside display\"\n"
+            );
+        }
+        None => {}
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -21,3 +21,4 @@ pub mod rng;
 pub mod roi;
 pub mod timing;
 pub mod train;
+pub mod web_display;

@@ -144,6 +144,16 @@ struct DemoArgs {
     /// Frame rate of the synthetic scanner.
     #[arg(long, default_value_t = 15.0)]
     fps: f64,
+    /// Port of the bedside display's page (default 8080, or a free port when it is taken).
+    #[arg(long)]
+    web_port: Option<u16>,
+    /// Port of the embedded broker's MQTT-over-WebSockets listener, for the page (default
+    /// 9001, or a free port when it is taken).
+    #[arg(long)]
+    ws_port: Option<u16>,
+    /// Serve no display page (and open no WebSockets listener).
+    #[arg(long)]
+    no_web: bool,
 }
 
 #[derive(Args)]
@@ -883,6 +893,7 @@ fn run(cli: Cli) -> Result<()> {
                     size: ceusd::capture::source::parse_frame_size(&a.size)
                         .with_context(|| format!("--size {}: expected WxH", a.size))?,
                     fps: a.fps,
+                    web: (!a.no_web).then_some((a.web_port, a.ws_port)),
                 },
                 &mut out,
             )?;

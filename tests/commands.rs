@@ -44,12 +44,24 @@ proptest! {
                 match &request.command {
                     Command::MarkInjection { seconds_ago } => {
                         prop_assert!((0.0..=MAX_BACKDATE_S).contains(seconds_ago));
-                        prop_assert!(roi.is_none() && exam.is_none());
+                        prop_assert!(roi.is_none());
                     }
                     Command::SetRoi { roi: r } => prop_assert!(r.width >= 8 && r.height >= 8),
                     Command::StartExam { exam_id } => {
                         prop_assert!(seconds.is_none() && roi.is_none());
                         if let Some(e) = exam_id { prop_assert!(ceusd::config::is_topic_word(e)); }
+                    }
+                    _ => {}
+                }
+                // An exam named by a command on the running exam is a well-formed id, and
+                // start_exam and status carry none there.
+                match (&request.command, &request.exam_id) {
+                    (Command::StartExam { .. } | Command::Status, Some(_)) => {
+                        prop_assert!(false, "{:?} with exam {:?}", request.command, request.exam_id)
+                    }
+                    (_, Some(e)) => {
+                        prop_assert!(ceusd::config::is_topic_word(e));
+                        prop_assert_eq!(Some(e), exam.as_ref());
                     }
                     _ => {}
                 }
@@ -78,13 +90,15 @@ proptest! {
 
 #[test]
 fn refusals_say_why() {
-    let cases: [(&[u8], &str); 6] = [
+    let cases: [(&[u8], &str); 8] = [
         (b"", "not JSON"),
         (b"[1,2]", "expected"),
         (br#"{"id": 5, "command": "status"}"#, "\"id\" must be a string"),
         (br#"{"id": "x", "command": "mark_injection", "seconds_ago": 601}"#, "expected 0 to 600"),
         (br#"{"id": "x", "command": "set_roi"}"#, "set_roi needs \"roi\""),
         (br#"{"id": "x", "command": "set_roi", "roi": {"x": -1, "y": 0, "width": 10, "height": 10}}"#, "whole pixels"),
+        (br#"{"id": "x", "command": "stop_exam", "exam_id": "a b"}"#, "exam_id \"a b\""),
+        (br#"{"id": "x", "command": "status", "exam_id": "e1"}"#, "does not belong to status"),
     ];
     for (payload, why) in cases {
         let e = parse_command(payload).unwrap_err();

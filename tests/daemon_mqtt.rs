@@ -509,10 +509,16 @@ fn bad_commands_are_refused_with_a_reason_and_change_nothing() {
     );
     assert_eq!(reply(&sub, "go")["ok"], true);
     // The operator marks the injection, back-dated by 3 s.
+    // A mark meant for another exam (sent before this one began) changes nothing here.
+    refused(
+        "o0",
+        json!({"id": "o0", "command": "mark_injection", "exam_id": "exam-0"}),
+        "exam exam-0 is not the current exam (exam-1 is)",
+    );
     command(
         broker.port,
         "cmd",
-        json!({"id": "inj", "command": "mark_injection", "seconds_ago": 3}),
+        json!({"id": "inj", "command": "mark_injection", "seconds_ago": 3, "exam_id": "exam-1"}),
     );
     let inj = reply(&sub, "inj");
     assert_eq!(inj["ok"], true, "{inj}");
@@ -540,6 +546,11 @@ fn bad_commands_are_refused_with_a_reason_and_change_nothing() {
         json!({"id": "stop", "command": "stop_exam"}),
     );
     assert_eq!(reply(&sub, "stop")["ok"], true);
+    refused(
+        "o5",
+        json!({"id": "o5", "command": "stop_exam", "exam_id": "exam-2"}),
+        "exam exam-2 is not the current exam (exam-1 is)",
+    );
     refused(
         "o4",
         json!({"id": "o4", "command": "start_exam", "exam_id": "exam-1"}),

@@ -59,6 +59,7 @@ fn the_example_configuration_is_valid() {
         "[exam]",
         "[state]",
         "[pipeline]",
+        "[preview]",
     ] {
         assert!(text.contains(section), "{section}");
     }
@@ -97,6 +98,10 @@ fn configuration_errors_name_the_field_and_the_service_does_not_start() {
         (
             format!("{GOOD}[pipeline]\nframe_queue = 0\n"),
             "pipeline.frame_queue",
+        ),
+        (
+            format!("{GOOD}[preview]\nenabled = true\nfps = 30.0\n"),
+            "preview.fps: 30: expected 0.1 to 10",
         ),
         (
             GOOD.replace("path = \"demo\"", "path = \"demo\"\nsha256 = \"sha256:00\""),

@@ -5,6 +5,7 @@
 //! ROI is drawn on the preview, the labels and heatmaps are shown, a rescore with a redrawn
 //! ROI comes back, a new exam clears the screen, and killing the daemon and then the broker
 //! shows offline. Here the daemon's side is checked: what it published for those commands.
+//! A second test opens the page as `ceusd demo` serves it, over the demo's embedded broker.
 //!
 //! Needs Node.js 20 or later with `npm ci` run in `tests/display` (done here when
 //! `node_modules` is missing), and Debian's `chromium` (`CEUSD_CHROMIUM` names another).
@@ -18,7 +19,7 @@ use std::process::{Command, Stdio};
 use serde_json::{json, Value};
 use support::{assert_valid, lesion_roi, schema, Daemon, Mosquitto, Subscriber};
 
-const SOURCE: &str = "synthetic:pdac,cp?seed=3&fps=8&duration=90&injection=2";
+const SOURCE: &str = "synthetic:pdac,cp?seed=3&fps=8&duration=120&injection=2";
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -37,18 +38,107 @@ fn playwright(tests_dir: &Path) {
     assert!(status.success(), "npm ci in {} failed", tests_dir.display());
 }
 
-#[test]
-fn the_display_follows_two_exams_in_a_browser() {
-    let _heavy = support::heavy();
-    let tests_dir = manifest_dir().join("tests/display");
-    playwright(&tests_dir);
+/// Runs `browser.mjs` with `spec` (plus where its summary goes); its steps go straight to the
+/// test's output. Returns its exit status and summary.
+fn run_browser(
+    tests_dir: &Path,
+    spec: &Value,
+    summary_path: &Path,
+) -> (std::process::ExitStatus, Value) {
+    let mut spec = spec.clone();
+    spec["summary"] = json!(summary_path);
+    let status = Command::new("node")
+        .arg("browser.mjs")
+        .current_dir(tests_dir)
+        .env("CEUSD_DISPLAY_TEST", spec.to_string())
+        .stdout(Stdio::inherit())
+        .status()
+        .expect("node is installed (Node.js 20 or later)");
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(summary_path).expect("the browser script wrote no summary"),
+    )
+    .unwrap();
+    (status, summary)
+}
+
+fn chromium() -> String {
     let chromium = std::env::var("CEUSD_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         Path::new(&chromium).exists(),
         "{chromium} not found: install Debian's chromium (apt-get install chromium)"
     );
+    chromium
+}
+
+/// `ceusd demo` serves the page with its embedded broker's WebSockets listener; in a browser
+/// it follows the demo's first exam to its result and heatmap.
+#[test]
+fn the_demo_serves_the_display() {
+    let _heavy = support::heavy();
+    let tests_dir = manifest_dir().join("tests/display");
+    playwright(&tests_dir);
+    let dir = tempfile::tempdir().unwrap();
+    let (port, web_port, ws_port) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
+    let log = std::fs::File::create(dir.path().join("demo.out")).unwrap();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_ceusd"))
+        .args(["demo", "--no-view", "--exams", "1", "--speed", "4"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--web-port",
+            &web_port.to_string(),
+        ])
+        .args(["--ws-port", &ws_port.to_string(), "--state-dir"])
+        .arg(dir.path().join("state"))
+        .stdout(log)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{web_port}/?broker=ws://127.0.0.1:{ws_port}&device=demo");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(dir.path().join("demo.out"))
+        .unwrap_or_default()
+        .contains(&url)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo did not print {url}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let spec = json!({
+        "url": url,
+        "chromium": chromium(),
+        "artifacts": manifest_dir().join("target/display-screenshots"),
+        "scenario": "demo",
+    });
+    let (status, summary) = run_browser(&tests_dir, &spec, &dir.path().join("summary.json"));
+    let _ = demo.kill();
+    let _ = demo.wait();
+    assert!(
+        status.success(),
+        "the browser test failed: {}",
+        summary["error"]
+    );
+    assert_eq!(summary["page_errors"], json!([]), "errors in the page");
+    assert_eq!(summary["demo_result"]["label"], "PDAC");
+    assert_eq!(
+        summary["demo_result"]["heatmapFor"],
+        summary["demo_result"]["id"]
+    );
+}
+
+#[test]
+fn the_display_follows_two_exams_in_a_browser() {
+    let _heavy = support::heavy();
+    let tests_dir = manifest_dir().join("tests/display");
+    playwright(&tests_dir);
+    let chromium = chromium();
     let artifacts = manifest_dir().join("target/display-screenshots");
-    let _ = std::fs::remove_dir_all(&artifacts);
 
     let dir = tempfile::tempdir().unwrap();
     let (broker, ws_port) = Mosquitto::start_with_websockets(
@@ -79,21 +169,9 @@ fn the_display_follows_two_exams_in_a_browser() {
         "daemon_pid": daemon.child.id(),
         "broker_pid": broker.pid().unwrap(),
         "artifacts": artifacts,
-        "summary": dir.path().join("summary.json"),
+        "scenario": "full",
     });
-    // The script's steps go straight to the test's output.
-    let status = Command::new("node")
-        .arg("browser.mjs")
-        .current_dir(&tests_dir)
-        .env("CEUSD_DISPLAY_TEST", spec.to_string())
-        .stdout(Stdio::inherit())
-        .status()
-        .expect("node is installed (Node.js 20 or later)");
-    let summary: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("summary.json"))
-            .expect("the browser script wrote no summary"),
-    )
-    .unwrap();
+    let (status, summary) = run_browser(&tests_dir, &spec, &dir.path().join("summary.json"));
     assert!(
         status.success(),
         "the browser test failed: {}\ndaemon log:\n{}",
@@ -179,6 +257,17 @@ fn the_display_follows_two_exams_in_a_browser() {
         .map(|m| m.json())
         .collect();
     assert!(previews.len() >= 10, "{} previews", previews.len());
+    let sizes: Vec<usize> = received
+        .iter()
+        .filter(|m| m.topic == "ceus/bedside/preview")
+        .map(|m| m.payload.len())
+        .collect();
+    eprintln!(
+        "previews: {} messages of {} to {} bytes",
+        sizes.len(),
+        sizes.iter().min().unwrap_or(&0),
+        sizes.iter().max().unwrap_or(&0)
+    );
     let validator = schema("Preview");
     for p in &previews {
         assert_valid(&validator, "preview", p);

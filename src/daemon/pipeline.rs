@@ -539,7 +539,14 @@ impl Pipeline {
     fn command(&mut self, request: Request) -> CommandReply {
         let name = request.command.name();
         let id = request.id.clone();
-        let outcome = self.apply(request.command);
+        let current = self.current.as_ref().map(|r| r.id.as_str());
+        let outcome = match request.exam_id.as_deref() {
+            Some(meant) if current != Some(meant) => Err(format!(
+                "exam {meant} is not the current exam ({}); nothing was changed",
+                current.map_or_else(|| "there is none".to_string(), |c| format!("{c} is"))
+            )),
+            _ => self.apply(request.command),
+        };
         let exam_id = self.current.as_ref().map(|r| r.id.clone());
         match outcome {
             Ok(data) => {

@@ -52,6 +52,11 @@ impl Command {
 pub struct Request {
     pub id: String,
     pub command: Command,
+    /// For a command on the running exam (mark_injection, set_roi, rescore, stop_exam): the
+    /// exam the sender sees. The command is refused when another exam is current, so that a
+    /// mark or a stop sent just before the next exam began never lands on the wrong patient.
+    /// (start_exam's `exam_id` is the new exam's id, inside the command.)
+    pub exam_id: Option<String>,
 }
 
 /// A refused payload: the id and command name when they could be read, and why.
@@ -154,23 +159,25 @@ pub fn parse_command(payload: &[u8]) -> Result<Request, Refusal> {
             Ok(())
         }
     };
+    let exam_id = match wire.exam_id.clone() {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if is_topic_word(&s) => Some(s),
+        Some(other) => {
+            return Err(bad(format!(
+                "exam_id {other}: use 1 to 64 letters, digits, '-' or '_'"
+            )))
+        }
+    };
+    // Set below for the commands on the running exam.
+    let mut meant_exam = None;
     let command = match name.as_str() {
         "start_exam" => {
             unexpected("seconds_ago", wire.seconds_ago.is_some())?;
             unexpected("roi", wire.roi.is_some())?;
-            let exam_id = match wire.exam_id {
-                None | Some(serde_json::Value::Null) => None,
-                Some(serde_json::Value::String(s)) if is_topic_word(&s) => Some(s),
-                Some(other) => {
-                    return Err(bad(format!(
-                        "exam_id {other}: use 1 to 64 letters, digits, '-' or '_'"
-                    )))
-                }
-            };
             Command::StartExam { exam_id }
         }
         "mark_injection" => {
-            unexpected("exam_id", wire.exam_id.is_some())?;
+            meant_exam = exam_id;
             unexpected("roi", wire.roi.is_some())?;
             let seconds_ago = match wire.seconds_ago {
                 None | Some(serde_json::Value::Null) => 0.0,
@@ -186,7 +193,7 @@ pub fn parse_command(payload: &[u8]) -> Result<Request, Refusal> {
             Command::MarkInjection { seconds_ago }
         }
         "set_roi" | "rescore" => {
-            unexpected("exam_id", wire.exam_id.is_some())?;
+            meant_exam = exam_id;
             unexpected("seconds_ago", wire.seconds_ago.is_some())?;
             let roi = match wire.roi {
                 None | Some(serde_json::Value::Null) => None,
@@ -200,15 +207,17 @@ pub fn parse_command(payload: &[u8]) -> Result<Request, Refusal> {
                 Command::Rescore { roi }
             }
         }
-        "stop_exam" | "status" => {
+        "stop_exam" => {
+            meant_exam = exam_id;
+            unexpected("seconds_ago", wire.seconds_ago.is_some())?;
+            unexpected("roi", wire.roi.is_some())?;
+            Command::StopExam
+        }
+        "status" => {
             unexpected("exam_id", wire.exam_id.is_some())?;
             unexpected("seconds_ago", wire.seconds_ago.is_some())?;
             unexpected("roi", wire.roi.is_some())?;
-            if name == "stop_exam" {
-                Command::StopExam
-            } else {
-                Command::Status
-            }
+            Command::Status
         }
         other => {
             return Err(bad(format!(
@@ -216,7 +225,11 @@ pub fn parse_command(payload: &[u8]) -> Result<Request, Refusal> {
             )))
         }
     };
-    Ok(Request { id, command })
+    Ok(Request {
+        id,
+        command,
+        exam_id: meant_exam,
+    })
 }
 
 fn parse_roi(v: serde_json::Value) -> Result<Roi, String> {

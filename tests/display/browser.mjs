@@ -54,17 +54,21 @@ const text = (sel) => page.$eval(sel, (e) => e.textContent);
 
 // Draws an ROI given in frame pixels by dragging on the preview canvas, as a finger would.
 async function drawRoi(roi) {
-  const box = await page.locator("#preview").boundingBox();
   const fw = Number(await page.$eval("#preview", (c) => c.dataset.frameWidth));
   const fh = Number(await page.$eval("#preview", (c) => c.dataset.frameHeight));
-  const at = (x, y) => [box.x + (x / fw) * box.width, box.y + (y / fh) * box.height];
-  const [x0, y0] = at(roi.x, roi.y);
-  const [x1, y1] = at(roi.x + roi.width, roi.y + roi.height);
+  // Where a frame point is on screen now (read at each step, as an eye would).
+  const at = async (x, y) => {
+    const box = await page.locator("#preview").boundingBox();
+    return [box.x + (x / fw) * box.width, box.y + (y / fh) * box.height, box];
+  };
+  const [x0, y0] = await at(roi.x, roi.y);
   await page.mouse.move(x0, y0);
   await page.mouse.down();
   for (let i = 1; i <= 8; i++) {
-    await page.mouse.move(x0 + ((x1 - x0) * i) / 8, y0 + ((y1 - y0) * i) / 8);
+    const [x, y] = await at(roi.x + (roi.width * i) / 8, roi.y + (roi.height * i) / 8);
+    await page.mouse.move(x, y);
   }
+  const [, , box] = await at(0, 0);
   await page.mouse.up();
   const drawn = await text("#roi-draft");
   say(`drew ${JSON.stringify(roi)}: page says "${drawn}"`);
@@ -90,7 +94,7 @@ async function commandReply(button, label, outcome) {
   await until(`${label}: reply ${outcome}`, ([label, outcome]) => {
     const li = [...document.querySelectorAll("#replies li")].find((l) => l.textContent.includes(label));
     return li && li.dataset.outcome === outcome;
-  }, [label, outcome], 15000);
+  }, [label, outcome], 45000);
   const line = await page.$$eval("#replies li", (ls, label) => ls.find((l) => l.textContent.includes(label)).textContent, label);
   say(`  "${line}"`);
   return line;
@@ -140,7 +144,36 @@ async function waitForResult(label, revision) {
   return currentResult();
 }
 
+// `ceusd demo` serves the page itself, with its embedded broker's WebSockets listener: the
+// page connects, follows the demo's first exam and shows its result with the heatmap.
+async function demoScenario() {
+  await page.goto(spec.url);
+  await until("connected to the demo's broker", () => document.getElementById("connection").dataset.state === "connected");
+  await until("demo device online", () => document.getElementById("device-state").dataset.state === "online");
+  await until("preview with the scanner's panes", () => document.getElementById("preview-age").textContent === "panes found");
+  summary.demo_result = await waitForResult("PDAC", 1);
+  await shot("demo-result");
+  summary.page_errors = pageErrors;
+}
+
 try {
+  if (spec.scenario === "demo") {
+    await demoScenario();
+  } else {
+    await fullScenario();
+  }
+} catch (e) {
+  console.error(String(e && e.stack ? e.stack : e));
+  Object.assign(summary, { error: String(e), page_errors: pageErrors });
+  process.exitCode = 1;
+} finally {
+  for (const w of watchers) w.on = false;
+  writeFileSync(spec.summary, JSON.stringify(summary, null, 1));
+  await Promise.race([browser.close(), new Promise((r) => setTimeout(r, 10000))]);
+  process.exit();
+}
+
+async function fullScenario() {
   await page.goto(spec.url);
   await until("connected to the broker", () => document.getElementById("connection").dataset.state === "connected");
   await until("device online", () => document.getElementById("device-state").dataset.state === "online");
@@ -221,13 +254,4 @@ try {
   await shot("broker-lost");
 
   summary.page_errors = pageErrors;
-} catch (e) {
-  console.error(String(e && e.stack ? e.stack : e));
-  Object.assign(summary, { error: String(e), page_errors: pageErrors });
-  process.exitCode = 1;
-} finally {
-  for (const w of watchers) w.on = false;
-  writeFileSync(spec.summary, JSON.stringify(summary, null, 1));
-  await Promise.race([browser.close(), new Promise((r) => setTimeout(r, 10000))]);
-  process.exit();
 }
