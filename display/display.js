@@ -67,7 +67,10 @@
   const client = mqtt.connect(BROKER, {
     clientId: "ceusd-display-" + Math.random().toString(16).slice(2, 10),
     clean: true,
-    keepalive: 5,
+    // Mosquitto 2.0's websockets listener can hold a PINGRESP behind larger messages for
+    // seconds on a busy cart: 10 s (15 s to notice a silent loss; a closed socket is noticed
+    // at once) avoids false alarms.
+    keepalive: 10,
     reconnectPeriod: 2000,
     connectTimeout: 5000,
     protocolVersion: 4,

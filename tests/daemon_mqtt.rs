@@ -523,6 +523,33 @@ fn bad_commands_are_refused_with_a_reason_and_change_nothing() {
     let inj = reply(&sub, "inj");
     assert_eq!(inj["ok"], true, "{inj}");
     assert_valid(&reply_schema, "mark_injection reply", &inj);
+    // Delivered again (a display re-sending after a reconnection): the same answer, and the
+    // injection is not marked a second time.
+    std::thread::sleep(Duration::from_millis(500));
+    command(
+        broker.port,
+        "cmd",
+        json!({"id": "inj", "command": "mark_injection", "seconds_ago": 3, "exam_id": "exam-1"}),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let replies = loop {
+        let replies: Vec<serde_json::Value> = sub
+            .snapshot()
+            .iter()
+            .filter(|m| m.topic.ends_with("/cmd/reply"))
+            .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
+            .filter(|v| v["id"] == "inj")
+            .collect();
+        if replies.len() >= 2 || std::time::Instant::now() > deadline {
+            break replies;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    assert_eq!(
+        replies[0], replies[1],
+        "a repeated command is answered as before"
+    );
     refused(
         "o1",
         json!({"id": "o1", "command": "start_exam"}),

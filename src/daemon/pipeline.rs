@@ -121,8 +121,15 @@ pub struct Pipeline {
     last_status: Option<(String, Option<String>, Option<String>, bool)>,
     last_status_sent: Option<Instant>,
     last_preview: Option<Instant>,
+    /// Replies to the latest commands, by id: MQTT delivers a command at least once, and a
+    /// display re-sends an unacknowledged one after a reconnection, so a repeated id is
+    /// answered as before and not carried out again.
+    recent_replies: std::collections::VecDeque<CommandReply>,
     rng: crate::rng::SplitMix64,
 }
+
+/// How many command replies are kept for repeated deliveries.
+const RECENT_COMMANDS: usize = 256;
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 struct PersistedState {
@@ -176,6 +183,7 @@ impl Pipeline {
             last_status: None,
             last_status_sent: None,
             last_preview: None,
+            recent_replies: std::collections::VecDeque::new(),
             rng: crate::rng::SplitMix64(seed),
         }
     }
@@ -537,6 +545,25 @@ impl Pipeline {
     }
 
     fn command(&mut self, request: Request) -> CommandReply {
+        let name = request.command.name();
+        let id = request.id.clone();
+        if let Some(earlier) = self
+            .recent_replies
+            .iter()
+            .find(|r| r.id.as_deref() == Some(id.as_str()))
+        {
+            log::info!("command {name} ({id}): delivered again; answered as before, not repeated");
+            return earlier.clone();
+        }
+        let reply = self.carry_out(request);
+        if self.recent_replies.len() == RECENT_COMMANDS {
+            self.recent_replies.pop_front();
+        }
+        self.recent_replies.push_back(reply.clone());
+        reply
+    }
+
+    fn carry_out(&mut self, request: Request) -> CommandReply {
         let name = request.command.name();
         let id = request.id.clone();
         let current = self.current.as_ref().map(|r| r.id.as_str());
