@@ -233,43 +233,37 @@ fn the_display_follows_two_exams_in_a_browser() {
     };
     let exam_a = summary["exam_a"].as_str().unwrap();
     let exam_b = summary["exam_b"].as_str().unwrap();
-    let a1 = result_of(exam_a, 1);
-    assert_eq!(a1["label"], "PDAC");
-    assert_eq!(
-        a1["roi"], summary["roi_a"],
-        "the drawn ROI is the one scored"
-    );
+    // Each result: the label, and the ROI the page drew is the one scored.
+    let expect = |exam: &str, revision: u64, label: &str, drawn: &str| {
+        let r = result_of(exam, revision);
+        assert_eq!(r["label"], label, "{r}");
+        assert_eq!(
+            r["roi"], summary[drawn],
+            "the ROI scored is the one drawn ({drawn})"
+        );
+        r
+    };
+    let a1 = expect(exam_a, 1, "PDAC", "roi_a");
     assert_eq!(summary["result_a1"]["id"], a1["result_id"]);
-    let a2 = result_of(exam_a, 2);
-    assert_eq!(a2["label"], "PDAC");
-    assert_eq!(
-        a2["roi"], summary["rescore_roi"],
-        "the redrawn ROI is the one rescored"
-    );
+    let a2 = expect(exam_a, 2, "PDAC", "rescore_roi");
     assert_eq!(summary["result_a2"]["heatmapFor"], a2["result_id"]);
-    let b1 = result_of(exam_b, 1);
-    assert_eq!(b1["label"], "CP");
-    assert_eq!(b1["roi"], summary["roi_b"]);
+    let b1 = expect(exam_b, 1, "CP", "roi_b");
     assert_eq!(summary["result_b1"]["heatmapFor"], b1["result_id"]);
 
     // The previews the page drew on match the contract.
-    let previews: Vec<Value> = received
+    let preview_messages: Vec<_> = received
         .iter()
         .filter(|m| m.topic == "ceus/bedside/preview")
-        .map(|m| m.json())
         .collect();
-    assert!(previews.len() >= 10, "{} previews", previews.len());
-    let sizes: Vec<usize> = received
-        .iter()
-        .filter(|m| m.topic == "ceus/bedside/preview")
-        .map(|m| m.payload.len())
-        .collect();
+    let sizes: Vec<usize> = preview_messages.iter().map(|m| m.payload.len()).collect();
     eprintln!(
         "previews: {} messages of {} to {} bytes",
         sizes.len(),
         sizes.iter().min().unwrap_or(&0),
         sizes.iter().max().unwrap_or(&0)
     );
+    let previews: Vec<Value> = preview_messages.iter().map(|m| m.json()).collect();
+    assert!(previews.len() >= 10, "{} previews", previews.len());
     let validator = schema("Preview");
     for p in &previews {
         assert_valid(&validator, "preview", p);
