@@ -46,7 +46,7 @@
     pending: new Map(),
     commandCount: 0,
     laterResults: new Map(),
-    laterHeatmaps: new Map(),
+    waitingHeatmaps: new Map(),
   };
 
   // ------------------------------------------------------------------ device and topics
@@ -179,12 +179,13 @@
     state.timing = null;
     state.result = (examId && state.laterResults.get(examId)) || null;
     setHeatmap(null);
-    const heatmap = examId && state.laterHeatmaps.get(examId);
-    if (state.result && heatmap && heatmap.resultId === state.result.result_id) verifyAndShow(heatmap);
+    takeUpHeatmap();
     state.draft = null;
   }
 
-  // Results and heatmaps of exams that are not (yet) current, a few of the newest.
+  // Results of exams that are not (yet) current, and heatmaps waiting for their result (it
+  // is published first, but retained messages and other exams' can come in any order): a
+  // few of the newest, by exam.
   function remember(map, examId, value) {
     map.delete(examId);
     map.set(examId, value);
@@ -220,36 +221,31 @@
       return;
     }
     state.result = r;
-    if (state.heatmap && state.heatmap.resultId !== r.result_id) {
-      // A heatmap that arrived before its result is kept only if it belongs to this one.
-      setHeatmap(null);
-    }
-    if (state.pendingHeatmap && state.pendingHeatmap.resultId === r.result_id) {
-      setHeatmap(state.pendingHeatmap);
-      state.pendingHeatmap = null;
-    }
+    if (state.heatmap && state.heatmap.resultId !== r.result_id) setHeatmap(null);
+    takeUpHeatmap();
   }
 
   function onHeatmap(examId, payload) {
     if (payload.length === 0) {
-      state.laterHeatmaps.delete(examId);
+      state.waitingHeatmaps.delete(examId);
       if (state.heatmap && state.heatmap.examId === examId) setHeatmap(null);
       return;
     }
     const bytes = new Uint8Array(payload);
     const resultId = pngText(bytes, "ceusd:result_id");
     if (!resultId) return;
-    const entry = { examId, resultId, bytes, url: null };
-    if (examId !== state.examId) {
-      remember(state.laterHeatmaps, examId, entry);
-      return;
-    }
-    if (state.result && state.result.result_id === resultId) {
-      verifyAndShow(entry);
-    } else {
-      // The heatmap follows its result; should it overtake it, it waits for it.
-      state.pendingHeatmap = entry;
-    }
+    remember(state.waitingHeatmaps, examId, { examId, resultId, bytes, url: null });
+    if (examId === state.examId) takeUpHeatmap();
+  }
+
+  // Shows the waiting heatmap of the current result, if it has come: every heatmap reaches
+  // the screen through here and `verifyAndShow`.
+  function takeUpHeatmap() {
+    const r = state.result;
+    const entry = r && state.waitingHeatmaps.get(r.exam_id);
+    if (!entry || entry.resultId !== r.result_id) return;
+    state.waitingHeatmaps.delete(r.exam_id);
+    verifyAndShow(entry);
   }
 
   // Matched by the result id in the PNG and, where the browser allows (a secure context),
@@ -275,7 +271,10 @@
   }
 
   function setHeatmap(entry) {
-    if (state.heatmap && state.heatmap.url) URL.revokeObjectURL(state.heatmap.url);
+    if (state.heatmap && state.heatmap.url) {
+      URL.revokeObjectURL(state.heatmap.url);
+      state.heatmap.url = null;
+    }
     if (entry && !entry.url) {
       entry.url = URL.createObjectURL(new Blob([entry.bytes], { type: "image/png" }));
     }

@@ -115,39 +115,35 @@ fn free_port(preferred: u16) -> Result<u16, DemoError> {
 /// Starts rumqttd on 127.0.0.1:`port` in a thread of its own, with MQTT over WebSockets on
 /// 127.0.0.1:`ws_port` too when given.
 pub fn start_embedded_broker(port: u16, ws_port: Option<u16>) -> Result<(), DemoError> {
-    let mut text = format!(
-        r#"
+    // One listener section of rumqttd's configuration: `kind` is v4 (MQTT 3.1.1 over TCP) or
+    // ws (over WebSockets); both take the same connection settings.
+    let listener = |kind: &str, name: &str, port: u16| {
+        format!(
+            r#"
+[{kind}.1]
+name = "{name}"
+listen = "127.0.0.1:{port}"
+next_connection_delay_ms = 1
+[{kind}.1.connections]
+connection_timeout_ms = 60000
+max_payload_size = 20971520
+max_inflight_count = 100
+dynamic_filters = true
+"#
+        )
+    };
+    let mut text = r#"
 id = 0
 [router]
 max_connections = 64
 max_outgoing_packet_count = 200
 max_segment_size = 16777216
 max_segment_count = 4
-[v4.1]
-name = "ceusd-demo"
-listen = "127.0.0.1:{port}"
-next_connection_delay_ms = 1
-[v4.1.connections]
-connection_timeout_ms = 60000
-max_payload_size = 20971520
-max_inflight_count = 100
-dynamic_filters = true
 "#
-    );
+    .to_string();
+    text += &listener("v4", "ceusd-demo", port);
     if let Some(ws_port) = ws_port {
-        text += &format!(
-            r#"
-[ws.1]
-name = "ceusd-demo-ws"
-listen = "127.0.0.1:{ws_port}"
-next_connection_delay_ms = 1
-[ws.1.connections]
-connection_timeout_ms = 60000
-max_payload_size = 20971520
-max_inflight_count = 100
-dynamic_filters = true
-"#
-        );
+        text += &listener("ws", "ceusd-demo-ws", ws_port);
     }
     let config: rumqttd::Config =
         toml::from_str(&text).map_err(|e| DemoError::Setup(format!("broker config: {e}")))?;
@@ -161,14 +157,13 @@ dynamic_filters = true
         })
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     for port in std::iter::once(port).chain(ws_port) {
-        let mut open = false;
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                open = true;
-                break;
+        let open = (0..100).any(|_| {
+            let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if !up {
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            up
+        });
         if !open {
             return Err(DemoError::Setup(format!(
                 "the embedded broker did not open 127.0.0.1:{port}"
