@@ -11,6 +11,7 @@ use candle_core::{
     CpuStorage, CustomOp1, DType, Device, InplaceOp2, InplaceOp3, Layout, Shape, Tensor,
 };
 use rayon::prelude::*;
+use std::sync::Arc;
 
 use super::int8::Int8Conv;
 
@@ -29,6 +30,25 @@ impl ConvEngine {
             ConvEngine::Im2col
         } else {
             ConvEngine::Candle
+        }
+    }
+}
+
+/// A feature map passed from one convolution to the next: the NHWC tensor and, when the layer
+/// that made it found them, each pixel's largest value. The int8 engine's epilogue finds them
+/// while it writes a ReLU output; the next int8 layer takes its activation scales from them
+/// instead of passing over its input again.
+#[derive(Debug, Clone)]
+pub struct FeatureMap {
+    pub tensor: Tensor,
+    pub pixel_max: Option<Arc<[f32]>>,
+}
+
+impl From<Tensor> for FeatureMap {
+    fn from(tensor: Tensor) -> Self {
+        Self {
+            tensor,
+            pixel_max: None,
         }
     }
 }
@@ -201,6 +221,26 @@ impl FoldedConv {
                 }
                 Ok(y)
             }
+        }
+    }
+
+    /// `forward` on a feature map, passing per-pixel maxima through the int8 engine.
+    pub fn forward_map(
+        &self,
+        x: &FeatureMap,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> candle_core::Result<FeatureMap> {
+        match &self.body {
+            ConvBody::Int8(conv) => {
+                let (tensor, max) =
+                    conv.forward_with_maxima(&x.tensor, x.pixel_max.as_deref(), residual, relu)?;
+                Ok(FeatureMap {
+                    tensor,
+                    pixel_max: max.map(Arc::from),
+                })
+            }
+            _ => Ok(self.forward(&x.tensor, residual, relu)?.into()),
         }
     }
 

@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
-use super::conv::{max_pool_3x3_s2, output_size, ConvEngine, FoldedConv};
+use super::conv::{max_pool_3x3_s2, output_size, ConvEngine, FeatureMap, FoldedConv};
 use super::int8::conv::ActivationScaling;
 use super::int8::{Int8Conv, Kernel};
 use super::metadata::{HeadActivation, WeightFormat};
@@ -33,14 +33,14 @@ struct Bottleneck {
 }
 
 impl Bottleneck {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.reduce.forward(x, None, true)?;
-        let y = self.spatial.forward(&y, None, true)?;
+    fn forward(&self, x: &FeatureMap) -> candle_core::Result<FeatureMap> {
+        let y = self.reduce.forward_map(x, None, true)?;
+        let y = self.spatial.forward_map(&y, None, true)?;
         let shortcut = match &self.downsample {
-            Some(d) => d.forward(x, None, false)?,
-            None => x.clone(),
+            Some(d) => d.forward_map(x, None, false)?.tensor,
+            None => x.tensor.clone(),
         };
-        self.expand.forward(&y, Some(&shortcut), true)
+        self.expand.forward_map(&y, Some(&shortcut), true)
     }
 }
 
@@ -341,13 +341,13 @@ impl ResNet50Dlr {
     /// Runs the network on a normalised NHWC batch [b, size, size, channels].
     pub fn forward(&self, input: &Tensor) -> candle_core::Result<ForwardOutput> {
         let x = self.stem.forward(input, None, true)?;
-        let mut x = max_pool_3x3_s2(&x, self.engine)?;
+        let mut x = FeatureMap::from(max_pool_3x3_s2(&x, self.engine)?);
         for stage in &self.stages {
             for block in stage {
                 x = block.forward(&x)?;
             }
         }
-        let features = x;
+        let features = x.tensor;
         let pooled = features.mean(1)?.mean(1)?;
         let logits = self.head.logits(&pooled)?;
         let probabilities = candle_nn::ops::softmax(&logits, D::Minus1)?;

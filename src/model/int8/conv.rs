@@ -13,10 +13,12 @@
 //! cache and keeps every row's full resolution. Per tensor is kept to measure against.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 
 use super::gemm::{gemm, Epilogue, Kernel, PackedActivations, PackedWeights};
-use super::quantize::{activation_scale, quantize_activations, ChannelQuantized, Range};
+use super::quantize::{activation_scale, ChannelQuantized, Range};
 use crate::model::conv::{contiguous_f32, output_size};
 
 /// How activations are given their u8 scale.
@@ -123,24 +125,50 @@ impl Int8Conv {
         residual: Option<&Tensor>,
         relu: bool,
     ) -> candle_core::Result<Tensor> {
-        let op = Int8ConvOp { conv: self, relu };
-        let x = x.contiguous()?;
-        match residual {
-            None => x.apply_op1_no_bwd(&op),
-            Some(r) => x.apply_op2_no_bwd(&r.contiguous()?, &op),
-        }
+        Ok(self.forward_with_maxima(x, None, residual, relu)?.0)
     }
 
-    /// The convolution over a contiguous NHWC f32 slice of shape `dims`.
+    /// `forward` given the input's per-pixel maxima when they are known (from the layer that
+    /// made the input), returning the output's (with ReLU) for the next layer.
+    pub fn forward_with_maxima(
+        &self,
+        x: &Tensor,
+        pixel_max: Option<&[f32]>,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> candle_core::Result<(Tensor, Option<Vec<f32>>)> {
+        let op = Int8ConvOp {
+            conv: self,
+            relu,
+            pixel_max,
+            output_max: Mutex::new(None),
+        };
+        let x = x.contiguous()?;
+        let y = match residual {
+            None => x.apply_op1_no_bwd(&op)?,
+            Some(r) => x.apply_op2_no_bwd(&r.contiguous()?, &op)?,
+        };
+        let max = op
+            .output_max
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        Ok((y, max))
+    }
+
+    /// The convolution over a contiguous NHWC f32 slice of shape `dims` (`pixel_max`: each
+    /// input pixel's largest value, if known). Returns the output, its per-pixel maxima (with
+    /// ReLU) and its shape.
     pub fn run(
         &self,
         src: &[f32],
         dims: (usize, usize, usize, usize),
+        pixel_max: Option<&[f32]>,
         residual: Option<&[f32]>,
         relu: bool,
-    ) -> candle_core::Result<(Vec<f32>, Shape)> {
-        let (rows, shape) = self.pack_input(src, dims)?;
-        Ok((self.multiply(&rows, residual, relu)?, shape))
+    ) -> candle_core::Result<(Vec<f32>, Option<Vec<f32>>, Shape)> {
+        let (rows, shape) = self.pack_input(src, dims, pixel_max)?;
+        let (out, max) = self.multiply(&rows, residual, relu)?;
+        Ok((out, max, shape))
     }
 
     /// The first half of `run`: the input quantized to u8 and packed for the GEMM (im2col
@@ -149,6 +177,7 @@ impl Int8Conv {
         &self,
         src: &[f32],
         dims: (usize, usize, usize, usize),
+        pixel_max: Option<&[f32]>,
     ) -> candle_core::Result<(PackedActivations, Shape)> {
         let (b, h, w, c) = dims;
         if c != self.in_channels {
@@ -161,22 +190,49 @@ impl Int8Conv {
         if h + 2 * p < k || w + 2 * p < k {
             candle_core::bail!("int8 convolution: a {h}x{w} input is smaller than the kernel");
         }
-        // One pass over the input: each pixel's range over its channels. It checks the input,
-        // and gives each row its scale: a row's patch takes the largest of its pixels' maxima
-        // (neighbouring patches share pixels, so each value is read once, not k² times).
-        let pixels: Vec<Range> = src.par_chunks(c).map(Range::of).collect();
-        let whole = pixels.iter().fold(Range::EMPTY, |a, &r| a.join(r));
-        let (lo, hi) = (whole.lo, whole.hi);
-        if whole.nan || !hi.is_finite() {
-            candle_core::bail!("int8 convolution: the input holds NaN or infinite values");
+        // Each pixel's largest value over its channels gives the rows their scales: a row's
+        // patch takes the largest of its pixels' maxima (neighbouring patches share pixels, so
+        // each value is read once, not k² times). A layer after another int8 layer is given
+        // them (its epilogue found them); otherwise one pass over the input finds them and
+        // checks it.
+        let found: Vec<f32>;
+        let pixel_max = match pixel_max {
+            Some(max) => {
+                if max.len() != b * h * w {
+                    candle_core::bail!(
+                        "int8 convolution: {} pixel maxima for {} pixels",
+                        max.len(),
+                        b * h * w
+                    );
+                }
+                max
+            }
+            None => {
+                let pixels: Vec<Range> = src.par_chunks(c).map(Range::of).collect();
+                let whole = pixels.iter().fold(Range::EMPTY, |a, &r| a.join(r));
+                if whole.nan {
+                    candle_core::bail!("int8 convolution: the input holds NaN values");
+                }
+                if whole.lo < 0.0 {
+                    // Every quantized layer follows a ReLU; a negative input means the network
+                    // was wired wrongly, and u8 quantization would silently clip it.
+                    candle_core::bail!(
+                        "int8 convolution: input has negative values (min {}); only post-ReLU \
+                         activations are quantized",
+                        whole.lo
+                    );
+                }
+                found = pixels.iter().map(|r| r.hi).collect();
+                &found
+            }
+        };
+        // Post-ReLU maxima are never NaN or negative.
+        if pixel_max.iter().any(|v| v.is_nan() || *v < 0.0) {
+            candle_core::bail!("int8 convolution: pixel maxima hold NaN or negative values");
         }
-        if lo < 0.0 {
-            // Every quantized layer follows a ReLU; a negative input means the network was
-            // wired wrongly, and u8 quantization would silently clip it.
-            candle_core::bail!(
-                "int8 convolution: input has negative values (min {lo}); only post-ReLU \
-                 activations are quantized"
-            );
+        let hi = pixel_max.iter().fold(0f32, |a, &v| a.max(v));
+        if !hi.is_finite() {
+            candle_core::bail!("int8 convolution: the input holds NaN or infinite values");
         }
         let tensor_scale = activation_scale(hi);
         let per_row = self.scaling == ActivationScaling::PerRow;
@@ -197,11 +253,11 @@ impl Int8Conv {
             if direct {
                 let px = &src[row * c..(row + 1) * c];
                 let scale = if per_row {
-                    activation_scale(pixels[row].hi)
+                    activation_scale(pixel_max[row])
                 } else {
                     tensor_scale
                 };
-                quantize_activations(px, 1.0 / scale, out);
+                out.quantize(px, 1.0 / scale);
                 return scale;
             }
             let at = (row / (ho * wo), (row % (ho * wo)) / wo, row % wo);
@@ -209,17 +265,16 @@ impl Int8Conv {
                 activation_scale(
                     (0..taps)
                         .filter_map(|t| tap_offset(at, t))
-                        .fold(0f32, |a, o| a.max(pixels[o / c].hi)),
+                        .fold(0f32, |a, o| a.max(pixel_max[o / c])),
                 )
             } else {
                 tensor_scale
             };
             let inverse = 1.0 / scale;
-            for (t, to) in out.chunks_exact_mut(c).enumerate() {
+            for t in 0..taps {
                 match tap_offset(at, t) {
-                    // Zero padding is exactly 0 in u8.
-                    None => to.fill(0),
-                    Some(o) => quantize_activations(&src[o..o + c], inverse, to),
+                    None => out.zeros(c),
+                    Some(o) => out.quantize(&src[o..o + c], inverse),
                 }
             }
             scale
@@ -228,20 +283,21 @@ impl Int8Conv {
     }
 
     /// The second half of `run`: the GEMM over packed input rows, with the epilogue (scales,
-    /// bias, shortcut, ReLU) fused.
+    /// bias, shortcut, ReLU) fused. With ReLU, also each output pixel's largest value.
     pub fn multiply(
         &self,
         rows: &PackedActivations,
         residual: Option<&[f32]>,
         relu: bool,
-    ) -> candle_core::Result<Vec<f32>> {
+    ) -> candle_core::Result<(Vec<f32>, Option<Vec<f32>>)> {
         let m = rows.rows();
+        let len = m * self.out_channels;
         if let Some(r) = residual {
-            if r.len() != m * self.out_channels {
+            if r.len() != len {
                 candle_core::bail!(
                     "int8 convolution: shortcut has {} values, output {}",
                     r.len(),
-                    m * self.out_channels
+                    len
                 );
             }
         }
@@ -251,15 +307,47 @@ impl Int8Conv {
             residual,
             relu,
         };
-        let mut out = vec![0f32; m * self.out_channels];
-        gemm(rows, &self.weights, &epilogue, &mut out);
-        Ok(out)
+        let mut max = relu.then(|| vec![0f32; m]);
+        // Not zeroed first: the GEMM writes every element.
+        let mut out = Vec::with_capacity(len);
+        gemm(
+            rows,
+            &self.weights,
+            &epilogue,
+            &mut out.spare_capacity_mut()[..len],
+            max.as_deref_mut(),
+        );
+        // SAFETY: `gemm` has written all `len` elements.
+        unsafe { out.set_len(len) };
+        Ok((out, max))
     }
 }
 
 struct Int8ConvOp<'a> {
     conv: &'a Int8Conv,
     relu: bool,
+    pixel_max: Option<&'a [f32]>,
+    /// Where `cpu_fwd` leaves the output's per-pixel maxima (candle's op returns the tensor only).
+    output_max: Mutex<Option<Vec<f32>>>,
+}
+
+impl Int8ConvOp<'_> {
+    fn run(
+        &self,
+        s: &CpuStorage,
+        l: &Layout,
+        residual: Option<&[f32]>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (out, max, shape) = self.conv.run(
+            contiguous_f32(s, l, OP)?,
+            l.shape().dims4()?,
+            self.pixel_max,
+            residual,
+            self.relu,
+        )?;
+        *self.output_max.lock().unwrap_or_else(|e| e.into_inner()) = max;
+        Ok((CpuStorage::F32(out), shape))
+    }
 }
 
 /// The name the custom ops' errors carry.
@@ -271,13 +359,7 @@ impl CustomOp1 for Int8ConvOp<'_> {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (out, shape) = self.conv.run(
-            contiguous_f32(s, l, OP)?,
-            l.shape().dims4()?,
-            None,
-            self.relu,
-        )?;
-        Ok((CpuStorage::F32(out), shape))
+        self.run(s, l, None)
     }
 }
 
@@ -293,14 +375,7 @@ impl CustomOp2 for Int8ConvOp<'_> {
         rs: &CpuStorage,
         rl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let residual = contiguous_f32(rs, rl, OP)?;
-        let (out, shape) = self.conv.run(
-            contiguous_f32(s, l, OP)?,
-            l.shape().dims4()?,
-            Some(residual),
-            self.relu,
-        )?;
-        Ok((CpuStorage::F32(out), shape))
+        self.run(s, l, Some(contiguous_f32(rs, rl, OP)?))
     }
 }
 
@@ -423,6 +498,60 @@ mod tests {
     }
 
     #[test]
+    fn maxima_from_the_epilogue_are_the_outputs_and_give_the_next_layer_the_same_result() {
+        let (h, w, c, cout) = (7, 9, 16, 24);
+        let x: Vec<f32> = (0..h * w * c)
+            .map(|i| ((i * 7919 % 1000) as f32 / 1000.0).powi(3) * 2.0)
+            .collect();
+        let weights = |cin: usize, cout: usize, k: usize, seed: usize| {
+            let kk = k * k * cin;
+            let wts: Vec<f32> = (0..cout * kk)
+                .map(|i| (((i + seed) * 104_729 % 2001) as f32 - 1000.0) * 1e-4)
+                .collect();
+            ChannelQuantized::quantize(&wts, cout, kk).unwrap()
+        };
+        let bias: Vec<f32> = (0..cout).map(|o| o as f32 * 0.01 - 0.05).collect();
+        for kernel in Kernel::available() {
+            let first =
+                Int8Conv::new(&weights(c, cout, 1, 0), bias.clone(), 1, 1, 0, kernel).unwrap();
+            let second =
+                Int8Conv::new(&weights(cout, cout, 3, 1), bias.clone(), 3, 1, 1, kernel).unwrap();
+            let t = Tensor::from_vec(x.clone(), (1, h, w, c), &Device::Cpu).unwrap();
+            let (y, max) = first.forward_with_maxima(&t, None, None, true).unwrap();
+            let max = max.expect("ReLU outputs carry their maxima");
+            let values: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+            for (p, pixel) in values.chunks(cout).enumerate() {
+                let expected = pixel.iter().fold(0f32, |a, &v| a.max(v));
+                assert_eq!(max[p], expected, "{}: pixel {p}", kernel.name());
+            }
+            let given = second
+                .forward_with_maxima(&y, Some(&max), None, true)
+                .unwrap()
+                .0;
+            let found = second.forward(&y, None, true).unwrap();
+            let (given, found): (Vec<f32>, Vec<f32>) = (
+                given.flatten_all().unwrap().to_vec1().unwrap(),
+                found.flatten_all().unwrap().to_vec1().unwrap(),
+            );
+            assert!(given
+                .iter()
+                .zip(&found)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            let err = second
+                .forward_with_maxima(&y, Some(&max[1..]), None, true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("pixel maxima"), "{err}");
+            // Without ReLU nothing is kept: the output may be negative.
+            assert!(first
+                .forward_with_maxima(&t, None, None, false)
+                .unwrap()
+                .1
+                .is_none());
+        }
+    }
+
+    #[test]
     fn negative_or_non_finite_inputs_are_refused() {
         let q = ChannelQuantized::quantize(&[1.0; 4], 1, 4).unwrap();
         let conv = Int8Conv::new(&q, vec![0.0], 1, 1, 0, Kernel::Scalar).unwrap();
@@ -434,5 +563,13 @@ mod tests {
             Tensor::from_vec(vec![1.0f32, f32::NAN, 0.0, 0.0], (1, 1, 1, 4), &Device::Cpu).unwrap();
         let err = conv.forward(&nan, None, false).unwrap_err().to_string();
         assert!(err.contains("NaN"), "{err}");
+        let inf = Tensor::from_vec(
+            vec![1.0f32, f32::INFINITY, 0.0, 0.0],
+            (1, 1, 1, 4),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let err = conv.forward(&inf, None, false).unwrap_err().to_string();
+        assert!(err.contains("infinite"), "{err}");
     }
 }

@@ -19,7 +19,11 @@
 //! Sums cannot overflow: |A·B| ≤ 255·128 per product and K ≤ 4608 in ResNet-50 (3x3x512), so
 //! |C| < 1.6e8 < 2^31.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use super::quantize::quantize_activations;
 
 /// Columns (output channels) per micro-tile and per packed weight panel.
 pub const NR: usize = 16;
@@ -218,54 +222,81 @@ pub struct PackedActivations {
 #[derive(Debug)]
 enum ActivationData {
     /// Per panel, per row, the padded K as u16 (AVX2 reads a pair as one i32). Row by row, so
-    /// packing a row is one contiguous widening copy.
+    /// a row is quantized straight into its place.
     Rows(Vec<u16>),
     /// Per panel, per K quad, per row: four `a - 128` bytes.
     ShiftedQuads(Vec<i8>),
 }
 
 impl PackedActivations {
-    /// Packs `m` rows of `k` activations; `fill(row, out)` writes row `row`'s `k` quantized
-    /// values into `out` and returns their scale (rows are produced on rayon's threads, a
-    /// panel at a time).
+    /// Packs `m` rows of `k` activations; `fill(row, writer)` writes row `row`'s `k`
+    /// quantized values in order through `writer` and returns their scale (rows are produced
+    /// on rayon's threads, a panel at a time). Panics if a row is given other than `k` values.
     pub fn pack<F>(kernel: Kernel, m: usize, k: usize, fill: F) -> Self
     where
-        F: Fn(usize, &mut [u8]) -> f32 + Sync,
+        F: Fn(usize, &mut RowWriter) -> f32 + Sync,
     {
         let mr = kernel.mr();
         let k_padded = round_up(k, K_ALIGN);
         let mut row_scales = vec![0f32; m.div_ceil(mr) * mr];
+        let panels = m.div_ceil(mr);
+        let panel_len = mr * k_padded;
+        let len = panels * panel_len;
         let data = match kernel.format() {
-            PackFormat::Pairs => ActivationData::Rows(pack_panels(
-                mr,
-                m,
-                k,
-                &fill,
-                &mut row_scales,
-                |panel: &mut [u16], r, row| {
-                    let at = r * k_padded;
-                    for (t, &a) in panel[at..at + row.len()].iter_mut().zip(row) {
-                        *t = a as u16;
-                    }
-                },
-            )),
-            // Padded K stays 0: the weights there are zero too, and the correction term only
-            // counts the real K.
-            PackFormat::ShiftedQuads => ActivationData::ShiftedQuads(pack_panels(
-                mr,
-                m,
-                k,
-                &fill,
-                &mut row_scales,
-                |panel: &mut [i8], r, row| {
-                    for (g, values) in row.chunks(4).enumerate() {
-                        let at = (g * mr + r) * 4;
-                        for (t, &a) in panel[at..at + values.len()].iter_mut().zip(values) {
-                            *t = (a as i16 - 128) as i8;
+            // Each row is quantized straight into its place. The buffer is not zeroed first:
+            // every element is written once, the padding (K past `k`, rows past `m`) with 0.
+            PackFormat::Pairs => {
+                let mut data: Vec<u16> = Vec::with_capacity(len);
+                data.spare_capacity_mut()[..len]
+                    .par_chunks_mut(panel_len)
+                    .zip(row_scales.par_chunks_mut(mr))
+                    .enumerate()
+                    .for_each(|(p, (panel, scales))| {
+                        let rows = mr.min(m - p * mr);
+                        for (r, row) in panel.chunks_exact_mut(k_padded).enumerate() {
+                            let (values, padding) = row.split_at_mut(if r < rows { k } else { 0 });
+                            if r < rows {
+                                let mut writer = RowWriter::new(values);
+                                scales[r] = fill(p * mr + r, &mut writer);
+                                writer.finish();
+                            }
+                            padding.fill(MaybeUninit::new(0));
                         }
-                    }
-                },
-            )),
+                    });
+                // SAFETY: every one of the `len` elements was written above: each row's `k`
+                // values by its writer (`finish` checks the count), the rest with 0.
+                unsafe { data.set_len(len) };
+                ActivationData::Rows(data)
+            }
+            // Through a row of scratch, then shifted by -128 into quads (the padded K stays 0:
+            // the weights there are zero too, and the correction term only counts the real K).
+            PackFormat::ShiftedQuads => {
+                let mut data = vec![0i8; len];
+                data.par_chunks_mut(panel_len)
+                    .zip(row_scales.par_chunks_mut(mr))
+                    .enumerate()
+                    .for_each_init(
+                        || vec![MaybeUninit::new(0u16); k],
+                        |row, (p, (panel, scales))| {
+                            for (r, scale) in scales.iter_mut().enumerate().take(m - p * mr) {
+                                let mut writer = RowWriter::new(row);
+                                *scale = fill(p * mr + r, &mut writer);
+                                writer.finish();
+                                for (g, values) in row.chunks(4).enumerate() {
+                                    let at = (g * mr + r) * 4;
+                                    for (t, a) in
+                                        panel[at..at + values.len()].iter_mut().zip(values)
+                                    {
+                                        // SAFETY: the scratch row was initialised when made.
+                                        let a = unsafe { a.assume_init() };
+                                        *t = (a as i16 - 128) as i8;
+                                    }
+                                }
+                            }
+                        },
+                    );
+                ActivationData::ShiftedQuads(data)
+            }
         };
         Self {
             kernel,
@@ -281,36 +312,50 @@ impl PackedActivations {
     }
 }
 
-/// The packing loop of both layouts, a panel of `mr` rows per rayon task: each row is filled
-/// (quantized) into a scratch buffer, then `place(panel, r, row)` puts it where the kernel
-/// reads it. Rows past `m` and K past `k` stay zero.
-fn pack_panels<T, F>(
-    mr: usize,
-    m: usize,
-    k: usize,
-    fill: &F,
-    row_scales: &mut [f32],
-    place: impl Fn(&mut [T], usize, &[u8]) + Sync,
-) -> Vec<T>
-where
-    T: Copy + Default + Send,
-    F: Fn(usize, &mut [u8]) -> f32 + Sync,
-{
-    let panel_len = mr * round_up(k, K_ALIGN);
-    let mut data = vec![T::default(); m.div_ceil(mr) * panel_len];
-    data.par_chunks_mut(panel_len)
-        .zip(row_scales.par_chunks_mut(mr))
-        .enumerate()
-        .for_each_init(
-            || vec![0u8; k],
-            |row, (p, (panel, scales))| {
-                for (r, scale) in scales.iter_mut().enumerate().take(m - p * mr) {
-                    *scale = fill(p * mr + r, row);
-                    place(panel, r, row);
-                }
-            },
+/// Writes one row of activations, front to back, into memory that may be uninitialised, and
+/// counts what it wrote, so the packer knows the whole row was written.
+pub struct RowWriter<'a> {
+    out: &'a mut [MaybeUninit<u16>],
+    written: usize,
+}
+
+impl<'a> RowWriter<'a> {
+    fn new(out: &'a mut [MaybeUninit<u16>]) -> Self {
+        Self { out, written: 0 }
+    }
+
+    /// Appends `values` quantized with the reciprocal of their scale (see
+    /// `quantize_activations`).
+    pub fn quantize(&mut self, values: &[f32], inverse_scale: f32) {
+        let to = &mut self.out[self.written..self.written + values.len()];
+        quantize_activations(values, inverse_scale, to);
+        self.written += values.len();
+    }
+
+    /// Appends `count` zeros (zero padding is exactly 0 in u8).
+    pub fn zeros(&mut self, count: usize) {
+        self.out[self.written..self.written + count].fill(MaybeUninit::new(0));
+        self.written += count;
+    }
+
+    /// Appends values already quantized.
+    pub fn quantized(&mut self, values: &[u8]) {
+        let to = &mut self.out[self.written..self.written + values.len()];
+        for (t, &v) in to.iter_mut().zip(values) {
+            t.write(v as u16);
+        }
+        self.written += values.len();
+    }
+
+    fn finish(self) {
+        assert_eq!(
+            self.written,
+            self.out.len(),
+            "an activation row was given {} of its {} values",
+            self.written,
+            self.out.len()
         );
-    data
+    }
 }
 
 /// What turns an i32 tile into output:
@@ -324,8 +369,28 @@ pub struct Epilogue<'a> {
     pub relu: bool,
 }
 
-/// `out[m, n] = epilogue(A · B)`, row-major [m, n].
-pub fn gemm(a: &PackedActivations, b: &PackedWeights, epilogue: &Epilogue, out: &mut [f32]) {
+/// ReLU as the vector instruction computes it (`vmaxps v, 0`): anything not above zero, NaN
+/// and -0 included, becomes +0, so every kernel gives the same bits.
+#[inline(always)]
+fn relu(v: f32) -> f32 {
+    if v > 0.0 {
+        v
+    } else {
+        0.0
+    }
+}
+
+/// `out[m, n] = epilogue(A · B)`, row-major [m, n]. Every element of `out` is written, so it
+/// may come uninitialised. With ReLU, `row_max` (one per row) receives each output row's
+/// largest value: the next layer's activation scales, found here while the values are in
+/// registers instead of by another pass over the output.
+pub fn gemm(
+    a: &PackedActivations,
+    b: &PackedWeights,
+    epilogue: &Epilogue,
+    out: &mut [MaybeUninit<f32>],
+    row_max: Option<&mut [f32]>,
+) {
     assert_eq!(a.kernel, b.kernel, "operands packed for different kernels");
     assert_eq!(a.k_padded, b.k_padded, "operands disagree on K");
     let (m, n, kernel) = (a.m, b.n, a.kernel);
@@ -334,28 +399,46 @@ pub fn gemm(a: &PackedActivations, b: &PackedWeights, epilogue: &Epilogue, out: 
     if let Some(r) = epilogue.residual {
         assert_eq!(r.len(), m * n);
     }
+    let mut no_max = Vec::new();
+    let row_max = match row_max {
+        Some(max) => {
+            assert!(epilogue.relu, "row maxima are kept for ReLU outputs only");
+            assert_eq!(max.len(), m);
+            max
+        }
+        None => &mut no_max[..],
+    };
+    let keep_max = !row_max.is_empty();
     let mr = kernel.mr();
     let row_panels = m.div_ceil(mr);
     // Tasks of a few row panels each: at least ~4 per thread so uneven tiles even out, and few
     // enough that each task reuses a weight panel across several row panels.
     let threads = rayon::current_num_threads().max(1);
     let per_task = row_panels.div_ceil(4 * threads).clamp(1, 16);
-    out.par_chunks_mut(per_task * mr * n)
-        .enumerate()
-        .for_each(|(task, out_rows)| {
-            let rows = task * per_task..((task + 1) * per_task).min(row_panels);
-            #[cfg(target_arch = "x86_64")]
-            if kernel == Kernel::Avx2 {
-                // SAFETY: the AVX2 kernel is only selected where the CPU has AVX2.
-                unsafe { gemm_rows_avx2(a, b, epilogue, rows, out_rows) };
-                return;
-            }
-            gemm_rows(a, b, epilogue, rows, out_rows);
-        });
+    let task_rows = per_task * mr;
+    let tasks = out.par_chunks_mut(task_rows * n).enumerate();
+    let run = |task: usize, out_rows: &mut [MaybeUninit<f32>], max: &mut [f32]| {
+        let rows = task * per_task..((task + 1) * per_task).min(row_panels);
+        #[cfg(target_arch = "x86_64")]
+        if kernel == Kernel::Avx2 {
+            // SAFETY: the AVX2 kernel is only selected where the CPU has AVX2.
+            unsafe { gemm_rows_avx2(a, b, epilogue, rows, out_rows, max) };
+            return;
+        }
+        gemm_rows(a, b, epilogue, rows, out_rows, max);
+    };
+    if keep_max {
+        tasks
+            .zip(row_max.par_chunks_mut(task_rows))
+            .for_each(|((task, out_rows), max)| run(task, out_rows, max));
+    } else {
+        tasks.for_each(|(task, out_rows)| run(task, out_rows, &mut []));
+    }
 }
 
-/// `gemm_rows` compiled for AVX2, so that the epilogue's loops are vectorized 8 wide. The
-/// arithmetic is the same operations in the same order, so the results are the same bits.
+/// `gemm_rows` compiled for AVX2, with the AVX2 epilogue for whole tiles. The arithmetic is
+/// the same operations in the same order as the scalar epilogue, so the results are the same
+/// bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn gemm_rows_avx2(
@@ -363,25 +446,30 @@ unsafe fn gemm_rows_avx2(
     b: &PackedWeights,
     epilogue: &Epilogue,
     row_panels: std::ops::Range<usize>,
-    out_rows: &mut [f32],
+    out_rows: &mut [MaybeUninit<f32>],
+    row_max: &mut [f32],
 ) {
-    gemm_rows(a, b, epilogue, row_panels, out_rows)
+    gemm_rows(a, b, epilogue, row_panels, out_rows, row_max)
 }
 
-/// One task of `gemm`: row panels `row_panels` (output rows `out_rows`) against every column
-/// panel, each tile's epilogue applied as it leaves the kernel.
+/// One task of `gemm`: row panels `row_panels` (output rows `out_rows`, their maxima
+/// `row_max` when kept) against every column panel, each tile's epilogue applied as it leaves
+/// the kernel.
 #[inline(always)]
 fn gemm_rows(
     a: &PackedActivations,
     b: &PackedWeights,
     epilogue: &Epilogue,
     row_panels: std::ops::Range<usize>,
-    out_rows: &mut [f32],
+    out_rows: &mut [MaybeUninit<f32>],
+    row_max: &mut [f32],
 ) {
     let (m, n, kernel) = (a.m, b.n, a.kernel);
     let mr = kernel.mr();
     let (first_panel, last_panel) = (row_panels.start, row_panels.end);
     let col_panels = n.div_ceil(NR);
+    let keep_max = !row_max.is_empty();
+    row_max.fill(0.0);
     // Row panels outer, column panels inner: each output row (and its shortcut) is then written
     // (read) front to back, which the prefetchers follow. The column panels go in blocks whose
     // weights stay in L2 while every row panel of the task passes over them.
@@ -389,9 +477,20 @@ fn gemm_rows(
     let mut acc = [0i32; 6 * NR];
     for first_col_panel in (0..col_panels).step_by(block) {
         for rp in first_panel..last_panel {
+            let m0 = rp * mr;
+            let rows = mr.min(m - m0);
+            let local = (rp - first_panel) * mr;
             for cp in first_col_panel..(first_col_panel + block).min(col_panels) {
-                run_kernel(a, rp, b.panel(cp), &mut acc[..mr * NR]);
                 let n0 = cp * NR;
+                if let Some(res) = epilogue.residual {
+                    // The shortcut is read once, long after it was written: ask for the
+                    // tile's lines now, so they arrive while the kernel runs.
+                    for r in 0..rows {
+                        let at = (m0 + r) * n + n0;
+                        prefetch(&res[at..(at + NR).min(res.len())]);
+                    }
+                }
+                run_kernel(a, rp, b.panel(cp), &mut acc[..mr * NR]);
                 if kernel.format() == PackFormat::ShiftedQuads {
                     for r in 0..mr {
                         for c in 0..NR {
@@ -400,25 +499,88 @@ fn gemm_rows(
                     }
                 }
                 let cols = NR.min(n - n0);
-                let m0 = rp * mr;
-                let local = (rp - first_panel) * mr;
-                for r in 0..mr.min(m - m0) {
-                    let row_scale = a.row_scales[m0 + r];
-                    let row = &mut out_rows[(local + r) * n + n0..(local + r) * n + n0 + cols];
-                    let residual = epilogue
-                        .residual
-                        .map(|res| &res[(m0 + r) * n + n0..(m0 + r) * n + n0 + cols]);
-                    for c in 0..cols {
-                        let mut v = acc[r * NR + c] as f32
-                            * (row_scale * epilogue.weight_scale[n0 + c])
-                            + epilogue.bias[n0 + c];
-                        if let Some(res) = residual {
-                            v += res[c];
-                        }
-                        row[c] = if epilogue.relu { v.max(0.0) } else { v };
-                    }
+                let tile = Tile {
+                    rows,
+                    cols,
+                    stride: n,
+                    row_scale: &a.row_scales[m0..m0 + rows],
+                    weight_scale: &epilogue.weight_scale[n0..n0 + cols],
+                    bias: &epilogue.bias[n0..n0 + cols],
+                    residual: epilogue.residual.map(|r| &r[m0 * n + n0..]),
+                    relu: epilogue.relu,
+                };
+                let out = &mut out_rows[local * n + n0..];
+                let max = if keep_max {
+                    &mut row_max[local..local + rows]
+                } else {
+                    &mut []
+                };
+                #[cfg(target_arch = "x86_64")]
+                if kernel == Kernel::Avx2 && cols == NR {
+                    // SAFETY: AVX2 was detected (the kernel is only selected then).
+                    unsafe { avx2::epilogue(&acc, &tile, out, max) };
+                    continue;
                 }
+                epilogue_scalar(&acc, &tile, out, max);
             }
+        }
+    }
+}
+
+/// Asks for the cache lines holding `values` (first and last), without waiting for them.
+#[inline(always)]
+fn prefetch(values: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(first), Some(last)) = (values.first(), values.last()) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch is a hint; it reads nothing and cannot fault (and SSE, which
+        // defines it, is part of x86_64).
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(first as *const f32 as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(last as *const f32 as *const i8);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = values;
+}
+
+/// Where one tile's accumulators go: `rows` x `cols` outputs at row stride `stride`, with the
+/// scales, bias and shortcut that belong to them.
+struct Tile<'a> {
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    row_scale: &'a [f32],
+    weight_scale: &'a [f32],
+    bias: &'a [f32],
+    /// From the tile's first output, at the same row stride.
+    residual: Option<&'a [f32]>,
+    relu: bool,
+}
+
+/// The epilogue, one value at a time: the definition the vector forms must match bit for bit.
+/// `max`, when not empty, is raised to each row's largest output.
+fn epilogue_scalar(acc: &[i32], tile: &Tile, out: &mut [MaybeUninit<f32>], max: &mut [f32]) {
+    for r in 0..tile.rows {
+        let row = &mut out[r * tile.stride..r * tile.stride + tile.cols];
+        let residual = tile
+            .residual
+            .map(|res| &res[r * tile.stride..r * tile.stride + tile.cols]);
+        let mut row_max = 0f32;
+        for c in 0..tile.cols {
+            let mut v =
+                acc[r * NR + c] as f32 * (tile.row_scale[r] * tile.weight_scale[c]) + tile.bias[c];
+            if let Some(res) = residual {
+                v += res[c];
+            }
+            if tile.relu {
+                v = relu(v);
+                row_max = row_max.max(v);
+            }
+            row[c].write(v);
+        }
+        if let Some(m) = max.get_mut(r) {
+            *m = m.max(row_max);
         }
     }
 }
@@ -517,8 +679,9 @@ fn scalar_quads(a: &[i8], b: &[i8], k_padded: usize, acc: &mut [i32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::NR;
+    use super::{Tile, NR};
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     const MR: usize = 6;
 
@@ -545,6 +708,61 @@ mod avx2 {
         for (r, row) in c.iter().enumerate() {
             _mm256_storeu_si256(acc.as_mut_ptr().add(r * NR) as *mut __m256i, row[0]);
             _mm256_storeu_si256(acc.as_mut_ptr().add(r * NR + 8) as *mut __m256i, row[1]);
+        }
+    }
+
+    /// `epilogue_scalar` for a tile of NR columns, eight at a time: the same multiplications
+    /// and additions in the same order (no fused multiply-add), so the same bits.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn epilogue(
+        acc: &[i32],
+        tile: &Tile,
+        out: &mut [MaybeUninit<f32>],
+        max: &mut [f32],
+    ) {
+        debug_assert_eq!(tile.cols, NR);
+        let ws = [
+            _mm256_loadu_ps(tile.weight_scale.as_ptr()),
+            _mm256_loadu_ps(tile.weight_scale.as_ptr().add(8)),
+        ];
+        let bias = [
+            _mm256_loadu_ps(tile.bias.as_ptr()),
+            _mm256_loadu_ps(tile.bias.as_ptr().add(8)),
+        ];
+        let zero = _mm256_setzero_ps();
+        for r in 0..tile.rows {
+            let at = r * tile.stride;
+            let row = &mut out[at..at + NR];
+            let residual = tile.residual.map(|res| &res[at..at + NR]);
+            let row_scale = _mm256_set1_ps(tile.row_scale[r]);
+            let mut row_max = zero;
+            for half in 0..2 {
+                let sums =
+                    _mm256_loadu_si256(acc.as_ptr().add(r * NR + 8 * half) as *const __m256i);
+                let scale = _mm256_mul_ps(row_scale, ws[half]);
+                let mut v =
+                    _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), scale), bias[half]);
+                if let Some(res) = residual {
+                    v = _mm256_add_ps(v, _mm256_loadu_ps(res.as_ptr().add(8 * half)));
+                }
+                if tile.relu {
+                    // vmaxps returns its second operand unless the first is greater: `relu`.
+                    v = _mm256_max_ps(v, zero);
+                    row_max = _mm256_max_ps(row_max, v);
+                }
+                _mm256_storeu_ps(row.as_mut_ptr().add(8 * half) as *mut f32, v);
+            }
+            if let Some(m) = max.get_mut(r) {
+                // Eight lanes to one, in registers. Post-ReLU values hold no NaN, so the order
+                // of the comparisons does not change the result.
+                let four = _mm_max_ps(
+                    _mm256_castps256_ps128(row_max),
+                    _mm256_extractf128_ps::<1>(row_max),
+                );
+                let two = _mm_max_ps(four, _mm_movehl_ps(four, four));
+                let one = _mm_max_ss(two, _mm_shuffle_ps::<1>(two, two));
+                *m = m.max(_mm_cvtss_f32(one));
+            }
         }
     }
 }
@@ -634,7 +852,7 @@ mod tests {
 
     fn pack_both(kernel: Kernel, a: &[u8], b: &[i8], m: usize, n: usize, k: usize) -> Vec<i32> {
         let pa = PackedActivations::pack(kernel, m, k, |row, out| {
-            out.copy_from_slice(&a[row * k..(row + 1) * k]);
+            out.quantized(&a[row * k..(row + 1) * k]);
             1.0
         });
         let pb = PackedWeights::pack(kernel, b, n, k);
@@ -670,7 +888,7 @@ mod tests {
             }
             // The shifted-quad packing, through the scalar reference, on every machine.
             let pa = PackedActivations::pack(Kernel::NeonDot, m, k, |row, out| {
-                out.copy_from_slice(&a[row * k..(row + 1) * k]);
+                out.quantized(&a[row * k..(row + 1) * k]);
                 1.0
             });
             let pb = PackedWeights::pack(Kernel::NeonDot, &b, n, k);
@@ -698,8 +916,31 @@ mod tests {
         }
     }
 
+    /// `gemm` into a fresh buffer; with ReLU, also each row's maximum.
+    fn run_gemm(
+        pa: &PackedActivations,
+        pb: &PackedWeights,
+        epilogue: &Epilogue,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (m, n) = (pa.rows(), pb.n());
+        let mut out = Vec::with_capacity(m * n);
+        let mut max = vec![f32::NAN; if epilogue.relu { m } else { 0 }];
+        let keep = (!max.is_empty()).then_some(&mut max[..]);
+        gemm(
+            pa,
+            pb,
+            epilogue,
+            &mut out.spare_capacity_mut()[..m * n],
+            keep,
+        );
+        // SAFETY: `gemm` writes every element.
+        unsafe { out.set_len(m * n) };
+        (out, max)
+    }
+
     #[test]
     fn the_epilogue_is_identical_for_every_kernel() {
+        // 40 columns: two whole column panels and a ragged one; 50 rows: a ragged row panel.
         let (m, n, k) = (50, 40, 72);
         let a: Vec<u8> = values(1, m * k).iter().map(|v| *v as u8).collect();
         let b: Vec<i8> = values(2, n * k).iter().map(|v| *v as u8 as i8).collect();
@@ -707,41 +948,68 @@ mod tests {
         let row_scale = |i: usize| 0.5 + i as f32 * 0.01;
         let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 5.0).collect();
         let residual: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
-        let epilogue = Epilogue {
-            weight_scale: &scale,
-            bias: &bias,
-            residual: Some(&residual),
-            relu: true,
-        };
-        let run = |kernel: Kernel| {
-            let pa = PackedActivations::pack(kernel, m, k, |row, out| {
-                out.copy_from_slice(&a[row * k..(row + 1) * k]);
-                row_scale(row)
-            });
-            let pb = PackedWeights::pack(kernel, &b, n, k);
-            let mut out = vec![0f32; m * n];
-            gemm(&pa, &pb, &epilogue, &mut out);
-            out
-        };
-        let reference = run(Kernel::Scalar);
         let exact = naive(&a, &b, m, n, k);
-        for i in 0..m {
-            for j in 0..n {
-                let v = exact[i * n + j] as f32 * (row_scale(i) * scale[j])
-                    + bias[j]
-                    + residual[i * n + j];
-                assert_eq!(reference[i * n + j].to_bits(), v.max(0.0).to_bits());
+        for (relu, shortcut) in [(true, true), (false, true), (true, false)] {
+            let epilogue = Epilogue {
+                weight_scale: &scale,
+                bias: &bias,
+                residual: shortcut.then_some(&residual[..]),
+                relu,
+            };
+            let run = |kernel: Kernel| {
+                let pa = PackedActivations::pack(kernel, m, k, |row, out| {
+                    out.quantized(&a[row * k..(row + 1) * k]);
+                    row_scale(row)
+                });
+                let pb = PackedWeights::pack(kernel, &b, n, k);
+                run_gemm(&pa, &pb, &epilogue)
+            };
+            let (reference, reference_max) = run(Kernel::Scalar);
+            for i in 0..m {
+                let mut row_max = 0f32;
+                for j in 0..n {
+                    let mut v = exact[i * n + j] as f32 * (row_scale(i) * scale[j]) + bias[j];
+                    if shortcut {
+                        v += residual[i * n + j];
+                    }
+                    if relu {
+                        v = v.max(0.0);
+                        row_max = row_max.max(v);
+                    }
+                    assert_eq!(reference[i * n + j].to_bits(), v.to_bits(), "{i}, {j}");
+                }
+                if relu {
+                    assert_eq!(reference_max[i], row_max, "row {i}");
+                }
+            }
+            for kernel in Kernel::available() {
+                let (out, max) = run(kernel);
+                assert!(
+                    out.iter()
+                        .zip(&reference)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{} differs from the scalar reference (ReLU {relu}, shortcut {shortcut})",
+                    kernel.name()
+                );
+                assert_eq!(max, reference_max, "{}: row maxima", kernel.name());
             }
         }
-        for kernel in Kernel::available() {
-            let out = run(kernel);
-            assert!(
-                out.iter()
-                    .zip(&reference)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()),
-                "{} differs from the scalar reference",
-                kernel.name()
-            );
-        }
+    }
+
+    #[test]
+    #[should_panic(expected = "an activation row was given 3 of its 4 values")]
+    fn a_row_short_of_values_is_refused() {
+        PackedActivations::pack(Kernel::Scalar, 2, 4, |_, out| {
+            out.quantized(&[1, 2, 3]);
+            1.0
+        });
+    }
+
+    #[test]
+    fn relu_turns_nan_and_negative_zero_into_zero_like_the_vector_instruction() {
+        assert_eq!(relu(f32::NAN).to_bits(), 0f32.to_bits());
+        assert_eq!(relu(-0.0).to_bits(), 0f32.to_bits());
+        assert_eq!(relu(-1.5).to_bits(), 0f32.to_bits());
+        assert_eq!(relu(2.5), 2.5);
     }
 }

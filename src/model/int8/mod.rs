@@ -12,7 +12,7 @@ pub mod gemm;
 pub mod quantize;
 
 pub use conv::{ActivationScaling, Int8Conv};
-pub use gemm::Kernel;
+pub use gemm::{Kernel, RowWriter};
 pub use quantize::ChannelQuantized;
 
 /// The kernel to run: `CEUSD_INT8_KERNEL` (scalar, avx2, neon-sdot) when set, for measuring
