@@ -1,10 +1,12 @@
 //! A BatchNorm-folded convolution run in int8, as a candle custom op over NHWC f32 tensors.
 //!
-//! Per call: check the input's range (one pass), quantize it to u8 while packing the GEMM's
-//! rows (im2col and packing are one pass; a 1x1 stride-1 convolution reads its rows straight
-//! from NHWC), multiply against the weight panels packed at load time, and write f32 through
-//! the fused epilogue (scales, bias, shortcut, ReLU). The output stays f32 between layers
-//! because activation scales are found at run time from the values themselves.
+//! Per call: take each input pixel's largest value (handed over by the previous int8 layer's
+//! epilogue, or found and checked in one pass for the first), quantize the input to u8 while
+//! packing the GEMM's rows (im2col and packing are one pass; a 1x1 stride-1 convolution reads
+//! its rows straight from NHWC), multiply against the weight panels packed at load time, and
+//! write f32 through the fused epilogue (scales, bias, shortcut, ReLU, each output pixel's
+//! largest value). The output stays f32 between layers because activation scales are found at
+//! run time from the values themselves.
 //!
 //! Activation scales are per GEMM row by default: one scale for each output pixel's input
 //! patch (its max / 255), the "per-token" scheme of int8 transformer inference. Post-ReLU
