@@ -11,7 +11,6 @@ use candle_core::{
     CpuStorage, CustomOp1, DType, Device, InplaceOp2, InplaceOp3, Layout, Shape, Tensor,
 };
 use rayon::prelude::*;
-use std::sync::Arc;
 
 use super::int8::Int8Conv;
 
@@ -41,7 +40,7 @@ impl ConvEngine {
 #[derive(Debug, Clone)]
 pub struct FeatureMap {
     pub tensor: Tensor,
-    pub pixel_max: Option<Arc<[f32]>>,
+    pub pixel_max: Option<Vec<f32>>,
 }
 
 impl From<Tensor> for FeatureMap {
@@ -233,12 +232,9 @@ impl FoldedConv {
     ) -> candle_core::Result<FeatureMap> {
         match &self.body {
             ConvBody::Int8(conv) => {
-                let (tensor, max) =
+                let (tensor, pixel_max) =
                     conv.forward_with_maxima(&x.tensor, x.pixel_max.as_deref(), residual, relu)?;
-                Ok(FeatureMap {
-                    tensor,
-                    pixel_max: max.map(Arc::from),
-                })
+                Ok(FeatureMap { tensor, pixel_max })
             }
             _ => Ok(self.forward(&x.tensor, residual, relu)?.into()),
         }

@@ -234,7 +234,7 @@ impl Int8Conv {
         }
         let hi = pixel_max.iter().fold(0f32, |a, &v| a.max(v));
         if !hi.is_finite() {
-            candle_core::bail!("int8 convolution: the input holds NaN or infinite values");
+            candle_core::bail!("int8 convolution: the input holds infinite values");
         }
         let tensor_scale = activation_scale(hi);
         let per_row = self.scaling == ActivationScaling::PerRow;

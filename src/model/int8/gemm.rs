@@ -257,13 +257,15 @@ impl PackedActivations {
                     .for_each(|(p, (panel, scales))| {
                         let rows = mr.min(m - p * mr);
                         for (r, row) in panel.chunks_exact_mut(k_padded).enumerate() {
-                            let (values, padding) = row.split_at_mut(if r < rows { k } else { 0 });
-                            if r < rows {
-                                let mut writer = RowWriter::new(values);
+                            let written = if r < rows {
+                                let mut writer = RowWriter::new(&mut row[..k]);
                                 scales[r] = fill(p * mr + r, &mut writer);
                                 writer.finish();
-                            }
-                            padding.fill(MaybeUninit::new(0));
+                                k
+                            } else {
+                                0
+                            };
+                            row[written..].fill(MaybeUninit::new(0));
                         }
                     });
                 // SAFETY: every one of the `len` elements was written above: each row's `k`
