@@ -361,7 +361,8 @@ enum ModelCommand {
         out: PathBuf,
     },
     /// Fold every BatchNorm into its convolution and store the weights as int8 (one scale per
-    /// output channel; activations quantized at run time) or f16.
+    /// output channel; activations quantized at run time, or with --calibrate at fixed
+    /// calibrated scales) or f16.
     Quantize {
         /// A torchvision-format model file (from `model import`, `init` or `export-demo`).
         input: PathBuf,
@@ -370,6 +371,14 @@ enum ModelCommand {
         to: ceusd::model::convert::Target,
         #[arg(long)]
         out: PathBuf,
+        /// q8 only: a folder of calibration images (lesion ROIs as the model sees them; PNG,
+        /// JPEG or DICOM). Each int8 layer then gets one fixed input scale, stored in the file
+        /// (format folded-int8-static), instead of scales found at run time.
+        #[arg(long, value_name = "DIR")]
+        calibrate: Option<PathBuf>,
+        /// With --calibrate: each layer clips at this percentile of its input values.
+        #[arg(long, default_value_t = ceusd::model::convert::DEFAULT_PERCENTILE, requires = "calibrate")]
+        percentile: f64,
         /// Print what was done to every tensor.
         #[arg(long)]
         verbose: bool,
@@ -1225,11 +1234,21 @@ fn run(cli: Cli) -> Result<()> {
             input,
             to,
             out: path,
+            calibrate,
+            percentile,
             verbose,
         }) => {
             let created =
                 humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-            let done = ceusd::model::convert::quantize_model(&input, to, &path, &created)?;
+            let calibration =
+                calibrate.map(|dir| ceusd::model::convert::Calibration { dir, percentile });
+            let done = ceusd::model::convert::quantize_model_with(
+                &input,
+                to,
+                calibration.as_ref(),
+                &path,
+                &created,
+            )?;
             let worst = done
                 .tensors
                 .iter()
@@ -1251,6 +1270,29 @@ fn run(cli: Cli) -> Result<()> {
                     w.max_relative_error, w.name, w.stored
                 )?;
             }
+            if let Some(c) = &done.calibration {
+                let steps: Vec<f32> = c.layers.iter().map(|(_, l)| l.scale).collect();
+                let lo = steps.iter().copied().fold(f32::INFINITY, f32::min);
+                let hi = steps.iter().copied().fold(0f32, f32::max);
+                writeln!(
+                    out,
+                    "calibrated {} int8 layers on {} image{}, clipped at the {} percentile: \
+                     input steps {lo:.3e}..{hi:.3e}",
+                    c.layers.len(),
+                    c.images,
+                    if c.images == 1 { "" } else { "s" },
+                    c.percentile
+                )?;
+                if verbose {
+                    for (name, l) in &c.layers {
+                        writeln!(
+                            out,
+                            "  {name:<28} clip {:.4} (max seen {:.4}, {} values)",
+                            l.clip, l.max, l.values
+                        )?;
+                    }
+                }
+            }
             if verbose {
                 for t in &done.tensors {
                     writeln!(
@@ -1268,6 +1310,15 @@ fn run(cli: Cli) -> Result<()> {
             for t in m.stored_types.values() {
                 *type_counts.entry(t.clone()).or_default() += 1;
             }
+            let input_scales: std::collections::BTreeMap<String, f32> = m
+                .tensors
+                .iter()
+                .filter_map(|(name, t)| {
+                    let conv = name.strip_suffix(".input_scale")?;
+                    let v = t.flatten_all().ok()?.to_vec1::<f32>().ok()?;
+                    Some((conv.to_string(), *v.first()?))
+                })
+                .collect();
             if json {
                 let v = serde_json::json!({
                     "path": m.path,
@@ -1276,6 +1327,7 @@ fn run(cli: Cli) -> Result<()> {
                     "parameters": params,
                     "tensors": m.tensors.len(),
                     "stored_types": m.stored_types,
+                    "input_scales": input_scales,
                     "metadata": m.metadata,
                 });
                 writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
@@ -1334,6 +1386,10 @@ fn run(cli: Cli) -> Result<()> {
                             "BatchNorm folded; convolutions int8 with one scale per output \
                              channel (Q8_0), stem, biases and head f32; activations u8 with a \
                              scale per output pixel's patch, found at run time",
+                        ceusd::model::WeightFormat::FoldedInt8Static =>
+                            "BatchNorm folded; convolutions int8 with one scale per output \
+                             channel (Q8_0), stem, biases and head f32; activations u8 with one \
+                             calibrated scale per convolution input (<conv>.input_scale)",
                     }
                 )?;
                 if !m.int8.is_empty() {
@@ -1349,6 +1405,15 @@ fn run(cli: Cli) -> Result<()> {
                         "int8          {} convolutions, {} channels, weight scales {lo:.3e}..{hi:.3e}",
                         m.int8.len(),
                         scales.len()
+                    )?;
+                }
+                if !input_scales.is_empty() {
+                    let lo = input_scales.values().copied().fold(f32::INFINITY, f32::min);
+                    let hi = input_scales.values().copied().fold(0f32, f32::max);
+                    writeln!(
+                        out,
+                        "input steps   {} convolutions, calibrated, {lo:.3e}..{hi:.3e} per u8 step",
+                        input_scales.len()
                     )?;
                 }
                 writeln!(out, "trained       {}", p.trained)?;

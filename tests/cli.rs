@@ -288,4 +288,44 @@ fn quantize_writes_an_int8_model_that_inspect_describes_and_analyze_uses() {
     ]));
     assert!(err.contains("absent.gguf"), "{err}");
     assert!(!out.exists());
+
+    // Calibrated: one fixed input scale per int8 layer, which inspect reports.
+    let images = dir.path().join("calibration");
+    std::fs::create_dir(&images).unwrap();
+    std::fs::copy(data("dicom/US1_UNCR.dcm"), images.join("US1_UNCR.dcm")).unwrap();
+    let calibrated = dir.path().join("m-static.gguf");
+    let said = ok(&ceusd(&[
+        "model",
+        "quantize",
+        m.to_str().unwrap(),
+        "--to",
+        "q8",
+        "--out",
+        calibrated.to_str().unwrap(),
+        "--calibrate",
+        images.to_str().unwrap(),
+    ]));
+    assert!(said.contains("folded-int8-static"), "{said}");
+    assert!(
+        said.contains("calibrated 52 int8 layers on 1 image, clipped at the 99.99 percentile"),
+        "{said}"
+    );
+    let shown = ok(&ceusd(&["model", "inspect", calibrated.to_str().unwrap()]));
+    assert!(
+        shown.contains("input steps   52 convolutions, calibrated"),
+        "{shown}"
+    );
+    let err = fails(&ceusd(&[
+        "model",
+        "quantize",
+        m.to_str().unwrap(),
+        "--to",
+        "q8",
+        "--out",
+        out.to_str().unwrap(),
+        "--calibrate",
+        dir.path().join("no-such-folder").to_str().unwrap(),
+    ]));
+    assert!(err.contains("no-such-folder"), "{err}");
+    assert!(!out.exists());
 }

@@ -289,3 +289,112 @@ fn quantized_files_say_what_they_hold_and_load_on_both_engines() {
         }
     }
 }
+
+#[test]
+fn calibrated_files_store_one_input_scale_per_int8_layer_and_refuse_bad_ones() {
+    use ceusd::model::convert::{quantize_model_with, Calibration, Target};
+    use ceusd::model::file::{write_stored_model, StoredTensor};
+    use ceusd::model::int8::ActivationScaling;
+    use ceusd::model::WeightFormat;
+    let dir = tempfile::tempdir().unwrap();
+    let (f32_path, out) = (dir.path().join("m.gguf"), dir.path().join("m-static.gguf"));
+    write_seeded(&f32_path, 6, StoredType::F32);
+    let images = dir.path().join("calibration");
+    std::fs::create_dir(&images).unwrap();
+    for i in 0..3u32 {
+        image::GrayImage::from_fn(96, 80, |x, y| {
+            image::Luma([((x * (3 + i) + y * 7) % 251) as u8])
+        })
+        .save(images.join(format!("roi-{i}.png")))
+        .unwrap();
+    }
+    image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 3, y as u8 * 2, 90]))
+        .save(images.join("colour.jpg"))
+        .unwrap();
+    std::fs::write(images.join("notes.txt"), "not an image").unwrap();
+    let calibration = Calibration {
+        dir: images.clone(),
+        percentile: 99.9,
+    };
+    let done =
+        quantize_model_with(&f32_path, Target::Q8, Some(&calibration), &out, "2026").unwrap();
+    let report = done.calibration.as_ref().unwrap();
+    assert_eq!((report.images, report.layers.len()), (4, 52));
+    assert!(report
+        .layers
+        .iter()
+        .all(|(_, l)| l.scale > 0.0 && l.clip <= l.max && l.values > 0));
+
+    let m = read_model(&out, Some(&done.content_hash)).unwrap();
+    assert_eq!(m.metadata.weight_format, WeightFormat::FoldedInt8Static);
+    assert!(m
+        .metadata
+        .provenance
+        .source
+        .contains("--calibrate (4 images"));
+    let stored: Vec<(&String, f32)> = m
+        .tensors
+        .iter()
+        .filter(|(n, _)| n.ends_with(".input_scale"))
+        .map(|(n, t)| (n, t.to_vec1::<f32>().unwrap()[0]))
+        .collect();
+    assert_eq!(stored.len(), 52);
+    assert!(!stored.iter().any(|(n, _)| n.starts_with("conv1.")));
+    let model = DlrModel::load(&out, None, &Device::Cpu).unwrap();
+    for ((name, scaling), (layer, found)) in
+        model.network.int8_scalings().iter().zip(&report.layers)
+    {
+        assert_eq!(name, layer);
+        assert_eq!(*scaling, ActivationScaling::Static(found.scale));
+    }
+
+    // A file whose input scale is zero is refused at load, naming the tensor.
+    let tensors: Vec<(String, StoredTensor)> = m
+        .tensors
+        .iter()
+        .map(|(name, t)| {
+            let stored = match m.int8.get(name) {
+                Some(q) => StoredTensor::Int8(q.clone()),
+                None if name == "layer2.1.conv2.input_scale" => StoredTensor::Float(
+                    Tensor::new(&[0f32], &Device::Cpu).unwrap(),
+                    StoredType::F32,
+                ),
+                None => StoredTensor::Float(t.clone(), StoredType::F32),
+            };
+            (name.clone(), stored)
+        })
+        .collect();
+    let broken = dir.path().join("broken.gguf");
+    write_stored_model(&broken, &m.metadata, tensors).unwrap();
+    let e = DlrModel::load(&broken, None, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("layer2.1.conv2.input_scale") && e.contains("positive finite"),
+        "{e}"
+    );
+
+    // No images, an image that does not decode, and --calibrate for f16: refused, named, and
+    // nothing written.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let never = dir.path().join("never.gguf");
+    let with = |dir: &Path, target| {
+        let c = Calibration {
+            dir: dir.to_path_buf(),
+            percentile: 99.99,
+        };
+        quantize_model_with(&f32_path, target, Some(&c), &never, "2026")
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(with(&empty, Target::Q8).contains("no calibration images"));
+    std::fs::write(
+        images.join("zz-damaged.png"),
+        b"\x89PNG\r\n\x1a\nnot really",
+    )
+    .unwrap();
+    assert!(with(&images, Target::Q8).contains("zz-damaged.png"));
+    assert!(with(&images, Target::F16).contains("does not apply to --to f16"));
+    assert!(!never.exists());
+}

@@ -10,16 +10,20 @@
 //! not fill whole `Q8_0` blocks), every bias, and the head's two linear layers (4% of the
 //! parameters, 0.03% of the work, and the layers Grad-CAM differentiates).
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
+use image::GrayImage;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::conv::{fold_batchnorm, oihw_to_rows};
 use super::file::{read_model, write_stored_model, StoredTensor, StoredType};
-use super::int8::ChannelQuantized;
-use super::metadata::WeightFormat;
+use super::int8::{ChannelQuantized, LayerCalibration};
+use super::metadata::{ModelMetadata, WeightFormat};
+use super::preprocess::resize_gray;
 use super::weights::{tensor_specs, TensorRole};
-use super::ModelError;
+use super::{DlrModel, ModelError, ModelIdentity};
+use crate::capture::Picture;
+use crate::roi::Roi;
 
 /// What `quantize` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +74,29 @@ pub struct Conversion {
     pub content_hash: String,
     pub format: &'static str,
     pub tensors: Vec<TensorReport>,
+    /// Set when static activation scales were calibrated.
+    pub calibration: Option<CalibrationReport>,
+}
+
+/// Where `quantize --calibrate` finds its images, and where it clips.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    /// A folder of images of what the model is given (lesion ROIs as the daemon crops them):
+    /// PNG or JPEG files, or DICOM files (`.dcm`, the first frame, whole).
+    pub dir: PathBuf,
+    /// Each layer clips at this percentile of its input values.
+    pub percentile: f64,
+}
+
+/// The default clipping percentile (see `int8/calibration.rs` for why a percentile).
+pub const DEFAULT_PERCENTILE: f64 = 99.99;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CalibrationReport {
+    pub images: usize,
+    pub percentile: f64,
+    /// Per int8 convolution, in the order they run.
+    pub layers: Vec<(String, LayerCalibration)>,
 }
 
 /// The BatchNorm that follows convolution `conv` in torchvision's ResNet naming.
@@ -111,7 +138,30 @@ pub fn quantize_model(
     output: &Path,
     created: &str,
 ) -> Result<Conversion, ModelError> {
+    quantize_model_with(input, target, None, output, created)
+}
+
+/// `quantize_model`, and with `calibration` (q8 only) a fixed input scale per int8 layer,
+/// found by running the quantized network over the calibration images.
+pub fn quantize_model_with(
+    input: &Path,
+    target: Target,
+    calibration: Option<&Calibration>,
+    output: &Path,
+    created: &str,
+) -> Result<Conversion, ModelError> {
+    if calibration.is_some() && target != Target::Q8 {
+        return Err(ModelError::Input(format!(
+            "--calibrate sets int8 activation scales; it does not apply to --to {}",
+            target.name()
+        )));
+    }
     let file = read_model(input, None)?;
+    // The images first: a folder that holds none should not cost a whole conversion.
+    let calibration_set = match calibration {
+        Some(c) => Some((c, calibration_images(&c.dir, &file.metadata)?)),
+        None => None,
+    };
     let mut meta = file.metadata.clone();
     if meta.weight_format.is_folded() {
         return Err(ModelError::BadMetadata {
@@ -207,14 +257,44 @@ pub fn quantize_model(
             | TensorRole::BnBias
             | TensorRole::BnMean
             | TensorRole::BnVar
-            | TensorRole::ConvBias => {}
+            | TensorRole::ConvBias
+            | TensorRole::InputScale => {}
         }
     }
     meta.weight_format = target.format();
+    let calibrated = match calibration_set {
+        Some((c, images)) => {
+            let report = calibrate(&meta, &stored, c, &images)?;
+            for (layer, found) in &report.layers {
+                let scale = Tensor::from_vec(vec![found.scale], 1, &Device::Cpu)?;
+                reports.push(TensorReport {
+                    name: format!("{layer}.input_scale"),
+                    stored: "F32",
+                    max_relative_error: 0.0,
+                });
+                stored.push((
+                    format!("{layer}.input_scale"),
+                    StoredTensor::Float(scale, StoredType::F32),
+                ));
+            }
+            meta.weight_format = WeightFormat::FoldedInt8Static;
+            Some(report)
+        }
+        None => None,
+    };
     meta.provenance.created = created.to_string();
     meta.provenance.software = format!("ceusd {}", env!("CARGO_PKG_VERSION"));
+    let calibrated_on = calibrated
+        .as_ref()
+        .map(|r| {
+            format!(
+                " --calibrate ({} images, clipped at the {} percentile)",
+                r.images, r.percentile
+            )
+        })
+        .unwrap_or_default();
     meta.provenance.source = format!(
-        "{}; then `ceusd model quantize --to {}` of {} ({})",
+        "{}; then `ceusd model quantize --to {}{calibrated_on}` of {} ({})",
         meta.provenance.source,
         target.name(),
         input
@@ -226,9 +306,128 @@ pub fn quantize_model(
     let content_hash = write_stored_model(output, &meta, stored)?;
     Ok(Conversion {
         content_hash,
-        format: target.format().name(),
+        format: meta.weight_format.name(),
         tensors: reports,
+        calibration: calibrated,
     })
+}
+
+/// Builds the int8 network from the converted tensors (activations scaled per row, as a
+/// folded-int8-dynamic file runs), runs it over the calibration images while counting every
+/// int8 layer's input values, and chooses each layer's scale.
+fn calibrate(
+    meta: &ModelMetadata,
+    stored: &[(String, StoredTensor)],
+    calibration: &Calibration,
+    images: &[(String, GrayImage)],
+) -> Result<CalibrationReport, ModelError> {
+    let mut tensors = Vec::with_capacity(stored.len());
+    let mut int8 = BTreeMap::new();
+    for (name, t) in stored {
+        match t {
+            StoredTensor::Float(t, _) => tensors.push((name.clone(), t.clone())),
+            StoredTensor::Int8(q) => {
+                let dims = (q.out_channels, q.k);
+                tensors.push((
+                    name.clone(),
+                    Tensor::from_vec(q.dequantize(), dims, &Device::Cpu)?,
+                ));
+                int8.insert(name.clone(), q.clone());
+            }
+        }
+    }
+    let identity = ModelIdentity::of(meta, String::new(), None);
+    let mut model = DlrModel::with_int8(meta.clone(), identity, tensors, int8, &Device::Cpu)?;
+    let counters = model.network.record_int8_inputs();
+    if counters.is_empty() {
+        return Err(ModelError::Int8(
+            "no convolution runs on the int8 engine here, so there is nothing to calibrate".into(),
+        ));
+    }
+    for batch in images.chunks(8) {
+        let gray: Vec<GrayImage> = batch.iter().map(|(_, g)| g.clone()).collect();
+        model.forward_images(&gray)?;
+    }
+    model.network.stop_recording_int8_inputs();
+    let mut layers = Vec::with_capacity(counters.len());
+    for (name, counter) in counters {
+        let found = counter
+            .calibrate(calibration.percentile)
+            .map_err(|e| ModelError::Input(format!("calibrating {name}: {e}")))?;
+        layers.push((name, found));
+    }
+    log::info!(
+        "calibrated {} int8 layers on {} images from {}",
+        layers.len(),
+        images.len(),
+        calibration.dir.display()
+    );
+    Ok(CalibrationReport {
+        images: images.len(),
+        percentile: calibration.percentile,
+        layers,
+    })
+}
+
+/// The calibration images in `dir` (sorted by name), each turned gray and resized to the
+/// model's input as the daemon does. Files of other kinds are skipped; a file that should be an
+/// image but does not decode is an error naming it.
+pub fn calibration_images(
+    dir: &Path,
+    meta: &ModelMetadata,
+) -> Result<Vec<(String, GrayImage)>, ModelError> {
+    let io = |e| ModelError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
+    paths.sort();
+    let mut images = Vec::new();
+    for path in paths {
+        let extension = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let bad = |reason: String| ModelError::Input(format!("{}: {reason}", path.display()));
+        let picture = match extension.as_str() {
+            "png" | "jpg" | "jpeg" => {
+                let decoded = image::open(&path).map_err(|e| bad(e.to_string()))?;
+                if decoded.color().has_color() {
+                    Picture::Rgb(decoded.to_rgb8())
+                } else {
+                    Picture::Gray(decoded.to_luma8())
+                }
+            }
+            // The DICOM reader's errors already name the file.
+            "dcm" => {
+                crate::capture::dicom::load_frame(&path, 0)
+                    .map_err(|e| ModelError::Input(e.to_string()))?
+                    .picture
+            }
+            _ => {
+                log::info!(
+                    "calibration: skipping {} (not PNG, JPEG or DICOM)",
+                    path.display()
+                );
+                continue;
+            }
+        };
+        let whole = Roi::full(picture.width(), picture.height());
+        let gray = picture.gray_roi(&whole).map_err(|e| bad(e.to_string()))?;
+        let resized = resize_gray(&gray, meta.input_size, meta.resize_filter)?;
+        images.push((path.display().to_string(), resized));
+    }
+    if images.is_empty() {
+        return Err(ModelError::Input(format!(
+            "{}: no calibration images (PNG, JPEG or DICOM files) in the folder",
+            dir.display()
+        )));
+    }
+    Ok(images)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use super::int8::quantize::QuantizeError;
 use super::int8::ChannelQuantized;
-use super::metadata::{ModelMetadata, WeightFormat};
+use super::metadata::ModelMetadata;
 use super::weights::{check_complete, learnable_parameters, specs_for, TensorRole};
 use super::ModelError;
 use crate::atomic_file::write_atomically;
@@ -52,7 +52,7 @@ pub struct ModelFile {
     pub tensors: Vec<(String, Tensor)>,
     /// Stored type of each tensor ("F32", "F16", "Q8_0").
     pub stored_types: BTreeMap<String, String>,
-    /// The per-channel int8 form of every `Q8_0` tensor (folded-int8-dynamic files).
+    /// The per-channel int8 form of every `Q8_0` tensor (folded-int8 files).
     pub int8: BTreeMap<String, ChannelQuantized>,
     pub file_bytes: u64,
 }
@@ -214,9 +214,7 @@ pub fn write_stored_model(
                 found: t.dims(),
             });
         }
-        if matches!(t, StoredTensor::Int8(_))
-            && metadata.weight_format != WeightFormat::FoldedInt8Dynamic
-        {
+        if matches!(t, StoredTensor::Int8(_)) && !metadata.weight_format.is_int8() {
             return Err(ModelError::UnsupportedTensorType {
                 name: spec.name,
                 dtype: "Q8_0".into(),
@@ -291,9 +289,7 @@ pub fn read_model(path: &Path, expected_hash: Option<&str>) -> Result<ModelFile,
             GgmlDType::F32 | GgmlDType::F16 => {
                 tensors.insert(name.clone(), q.dequantize(&Device::Cpu)?);
             }
-            GgmlDType::Q8_0
-                if metadata.weight_format == WeightFormat::FoldedInt8Dynamic && dims.len() == 2 =>
-            {
+            GgmlDType::Q8_0 if metadata.weight_format.is_int8() && dims.len() == 2 => {
                 let per_channel = ChannelQuantized::from_q8_0(&bytes, dims[0], dims[1])
                     .map_err(|e: QuantizeError| corrupt(format!("tensor '{name}': {e}")))?;
                 tensors.insert(
@@ -323,7 +319,7 @@ pub fn read_model(path: &Path, expected_hash: Option<&str>) -> Result<ModelFile,
         metadata.input_channels as usize,
         metadata.head_hidden as usize,
     )?;
-    if metadata.weight_format == WeightFormat::FoldedInt8Dynamic {
+    if metadata.weight_format.is_int8() {
         // Every convolution but the stem is int8 in such a file; anything else is a file
         // that says one thing and holds another.
         let specs = specs_for(

@@ -56,6 +56,7 @@ pub fn seeded_tensors(
                     }
                     // Seeded models are written in torchvision's layout, which has none.
                     TensorRole::ConvBias => 0.0,
+                    TensorRole::InputScale => 1.0,
                 }
             })
             .collect();

@@ -94,6 +94,10 @@ pub enum WeightFormat {
     /// time (u8, one scale = max / 255 per output pixel's input patch), so no calibration set
     /// is baked in.
     FoldedInt8Dynamic,
+    /// As `FoldedInt8Dynamic`, but every int8 convolution's input has one fixed scale, found
+    /// by `ceusd model quantize --calibrate` on a set of images and stored as
+    /// `<conv>.input_scale` [1] (f32, the value of one u8 step; larger inputs saturate).
+    FoldedInt8Static,
 }
 
 impl WeightFormat {
@@ -102,7 +106,16 @@ impl WeightFormat {
             WeightFormat::Torchvision => "torchvision",
             WeightFormat::FoldedF16 => "folded-f16",
             WeightFormat::FoldedInt8Dynamic => "folded-int8-dynamic",
+            WeightFormat::FoldedInt8Static => "folded-int8-static",
         }
+    }
+
+    /// Whether convolution weights are stored as int8 (`Q8_0`).
+    pub fn is_int8(self) -> bool {
+        matches!(
+            self,
+            WeightFormat::FoldedInt8Dynamic | WeightFormat::FoldedInt8Static
+        )
     }
 
     pub fn is_folded(self) -> bool {
@@ -121,8 +134,10 @@ impl std::str::FromStr for WeightFormat {
             "torchvision" => Ok(Self::Torchvision),
             "folded-f16" => Ok(Self::FoldedF16),
             "folded-int8-dynamic" => Ok(Self::FoldedInt8Dynamic),
+            "folded-int8-static" => Ok(Self::FoldedInt8Static),
             other => Err(format!(
-                "unknown weight format '{other}' (expected torchvision, folded-f16 or folded-int8-dynamic)"
+                "unknown weight format '{other}' (expected torchvision, folded-f16, \
+                 folded-int8-dynamic or folded-int8-static)"
             )),
         }
     }

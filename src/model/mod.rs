@@ -50,11 +50,13 @@ pub enum ModelError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
+    #[error("tensor '{name}': {reason}")]
+    BadTensor { name: String, reason: String },
     #[error("tensor '{name}' is not part of the network")]
     UnexpectedTensor { name: String },
     #[error(
         "tensor '{name}' is stored as {dtype}; this build reads F32 and F16, and Q8_0 convolution \
-         weights in folded-int8-dynamic files"
+         weights in folded-int8 files"
     )]
     UnsupportedTensorType { name: String, dtype: String },
     #[error("checkpoint {path}: {reason}")]
@@ -202,6 +204,19 @@ impl DlrModel {
         engine: ConvEngine,
     ) -> Result<Self, ModelError> {
         Self::build(metadata, identity, tensors, BTreeMap::new(), device, engine)
+    }
+
+    /// Builds a CPU model from tensors in memory, with the int8 form of the weights that have
+    /// one (as a folded-int8 file loads).
+    pub fn with_int8(
+        metadata: ModelMetadata,
+        identity: ModelIdentity,
+        tensors: Vec<(String, Tensor)>,
+        int8: BTreeMap<String, int8::ChannelQuantized>,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let engine = ConvEngine::for_device(device);
+        Self::build(metadata, identity, tensors, int8, device, engine)
     }
 
     /// Builds a model; `int8` holds the per-channel int8 form of weights stored as `Q8_0`,

@@ -6,12 +6,13 @@
 //! computed from it.
 
 use candle_core::{DType, Device, Tensor, D};
+use std::sync::Arc;
 
 use super::conv::{max_pool_3x3_s2, output_size, ConvEngine, FeatureMap, FoldedConv};
 use super::int8::conv::ActivationScaling;
-use super::int8::{Int8Conv, Kernel};
+use super::int8::{InputHistogram, Int8Conv, Kernel};
 use super::metadata::{HeadActivation, WeightFormat};
-use super::weights::{WeightSource, EXPANSION, FEATURE_CHANNELS, NUM_CLASSES, STAGES};
+use super::weights::{WeightSource, EXPANSION, FEATURE_CHANNELS, NUM_CLASSES, STAGES, STEM};
 use super::ModelError;
 
 /// A convolution of the network, where it sits and what it is given.
@@ -160,9 +161,37 @@ impl ConvLoader<'_> {
         let rows = self.weights.take(&weight_name, &[cout, k * k * cin])?;
         let bias = self.weights.take(&format!("{conv}.bias"), &[cout])?;
         let int8 = self.weights.take_int8(&weight_name);
+        // A calibrated file's fixed input scale; where the weights are dequantized (not on the
+        // int8 engine) the activations stay f32 and the scale has nothing to do.
+        let input_scale = if self.format == WeightFormat::FoldedInt8Static && conv != STEM {
+            let name = format!("{conv}.input_scale");
+            let step: Vec<f32> = self
+                .weights
+                .take(&name, &[1])?
+                .to_dtype(DType::F32)?
+                .to_vec1()?;
+            let step = step[0];
+            if !(step.is_finite() && step >= f32::MIN_POSITIVE) {
+                return Err(ModelError::BadTensor {
+                    name,
+                    reason: format!("an input scale must be a positive finite number, not {step}"),
+                });
+            }
+            Some((name, step))
+        } else {
+            None
+        };
         if let (Some(kernel), Some(q)) = (self.int8_kernel, int8) {
             let bias: Vec<f32> = bias.to_dtype(DType::F32)?.to_vec1()?;
-            let layer = Int8Conv::new(&q, bias, k, stride, padding, kernel)?;
+            let mut layer = Int8Conv::new(&q, bias, k, stride, padding, kernel)?;
+            if let Some((name, step)) = input_scale {
+                layer
+                    .set_scaling(ActivationScaling::Static(step))
+                    .map_err(|e| ModelError::BadTensor {
+                        name,
+                        reason: e.to_string(),
+                    })?;
+            }
             return Ok(FoldedConv::int8(layer, k, stride, padding, cout));
         }
         Ok(FoldedConv::from_rows(
@@ -323,18 +352,64 @@ impl ResNet50Dlr {
         ))
     }
 
-    /// How every int8 layer scales its activations (per row unless changed; for measuring).
-    pub fn set_int8_scaling(&mut self, scaling: ActivationScaling) {
-        let stem = std::iter::once(&mut self.stem);
-        let blocks = self.stages.iter_mut().flatten().flat_map(|b| {
-            [&mut b.reduce, &mut b.spatial, &mut b.expand]
-                .into_iter()
-                .chain(b.downsample.as_mut())
-        });
-        for conv in stem.chain(blocks) {
-            if let Some(layer) = conv.as_int8_mut() {
-                layer.set_scaling(scaling);
+    /// Every convolution with its torchvision name, in `convolution_sites` order, mutably.
+    fn convolutions_named_mut(&mut self) -> Vec<(String, &mut FoldedConv)> {
+        let mut all = vec![("conv1".to_string(), &mut self.stem)];
+        for (stage, blocks) in self.stages.iter_mut().enumerate() {
+            for (index, block) in blocks.iter_mut().enumerate() {
+                let name = |conv: &str| format!("layer{}.{index}.{conv}", stage + 1);
+                all.push((name("conv1"), &mut block.reduce));
+                all.push((name("conv2"), &mut block.spatial));
+                if let Some(d) = block.downsample.as_mut() {
+                    all.push((name("downsample.0"), d));
+                }
+                all.push((name("conv3"), &mut block.expand));
             }
+        }
+        all
+    }
+
+    /// The int8 layers by name, mutably.
+    fn int8_layers_mut(&mut self) -> Vec<(String, &mut Int8Conv)> {
+        self.convolutions_named_mut()
+            .into_iter()
+            .filter_map(|(name, conv)| conv.as_int8_mut().map(|l| (name, l)))
+            .collect()
+    }
+
+    /// How every int8 layer scales its activations (per row unless the file says otherwise;
+    /// for measuring one scheme against another).
+    pub fn set_int8_scaling(&mut self, scaling: ActivationScaling) -> candle_core::Result<()> {
+        for (_, layer) in self.int8_layers_mut() {
+            layer.set_scaling(scaling)?;
+        }
+        Ok(())
+    }
+
+    /// Each int8 layer's activation scaling, by name.
+    pub fn int8_scalings(&self) -> Vec<(String, ActivationScaling)> {
+        self.convolution_sites(224, 224)
+            .into_iter()
+            .filter_map(|site| site.conv.as_int8().map(|l| (site.name, l.scaling())))
+            .collect()
+    }
+
+    /// Starts counting every int8 layer's input values; returns the counters by layer name.
+    pub fn record_int8_inputs(&mut self) -> Vec<(String, Arc<InputHistogram>)> {
+        self.int8_layers_mut()
+            .into_iter()
+            .map(|(name, layer)| {
+                let recorder = Arc::new(InputHistogram::new());
+                layer.set_recorder(Some(recorder.clone()));
+                (name, recorder)
+            })
+            .collect()
+    }
+
+    /// Stops what `record_int8_inputs` started.
+    pub fn stop_recording_int8_inputs(&mut self) {
+        for (_, layer) in self.int8_layers_mut() {
+            layer.set_recorder(None);
         }
     }
 

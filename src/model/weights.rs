@@ -31,6 +31,8 @@ pub enum TensorRole {
     LinearBias,
     /// A folded convolution's bias (BatchNorm's shift absorbed).
     ConvBias,
+    /// An int8 convolution's calibrated input scale (folded-int8-static files).
+    InputScale,
 }
 
 #[derive(Debug, Clone)]
@@ -162,20 +164,42 @@ pub fn folded_tensor_specs(input_channels: usize, hidden: usize) -> Vec<TensorSp
                 });
             }
             TensorRole::BnWeight | TensorRole::BnBias | TensorRole::BnMean | TensorRole::BnVar => {}
-            TensorRole::LinearWeight | TensorRole::LinearBias | TensorRole::ConvBias => {
-                specs.push(spec)
-            }
+            TensorRole::LinearWeight
+            | TensorRole::LinearBias
+            | TensorRole::ConvBias
+            | TensorRole::InputScale => specs.push(spec),
         }
     }
     specs
 }
 
+/// The convolution that stays f32 in int8 files (see `convert.rs`).
+pub const STEM: &str = "conv1";
+
 /// The tensor table of a file in `format`.
 pub fn specs_for(format: WeightFormat, input_channels: usize, hidden: usize) -> Vec<TensorSpec> {
-    if format.is_folded() {
-        folded_tensor_specs(input_channels, hidden)
-    } else {
-        tensor_specs(input_channels, hidden)
+    match format {
+        WeightFormat::Torchvision => tensor_specs(input_channels, hidden),
+        WeightFormat::FoldedF16 | WeightFormat::FoldedInt8Dynamic => {
+            folded_tensor_specs(input_channels, hidden)
+        }
+        WeightFormat::FoldedInt8Static => {
+            let mut specs = Vec::with_capacity(260);
+            for spec in folded_tensor_specs(input_channels, hidden) {
+                let scale = (spec.role == TensorRole::ConvBias)
+                    .then(|| spec.name.trim_end_matches(".bias").to_string())
+                    .filter(|conv| conv != STEM)
+                    .map(|conv| TensorSpec {
+                        name: format!("{conv}.input_scale"),
+                        shape: vec![1],
+                        role: TensorRole::InputScale,
+                        closes_branch: false,
+                    });
+                specs.push(spec);
+                specs.extend(scale);
+            }
+            specs
+        }
     }
 }
 

@@ -5,37 +5,45 @@
 //! packing the GEMM's rows (im2col and packing are one pass; a 1x1 stride-1 convolution reads
 //! its rows straight from NHWC), multiply against the weight panels packed at load time, and
 //! write f32 through the fused epilogue (scales, bias, shortcut, ReLU, each output pixel's
-//! largest value). The output stays f32 between layers because activation scales are found at
-//! run time from the values themselves.
+//! largest value). The output stays f32 between layers: the default scales are found at run
+//! time from the values themselves, and the shortcuts and Grad-CAM read f32.
 //!
 //! Activation scales are per GEMM row by default: one scale for each output pixel's input
 //! patch (its max / 255), the "per-token" scheme of int8 transformer inference. Post-ReLU
 //! feature maps are heavy-tailed, so one scale for the whole tensor spends most of the 8 bits
 //! on a few large values; a scale per row costs one more pass over a patch that is already in
-//! cache and keeps every row's full resolution. Per tensor is kept to measure against.
+//! cache and keeps every row's full resolution. Per tensor is kept to measure against, and a
+//! static scale per layer (calibrated once on a set of images, stored in the model file) is
+//! the third choice; the agreement test measures all three.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
+use super::calibration::InputHistogram;
 use super::gemm::{gemm, Epilogue, Kernel, PackedActivations, PackedWeights};
 use super::quantize::{activation_scale, ChannelQuantized, Range};
 use crate::model::conv::{contiguous_f32, output_size};
 
 /// How activations are given their u8 scale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ActivationScaling {
     /// One scale per GEMM row (an output pixel's input patch): the default.
     PerRow,
-    /// One scale for the whole input tensor.
+    /// One scale for the whole input tensor, found at run time.
     PerTensor,
+    /// One fixed scale (the value of one u8 step), calibrated ahead of time; larger inputs
+    /// saturate at 255.
+    Static(f32),
 }
 
 /// An int8 convolution with its packed weights.
 #[derive(Debug, Clone)]
 pub struct Int8Conv {
     scaling: ActivationScaling,
+    /// While calibrating: where every input value is counted.
+    recorder: Option<Arc<InputHistogram>>,
     kernel_size: usize,
     stride: usize,
     padding: usize,
@@ -73,6 +81,7 @@ impl Int8Conv {
         }
         Ok(Self {
             scaling: ActivationScaling::PerRow,
+            recorder: None,
             kernel_size,
             stride,
             padding,
@@ -88,8 +97,26 @@ impl Int8Conv {
         self.weights.kernel()
     }
 
-    pub fn set_scaling(&mut self, scaling: ActivationScaling) {
+    pub fn scaling(&self) -> ActivationScaling {
+        self.scaling
+    }
+
+    /// Sets how inputs are scaled; a static scale must be positive and finite.
+    pub fn set_scaling(&mut self, scaling: ActivationScaling) -> candle_core::Result<()> {
+        if let ActivationScaling::Static(step) = scaling {
+            if !(step.is_finite() && step >= f32::MIN_POSITIVE) {
+                candle_core::bail!(
+                    "int8 convolution: static input scale {step} is not a positive finite number"
+                );
+            }
+        }
         self.scaling = scaling;
+        Ok(())
+    }
+
+    /// Counts every input value into `recorder` from now on (None: stop).
+    pub fn set_recorder(&mut self, recorder: Option<Arc<InputHistogram>>) {
+        self.recorder = recorder;
     }
 
     /// Bytes this layer keeps resident (packed weights, scales, bias).
@@ -236,7 +263,13 @@ impl Int8Conv {
         if !hi.is_finite() {
             candle_core::bail!("int8 convolution: the input holds infinite values");
         }
-        let tensor_scale = activation_scale(hi);
+        if let Some(recorder) = &self.recorder {
+            recorder.record(src);
+        }
+        let tensor_scale = match self.scaling {
+            ActivationScaling::Static(step) => step,
+            _ => activation_scale(hi),
+        };
         let per_row = self.scaling == ActivationScaling::PerRow;
         let (ho, wo) = self.output_size(h, w);
         let m = b * ho * wo;

@@ -6,11 +6,14 @@
 //! - `gemm.rs`: the packed int8 matrix product and its micro-kernels (AVX2, NEON `sdot`,
 //!   scalar), chosen by CPU feature detection at run time.
 //! - `conv.rs`: a convolution as a candle custom op: quantize + im2col + pack, GEMM, epilogue.
+//! - `calibration.rs`: static activation scales from the values a set of images produces.
 
+pub mod calibration;
 pub mod conv;
 pub mod gemm;
 pub mod quantize;
 
+pub use calibration::{InputHistogram, LayerCalibration};
 pub use conv::{ActivationScaling, Int8Conv};
 pub use gemm::{Kernel, RowWriter};
 pub use quantize::ChannelQuantized;
