@@ -170,9 +170,78 @@ fn onnxruntime_ms(
     ))
 }
 
-/// Our forward passes (f32 and int8, batch 1 and 8) and ONNX Runtime's (fp32 and static
-/// int8), same protocol, same weights, same process run; ratios against ONNX Runtime.
+/// ONNX Runtime kept open in a child process (`reference_resnet.py bench --serve`), timed on
+/// request, so its rounds can alternate with ours.
+struct OrtServer {
+    child: std::process::Child,
+    answers: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    version: String,
+}
+
+impl OrtServer {
+    fn start(model: &Path, threads: &str, int8: bool) -> Result<Self, String> {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let tool = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/reference_resnet.py");
+        let mut cmd = std::process::Command::new("python3");
+        cmd.args([tool, "bench", "--serve", "--model"])
+            .arg(model)
+            .args(["--threads", threads])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if int8 {
+            cmd.arg("--int8-static");
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("python3: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut answers = std::io::BufReader::new(stdout).lines();
+        let ready = Self::answer(&mut answers)?;
+        let version = ready["ort_version"].as_str().unwrap_or("?").to_string();
+        Ok(Self {
+            child,
+            answers,
+            version,
+        })
+    }
+
+    fn answer(
+        answers: &mut std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    ) -> Result<serde_json::Value, String> {
+        let line = answers
+            .next()
+            .ok_or("onnxruntime stopped (pip install -r tools/requirements.txt)")?
+            .map_err(|e| e.to_string())?;
+        serde_json::from_str(&line).map_err(|e| format!("unreadable answer ({e}): {line}"))
+    }
+
+    /// Median ms of `runs` runs.
+    fn time(&mut self, runs: usize) -> Result<f64, String> {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().ok_or("no stdin")?;
+        writeln!(stdin, "{runs}").map_err(|e| e.to_string())?;
+        let v = Self::answer(&mut self.answers)?;
+        v["median_ms"]
+            .as_f64()
+            .ok_or_else(|| format!("no median in {v}"))
+    }
+}
+
+impl Drop for OrtServer {
+    fn drop(&mut self) {
+        // Closing stdin ends the server's loop.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// Our forward passes (f32 and int8) and ONNX Runtime's (fp32 and static int8) on the same
+/// weights, batch 1, timed in interleaved rounds (each round: 7 runs of each, medians) so that
+/// every runtime sees the same machine load; the ratios are per round, and their median and
+/// range are reported. Then batch 8 (frames per second), one measurement each.
 fn compare_with_onnxruntime() {
+    const ROUNDS: usize = 8;
+    const RUNS: usize = 7;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "2".into());
     let files = SeededFiles::write();
     let (f32_path, q8_path) = (&files.f32_path, &files.q8_path);
@@ -181,27 +250,78 @@ fn compare_with_onnxruntime() {
     let (kernel, _, resident) = int8_model.network.int8_summary().expect("int8 layers");
     let one = [roi_image()];
     let eight: Vec<GrayImage> = (0..8).map(|_| roi_image()).collect();
-    println!("batch 1, 224x224, {threads} threads, median of 30 after 5 warm-up runs:");
-    let ours_f32 = time_forward(&f32_model, &one);
-    let ours_int8 = time_forward(&int8_model, &one);
-    println!("  ceusd f32 forward: {ours_f32:.1} ms");
+    let mut servers: Vec<(&str, Result<OrtServer, String>)> = vec![
+        ("fp32", OrtServer::start(f32_path, &threads, false)),
+        ("int8 static", OrtServer::start(f32_path, &threads, true)),
+    ];
+    let ours = |model: &DlrModel| {
+        model.forward_images(&one).unwrap();
+        median_ms(
+            (0..RUNS)
+                .map(|_| {
+                    let t = Instant::now();
+                    model.forward_images(&one).unwrap();
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect(),
+        )
+    };
+    // Idle threads of one runtime (rayon's, ONNX Runtime's) spin for a moment after work;
+    // a pause keeps them from competing with the next runtime's runs.
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(200));
+    for model in [&f32_model, &int8_model] {
+        time_forward(model, &one);
+    }
+    let (mut f32_ms, mut int8_ms) = (vec![], vec![]);
+    let mut theirs: Vec<Vec<f64>> = vec![vec![]; servers.len()];
+    for _ in 0..ROUNDS {
+        pause();
+        f32_ms.push(ours(&f32_model));
+        pause();
+        int8_ms.push(ours(&int8_model));
+        for (i, (_, server)) in servers.iter_mut().enumerate() {
+            pause();
+            if let Ok(s) = server {
+                match s.time(RUNS) {
+                    Ok(ms) => theirs[i].push(ms),
+                    Err(why) => *server = Err(why),
+                }
+            }
+        }
+    }
     println!(
-        "  ceusd int8 forward ({} kernel, {:.1} MB of packed int8 layers): {ours_int8:.1} ms",
-        kernel.name(),
-        resident as f64 / 1e6
+        "batch 1, 224x224, {threads} threads, {ROUNDS} interleaved rounds of {RUNS} runs \
+         (medians over rounds; ratios per round, median and range):"
     );
-    let ort_f32 = onnxruntime_ms(f32_path, &threads, 1, false);
-    let ort_int8 = onnxruntime_ms(f32_path, &threads, 1, true);
-    for (what, r) in [("fp32", &ort_f32), ("int8 static", &ort_int8)] {
-        match r {
-            Ok((version, ms)) => {
-                println!("  onnxruntime {version} {what}: {ms:.1} ms");
-                println!("    ratio ceusd f32 / it: {:.2}", ours_f32 / ms);
-                println!("    ratio ceusd int8 / it: {:.2}", ours_int8 / ms);
+    println!("  ceusd f32 forward: {:.1} ms", median_ms(f32_ms.clone()));
+    println!(
+        "  ceusd int8 forward ({} kernel, {:.1} MB of packed int8 layers): {:.1} ms",
+        kernel.name(),
+        resident as f64 / 1e6,
+        median_ms(int8_ms.clone())
+    );
+    for ((what, server), ms) in servers.iter().zip(&theirs) {
+        match server {
+            Ok(s) => {
+                println!(
+                    "  onnxruntime {} {what}: {:.1} ms",
+                    s.version,
+                    median_ms(ms.clone())
+                );
+                for (ours_name, ours_ms) in [("f32", &f32_ms), ("int8", &int8_ms)] {
+                    let ratios: Vec<f64> = ours_ms.iter().zip(ms).map(|(a, b)| a / b).collect();
+                    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = ratios.iter().copied().fold(0f64, f64::max);
+                    println!(
+                        "    ratio ceusd {ours_name} / it: {:.2} (rounds {lo:.2}..{hi:.2})",
+                        median_ms(ratios.clone())
+                    );
+                }
             }
             Err(why) => println!("  onnxruntime {what} not measured: {why}"),
         }
     }
+    drop(servers);
     println!("batch 8 (the key-frame window), frames per second:");
     let f32_8 = time_forward(&f32_model, &eight);
     let int8_8 = time_forward(&int8_model, &eight);

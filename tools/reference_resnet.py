@@ -51,6 +51,10 @@ How to run
     # Latency of ORT fp32 (or its static int8 quantization), batch 1 (or --batch N).
     python3 tools/reference_resnet.py bench --model m.gguf --threads 2 \\
         --warmup 5 --runs 30 [--batch 8] [--int8-static] [--json]
+    # The same session kept open: after the warm-up, each line "N" read from stdin
+    # times N runs and answers one JSON line (for timing rounds interleaved with
+    # another runtime's, so both see the same machine load); EOF ends it.
+    python3 tools/reference_resnet.py bench --model m.gguf --serve [--int8-static]
 
     # Check the ONNX graph against a plain numpy float64 forward pass.
     python3 tools/reference_resnet.py check-graph --model m.gguf [--input a.png]
@@ -630,6 +634,18 @@ def cmd_bench(args) -> int:
         (args.batch, model.channels, model.size, model.size), dtype=np.float32)
     for _ in range(args.warmup):
         sess.run(["probs"], {"input": x})
+    if args.serve:
+        print(json.dumps({"ready": True, "ort_version": ort.__version__}), flush=True)
+        for line in sys.stdin:
+            runs = int(line)
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                sess.run(["probs"], {"input": x})
+                times.append((time.perf_counter() - t0) * 1e3)
+            print(json.dumps({"median_ms": round(statistics.median(times), 3),
+                              "runs": runs}), flush=True)
+        return 0
     times = []
     for _ in range(args.runs):
         t0 = time.perf_counter()
@@ -717,6 +733,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibration", type=int, default=16,
                    help="calibration inputs for --int8-static (default 16)")
     p.add_argument("--json", action="store_true", help="print one JSON line")
+    p.add_argument("--serve", action="store_true",
+                   help="keep the session: time N runs per stdin line, answer a JSON line each")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("check-graph", help="compare the ONNX graph with a numpy float64 forward")
