@@ -401,20 +401,20 @@ impl CustomOp1 for Im2col {
                 let image = &src[bi * h * w * c..(bi + 1) * h * w * c];
                 for ox in 0..wo {
                     let patch = &mut out_row[ox * row_len..(ox + 1) * row_len];
+                    // The taps kx whose column is inside the image: one run of pixels per
+                    // kernel row, copied at once (the stem's are 7 pixels of 3 channels).
+                    let x0 = (ox * s) as isize - p as isize;
+                    let first = (-x0).clamp(0, k as isize) as usize;
+                    let last = (w as isize - x0).clamp(0, k as isize) as usize;
                     for ky in 0..k {
                         let iy = (oy * s + ky) as isize - p as isize;
-                        if iy < 0 || iy >= h as isize {
+                        if iy < 0 || iy >= h as isize || first >= last {
                             continue; // stays zero: padding
                         }
-                        for kx in 0..k {
-                            let ix = (ox * s + kx) as isize - p as isize;
-                            if ix < 0 || ix >= w as isize {
-                                continue;
-                            }
-                            let from = (iy as usize * w + ix as usize) * c;
-                            let to = (ky * k + kx) * c;
-                            patch[to..to + c].copy_from_slice(&image[from..from + c]);
-                        }
+                        let from = (iy as usize * w + (x0 + first as isize) as usize) * c;
+                        let to = (ky * k + first) * c;
+                        let len = (last - first) * c;
+                        patch[to..to + len].copy_from_slice(&image[from..from + len]);
                     }
                 }
             });
