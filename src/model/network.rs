@@ -170,27 +170,17 @@ impl ConvLoader<'_> {
                 .take(&name, &[1])?
                 .to_dtype(DType::F32)?
                 .to_vec1()?;
-            let step = step[0];
-            if !(step.is_finite() && step >= f32::MIN_POSITIVE) {
-                return Err(ModelError::BadTensor {
-                    name,
-                    reason: format!("an input scale must be a positive finite number, not {step}"),
-                });
-            }
-            Some((name, step))
+            let scaling = ActivationScaling::fixed(step[0])
+                .map_err(|reason| ModelError::BadTensor { name, reason })?;
+            Some(scaling)
         } else {
             None
         };
         if let (Some(kernel), Some(q)) = (self.int8_kernel, int8) {
             let bias: Vec<f32> = bias.to_dtype(DType::F32)?.to_vec1()?;
             let mut layer = Int8Conv::new(&q, bias, k, stride, padding, kernel)?;
-            if let Some((name, step)) = input_scale {
-                layer
-                    .set_scaling(ActivationScaling::Static(step))
-                    .map_err(|e| ModelError::BadTensor {
-                        name,
-                        reason: e.to_string(),
-                    })?;
+            if let Some(scaling) = input_scale {
+                layer.set_scaling(scaling)?;
             }
             return Ok(FoldedConv::int8(layer, k, stride, padding, cout));
         }

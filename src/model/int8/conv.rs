@@ -38,6 +38,19 @@ pub enum ActivationScaling {
     Static(f32),
 }
 
+impl ActivationScaling {
+    /// A fixed scale, which must be a positive finite number (a usable u8 step).
+    pub fn fixed(step: f32) -> Result<Self, String> {
+        if step.is_finite() && step >= f32::MIN_POSITIVE {
+            Ok(ActivationScaling::Static(step))
+        } else {
+            Err(format!(
+                "an input scale must be a positive finite number, not {step}"
+            ))
+        }
+    }
+}
+
 /// An int8 convolution with its packed weights.
 #[derive(Debug, Clone)]
 pub struct Int8Conv {
@@ -104,11 +117,8 @@ impl Int8Conv {
     /// Sets how inputs are scaled; a static scale must be positive and finite.
     pub fn set_scaling(&mut self, scaling: ActivationScaling) -> candle_core::Result<()> {
         if let ActivationScaling::Static(step) = scaling {
-            if !(step.is_finite() && step >= f32::MIN_POSITIVE) {
-                candle_core::bail!(
-                    "int8 convolution: static input scale {step} is not a positive finite number"
-                );
-            }
+            ActivationScaling::fixed(step)
+                .map_err(|e| candle_core::Error::Msg(format!("int8 convolution: {e}")))?;
         }
         self.scaling = scaling;
         Ok(())
