@@ -357,20 +357,21 @@ fn time_ms(runs: usize, mut f: impl FnMut()) -> f64 {
     )
 }
 
-/// Where the int8 forward pass spends its time: per int8 convolution, the input's quantization
-/// and packing (im2col included) and the GEMM with its epilogue, each the median of 10 runs on
-/// a non-negative input of the layer's shape (batch 1, 224x224 network input). Every layer but
-/// the first is given its input's pixel maxima, as in the forward pass (the previous layer's
-/// epilogue finds them).
+/// Where the int8 forward pass spends its time: per int8 convolution, the whole layer as the
+/// forward pass runs it (each task quantizes and packs its rows of the input, im2col included,
+/// then multiplies them, with the epilogue) and, for comparison, the quantization and packing
+/// alone; each the median of 10 runs on a non-negative input of the layer's shape (batch 1,
+/// 224x224 network input). Every layer but the first is given its input's pixel maxima, as in
+/// the forward pass (the previous layer's epilogue finds them).
 fn profile_int8_layers() {
     let files = SeededFiles::write();
     let model = DlrModel::load(&files.q8_path, None, &Device::Cpu).expect("int8 model");
     println!("int8 layers, batch 1, 224x224 input; median of 10 runs each:");
     println!(
-        "  {:<22} {:>14} {:>5} {:>9} {:>8} {:>8} {:>9}",
-        "layer", "input", "k/s", "MMAC", "pack ms", "gemm ms", "gemm GOP/s"
+        "  {:<22} {:>14} {:>5} {:>9} {:>8} {:>9} {:>9}",
+        "layer", "input", "k/s", "MMAC", "pack ms", "layer ms", "GOP/s"
     );
-    let (mut pack_total, mut gemm_total, mut macs_total) = (0.0, 0.0, 0usize);
+    let (mut pack_total, mut layer_total, mut macs_total) = (0.0, 0.0, 0usize);
     for site in model.network.convolution_sites(224, 224) {
         let Some(layer) = site.conv.as_int8() else {
             continue;
@@ -393,30 +394,29 @@ fn profile_int8_layers() {
         let pack_ms = time_ms(10, || {
             black_box(layer.pack_input(&input, dims, given).unwrap());
         });
-        let (rows, _) = layer.pack_input(&input, dims, given).unwrap();
-        let gemm_ms = time_ms(10, || {
-            black_box(layer.multiply(&rows, None, true).unwrap());
+        let layer_ms = time_ms(10, || {
+            black_box(layer.run(&input, dims, given, None, true).unwrap());
         });
         let macs = layer.macs(h, w);
         println!(
-            "  {:<22} {:>14} {:>5} {:>9.1} {:>8.2} {:>8.2} {:>9.1}",
+            "  {:<22} {:>14} {:>5} {:>9.1} {:>8.2} {:>9.2} {:>9.1}",
             site.name,
             format!("{h}x{w}x{c}"),
             format!("{}/{}", layer.kernel_size(), layer.stride()),
             macs as f64 / 1e6,
             pack_ms,
-            gemm_ms,
-            2.0 * macs as f64 / (gemm_ms * 1e6)
+            layer_ms,
+            2.0 * macs as f64 / (layer_ms * 1e6)
         );
         pack_total += pack_ms;
-        gemm_total += gemm_ms;
+        layer_total += layer_ms;
         macs_total += macs;
     }
     println!(
-        "  all int8 layers: {:.0} MMAC, pack {pack_total:.1} ms, gemm {gemm_total:.1} ms \
-         ({:.1} GOP/s over the layers' whole time)",
+        "  all int8 layers: {:.0} MMAC, {layer_total:.1} ms ({:.1} GOP/s); quantizing and \
+         packing alone {pack_total:.1} ms",
         macs_total as f64 / 1e6,
-        2.0 * macs_total as f64 / ((pack_total + gemm_total) * 1e6)
+        2.0 * macs_total as f64 / (layer_total * 1e6)
     );
 }
 

@@ -1,10 +1,10 @@
 //! A BatchNorm-folded convolution run in int8, as a candle custom op over NHWC f32 tensors.
 //!
 //! Per call: take each input pixel's largest value (handed over by the previous int8 layer's
-//! epilogue, or found and checked in one pass for the first), quantize the input to u8 while
-//! packing the GEMM's rows (im2col and packing are one pass; a 1x1 stride-1 convolution reads
-//! its rows straight from NHWC), multiply against the weight panels packed at load time, and
-//! write f32 through the fused epilogue (scales, bias, shortcut, ReLU, each output pixel's
+//! epilogue, or found and checked in one pass for the first); then each GEMM task quantizes its
+//! rows of the input to u8 while packing them (im2col and packing are one pass; a 1x1 stride-1
+//! convolution reads its rows straight from NHWC), multiplies them against the weight panels
+//! packed at load time, and writes f32 through the fused epilogue (scales, bias, shortcut, ReLU, each output pixel's
 //! largest value). The output stays f32 between layers: the default scales are found at run
 //! time from the values themselves, and the shortcuts and Grad-CAM read f32.
 //!
@@ -17,12 +17,13 @@
 //! the third choice; the agreement test measures all three.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
 use super::calibration::InputHistogram;
-use super::gemm::{gemm, Epilogue, Kernel, PackedActivations, PackedWeights};
+use super::gemm::{gemm, Epilogue, Kernel, PackedActivations, PackedWeights, RowWriter};
 use super::quantize::{activation_scale, ChannelQuantized, Range};
 use crate::model::conv::{contiguous_f32, output_size};
 
@@ -205,137 +206,8 @@ impl Int8Conv {
         residual: Option<&[f32]>,
         relu: bool,
     ) -> candle_core::Result<(Vec<f32>, Option<Vec<f32>>, Shape)> {
-        let (rows, shape) = self.pack_input(src, dims, pixel_max)?;
-        let (out, max) = self.multiply(&rows, residual, relu)?;
-        Ok((out, max, shape))
-    }
-
-    /// The first half of `run`: the input quantized to u8 and packed for the GEMM (im2col
-    /// where the kernel is not 1x1 stride 1), and the output's shape.
-    pub fn pack_input(
-        &self,
-        src: &[f32],
-        dims: (usize, usize, usize, usize),
-        pixel_max: Option<&[f32]>,
-    ) -> candle_core::Result<(PackedActivations, Shape)> {
-        let (b, h, w, c) = dims;
-        if c != self.in_channels {
-            candle_core::bail!(
-                "int8 convolution: input has {c} channels, the weights expect {}",
-                self.in_channels
-            );
-        }
-        let (k, s, p) = (self.kernel_size, self.stride, self.padding);
-        if h + 2 * p < k || w + 2 * p < k {
-            candle_core::bail!("int8 convolution: a {h}x{w} input is smaller than the kernel");
-        }
-        // Each pixel's largest value over its channels gives the rows their scales: a row's
-        // patch takes the largest of its pixels' maxima (neighbouring patches share pixels, so
-        // each value is read once, not k² times). A layer after another int8 layer is given
-        // them (its epilogue found them); otherwise one pass over the input finds them and
-        // checks it.
-        let found: Vec<f32>;
-        let pixel_max = match pixel_max {
-            Some(max) => {
-                if max.len() != b * h * w {
-                    candle_core::bail!(
-                        "int8 convolution: {} pixel maxima for {} pixels",
-                        max.len(),
-                        b * h * w
-                    );
-                }
-                max
-            }
-            None => {
-                let pixels: Vec<Range> = src.par_chunks(c).map(Range::of).collect();
-                let whole = pixels.iter().fold(Range::EMPTY, |a, &r| a.join(r));
-                if whole.nan {
-                    candle_core::bail!("int8 convolution: the input holds NaN values");
-                }
-                if whole.lo < 0.0 {
-                    // Every quantized layer follows a ReLU; a negative input means the network
-                    // was wired wrongly, and u8 quantization would silently clip it.
-                    candle_core::bail!(
-                        "int8 convolution: input has negative values (min {}); only post-ReLU \
-                         activations are quantized",
-                        whole.lo
-                    );
-                }
-                found = pixels.iter().map(|r| r.hi).collect();
-                &found
-            }
-        };
-        // Post-ReLU maxima are never NaN or negative.
-        if pixel_max.iter().any(|v| v.is_nan() || *v < 0.0) {
-            candle_core::bail!("int8 convolution: pixel maxima hold NaN or negative values");
-        }
-        let hi = pixel_max.iter().fold(0f32, |a, &v| a.max(v));
-        if !hi.is_finite() {
-            candle_core::bail!("int8 convolution: the input holds infinite values");
-        }
-        if let Some(recorder) = &self.recorder {
-            recorder.record(src);
-        }
-        let tensor_scale = match self.scaling {
-            ActivationScaling::Static(step) => step,
-            _ => activation_scale(hi),
-        };
-        let per_row = self.scaling == ActivationScaling::PerRow;
-        let (ho, wo) = self.output_size(h, w);
-        let m = b * ho * wo;
-        let kk = self.weights.k();
-        let direct = k == 1 && s == 1 && p == 0;
-        let taps = k * k;
-        // Where output row `row`'s patch reads, tap by tap: the offset of an input pixel, or
-        // None for zero padding.
-        let tap_offset = |(bi, oy, ox): (usize, usize, usize), tap: usize| -> Option<usize> {
-            let (ky, kx) = (tap / k, tap % k);
-            let iy = (oy * s + ky).checked_sub(p).filter(|&y| y < h)?;
-            let ix = (ox * s + kx).checked_sub(p).filter(|&x| x < w)?;
-            Some(((bi * h + iy) * w + ix) * c)
-        };
-        let rows = PackedActivations::pack(self.kernel(), m, kk, |row, out| {
-            if direct {
-                let px = &src[row * c..(row + 1) * c];
-                let scale = if per_row {
-                    activation_scale(pixel_max[row])
-                } else {
-                    tensor_scale
-                };
-                out.quantize(px, 1.0 / scale);
-                return scale;
-            }
-            let at = (row / (ho * wo), (row % (ho * wo)) / wo, row % wo);
-            let scale = if per_row {
-                activation_scale(
-                    (0..taps)
-                        .filter_map(|t| tap_offset(at, t))
-                        .fold(0f32, |a, o| a.max(pixel_max[o / c])),
-                )
-            } else {
-                tensor_scale
-            };
-            let inverse = 1.0 / scale;
-            for t in 0..taps {
-                match tap_offset(at, t) {
-                    None => out.zeros(c),
-                    Some(o) => out.quantize(&src[o..o + c], inverse),
-                }
-            }
-            scale
-        });
-        Ok((rows, Shape::from((b, ho, wo, self.out_channels))))
-    }
-
-    /// The second half of `run`: the GEMM over packed input rows, with the epilogue (scales,
-    /// bias, shortcut, ReLU) fused. With ReLU, also each output pixel's largest value.
-    pub fn multiply(
-        &self,
-        rows: &PackedActivations,
-        residual: Option<&[f32]>,
-        relu: bool,
-    ) -> candle_core::Result<(Vec<f32>, Option<Vec<f32>>)> {
-        let m = rows.rows();
+        let (patches, shape) = self.patches(src, dims, pixel_max)?;
+        let m = patches.rows();
         let len = m * self.out_channels;
         if let Some(r) = residual {
             if r.len() != len {
@@ -356,7 +228,8 @@ impl Int8Conv {
         // Not zeroed first: the GEMM writes every element.
         let mut out = Vec::with_capacity(len);
         gemm(
-            rows,
+            m,
+            |row, writer: &mut RowWriter| patches.fill(row, writer),
             &self.weights,
             &epilogue,
             &mut out.spare_capacity_mut()[..len],
@@ -364,7 +237,184 @@ impl Int8Conv {
         );
         // SAFETY: `gemm` has written all `len` elements.
         unsafe { out.set_len(len) };
-        Ok((out, max))
+        Ok((out, max, shape))
+    }
+
+    /// The input quantized to u8 and packed for the GEMM on its own (im2col where the kernel
+    /// is not 1x1 stride 1), which `run` does task by task inside the GEMM: for profiling the
+    /// two halves apart.
+    pub fn pack_input(
+        &self,
+        src: &[f32],
+        dims: (usize, usize, usize, usize),
+        pixel_max: Option<&[f32]>,
+    ) -> candle_core::Result<PackedActivations> {
+        let (patches, _) = self.patches(src, dims, pixel_max)?;
+        Ok(PackedActivations::pack(
+            self.kernel(),
+            patches.rows(),
+            self.weights.k(),
+            |row, writer: &mut RowWriter| patches.fill(row, writer),
+        ))
+    }
+
+    /// Checks the input and finds what its GEMM rows need: each pixel's largest value (given
+    /// or found) and the scaling; returns them with the output's shape.
+    fn patches<'a>(
+        &self,
+        src: &'a [f32],
+        dims: (usize, usize, usize, usize),
+        pixel_max: Option<&'a [f32]>,
+    ) -> candle_core::Result<(Patches<'a>, Shape)> {
+        let (b, h, w, c) = dims;
+        if c != self.in_channels {
+            candle_core::bail!(
+                "int8 convolution: input has {c} channels, the weights expect {}",
+                self.in_channels
+            );
+        }
+        if src.len() != b * h * w * c {
+            candle_core::bail!(
+                "int8 convolution: {} input values for a {b}x{h}x{w}x{c} input",
+                src.len()
+            );
+        }
+        let (k, p) = (self.kernel_size, self.padding);
+        if h + 2 * p < k || w + 2 * p < k {
+            candle_core::bail!("int8 convolution: a {h}x{w} input is smaller than the kernel");
+        }
+        // Each pixel's largest value over its channels gives the rows their scales: a row's
+        // patch takes the largest of its pixels' maxima (neighbouring patches share pixels, so
+        // each value is read once, not k² times). A layer after another int8 layer is given
+        // them (its epilogue found them); otherwise one pass over the input finds them and
+        // checks it.
+        let pixel_max = match pixel_max {
+            Some(max) => {
+                if max.len() != b * h * w {
+                    candle_core::bail!(
+                        "int8 convolution: {} pixel maxima for {} pixels",
+                        max.len(),
+                        b * h * w
+                    );
+                }
+                Cow::Borrowed(max)
+            }
+            None => {
+                let pixels: Vec<Range> = src.par_chunks(c).map(Range::of).collect();
+                let whole = pixels.iter().fold(Range::EMPTY, |a, &r| a.join(r));
+                if whole.nan {
+                    candle_core::bail!("int8 convolution: the input holds NaN values");
+                }
+                if whole.lo < 0.0 {
+                    // Every quantized layer follows a ReLU; a negative input means the network
+                    // was wired wrongly, and u8 quantization would silently clip it.
+                    candle_core::bail!(
+                        "int8 convolution: input has negative values (min {}); only post-ReLU \
+                         activations are quantized",
+                        whole.lo
+                    );
+                }
+                Cow::Owned(pixels.iter().map(|r| r.hi).collect())
+            }
+        };
+        // Post-ReLU maxima are never NaN or negative.
+        if pixel_max.iter().any(|v| v.is_nan() || *v < 0.0) {
+            candle_core::bail!("int8 convolution: pixel maxima hold NaN or negative values");
+        }
+        let hi = pixel_max.iter().fold(0f32, |a, &v| a.max(v));
+        if !hi.is_finite() {
+            candle_core::bail!("int8 convolution: the input holds infinite values");
+        }
+        if let Some(recorder) = &self.recorder {
+            recorder.record(src);
+        }
+        let tensor_scale = match self.scaling {
+            ActivationScaling::Static(step) => step,
+            _ => activation_scale(hi),
+        };
+        let (ho, wo) = self.output_size(h, w);
+        let patches = Patches {
+            src,
+            dims,
+            out_size: (ho, wo),
+            kernel_size: k,
+            stride: self.stride,
+            padding: p,
+            pixel_max,
+            per_row: self.scaling == ActivationScaling::PerRow,
+            tensor_scale,
+        };
+        Ok((patches, Shape::from((b, ho, wo, self.out_channels))))
+    }
+}
+
+/// Where a convolution's GEMM rows come from: row `i` is output pixel `i`'s input patch
+/// (the pixel itself for a 1x1 stride-1 convolution), quantized with its scale.
+struct Patches<'a> {
+    /// NHWC input and its dimensions (b, h, w, c).
+    src: &'a [f32],
+    dims: (usize, usize, usize, usize),
+    out_size: (usize, usize),
+    kernel_size: usize,
+    stride: usize,
+    padding: usize,
+    /// Each input pixel's largest value.
+    pixel_max: Cow<'a, [f32]>,
+    /// A scale per row (from the patch's pixel maxima), or `tensor_scale` for all.
+    per_row: bool,
+    tensor_scale: f32,
+}
+
+impl Patches<'_> {
+    fn rows(&self) -> usize {
+        self.dims.0 * self.out_size.0 * self.out_size.1
+    }
+
+    /// Where output `(b, oy, ox)`'s patch reads at tap `tap`: the offset of an input pixel, or
+    /// None for zero padding.
+    fn tap_offset(&self, (bi, oy, ox): (usize, usize, usize), tap: usize) -> Option<usize> {
+        let (_, h, w, c) = self.dims;
+        let (k, s, p) = (self.kernel_size, self.stride, self.padding);
+        let (ky, kx) = (tap / k, tap % k);
+        let iy = (oy * s + ky).checked_sub(p).filter(|&y| y < h)?;
+        let ix = (ox * s + kx).checked_sub(p).filter(|&x| x < w)?;
+        Some(((bi * h + iy) * w + ix) * c)
+    }
+
+    /// Writes row `row` through `out` and returns its scale.
+    fn fill(&self, row: usize, out: &mut RowWriter) -> f32 {
+        let c = self.dims.3;
+        let (k, s, p) = (self.kernel_size, self.stride, self.padding);
+        if k == 1 && s == 1 && p == 0 {
+            let px = &self.src[row * c..(row + 1) * c];
+            let scale = if self.per_row {
+                activation_scale(self.pixel_max[row])
+            } else {
+                self.tensor_scale
+            };
+            out.quantize(px, 1.0 / scale);
+            return scale;
+        }
+        let (ho, wo) = self.out_size;
+        let at = (row / (ho * wo), (row % (ho * wo)) / wo, row % wo);
+        let taps = k * k;
+        let scale = if self.per_row {
+            activation_scale(
+                (0..taps)
+                    .filter_map(|t| self.tap_offset(at, t))
+                    .fold(0f32, |a, o| a.max(self.pixel_max[o / c])),
+            )
+        } else {
+            self.tensor_scale
+        };
+        let inverse = 1.0 / scale;
+        for t in 0..taps {
+            match self.tap_offset(at, t) {
+                None => out.zeros(c),
+                Some(o) => out.quantize(&self.src[o..o + c], inverse),
+            }
+        }
+        scale
     }
 }
 
