@@ -4,9 +4,10 @@
 //! epilogue, or found and checked in one pass for the first); then each GEMM task quantizes its
 //! rows of the input to u8 while packing them (im2col and packing are one pass; a 1x1 stride-1
 //! convolution reads its rows straight from NHWC), multiplies them against the weight panels
-//! packed at load time, and writes f32 through the fused epilogue (scales, bias, shortcut, ReLU, each output pixel's
-//! largest value). The output stays f32 between layers: the default scales are found at run
-//! time from the values themselves, and the shortcuts and Grad-CAM read f32.
+//! packed at load time, and writes f32 through the fused epilogue (scales, bias, shortcut,
+//! ReLU, each output pixel's largest value). The output stays f32 between layers: the default
+//! scales are found at run time from the values themselves, and the shortcuts and Grad-CAM read
+//! f32.
 //!
 //! Activation scales are per GEMM row by default: one scale for each output pixel's input
 //! patch (its max / 255), the "per-token" scheme of int8 transformer inference. Post-ReLU

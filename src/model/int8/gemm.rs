@@ -262,15 +262,10 @@ impl PackedActivations {
     /// row is given other than `k` values.
     pub fn pack<F: FillRow>(kernel: Kernel, m: usize, k: usize, fill: F) -> Self {
         let mut packed = Self::empty(kernel, k);
-        let (mr, k_padded) = (kernel.mr(), packed.k_padded);
-        let panels = m.div_ceil(mr);
-        packed.m = m;
-        packed.row_scales = vec![0f32; panels * mr];
-        let panel_len = mr * k_padded;
-        let len = panels * panel_len;
+        let (mr, len) = (kernel.mr(), packed.make_room(m));
+        let panel_len = mr * packed.k_padded;
         match &mut packed.data {
             ActivationData::Rows(data) => {
-                data.reserve_exact(len);
                 data.spare_capacity_mut()[..len]
                     .par_chunks_mut(panel_len)
                     .zip(packed.row_scales.par_chunks_mut(mr))
@@ -282,7 +277,6 @@ impl PackedActivations {
                 unsafe { data.set_len(len) };
             }
             ActivationData::ShiftedQuads(data) => {
-                data.resize(len, 0);
                 data.par_chunks_mut(panel_len)
                     .zip(packed.row_scales.par_chunks_mut(mr))
                     .enumerate()
@@ -300,18 +294,11 @@ impl PackedActivations {
     /// Packs rows `first..first + count` of a larger matrix on this thread, reusing the
     /// buffers; row `r` of the result is row `first + r` of the matrix.
     fn repack<F: FillRow>(&mut self, first: usize, count: usize, fill: &F) {
-        let (mr, k, k_padded) = (self.kernel.mr(), self.k, self.k_padded);
-        let panels = count.div_ceil(mr);
-        let panel_len = mr * k_padded;
-        let len = panels * panel_len;
-        self.m = count;
-        self.row_scales.clear();
-        self.row_scales.resize(panels * mr, 0.0);
+        let (mr, k, len) = (self.kernel.mr(), self.k, self.make_room(count));
+        let panel_len = mr * self.k_padded;
         let end = first + count;
         match &mut self.data {
             ActivationData::Rows(data) => {
-                data.clear();
-                data.reserve(len);
                 for (p, (panel, scales)) in data.spare_capacity_mut()[..len]
                     .chunks_mut(panel_len)
                     .zip(self.row_scales.chunks_mut(mr))
@@ -323,8 +310,6 @@ impl PackedActivations {
                 unsafe { data.set_len(len) };
             }
             ActivationData::ShiftedQuads(data) => {
-                data.clear();
-                data.resize(len, 0);
                 self.scratch.resize(k, MaybeUninit::new(0));
                 for (p, (panel, scales)) in data
                     .chunks_mut(panel_len)
@@ -335,6 +320,29 @@ impl PackedActivations {
                 }
             }
         }
+    }
+
+    /// Makes room for `rows` rows (whole panels) and returns the packed length: the row
+    /// layout's buffer empty with that much capacity (each panel is written whole, padding
+    /// included), the shifted quads' zeroed (their padding is left as is).
+    fn make_room(&mut self, rows: usize) -> usize {
+        let mr = self.kernel.mr();
+        let panels = rows.div_ceil(mr);
+        let len = panels * mr * self.k_padded;
+        self.m = rows;
+        self.row_scales.clear();
+        self.row_scales.resize(panels * mr, 0.0);
+        match &mut self.data {
+            ActivationData::Rows(data) => {
+                data.clear();
+                data.reserve(len);
+            }
+            ActivationData::ShiftedQuads(data) => {
+                data.clear();
+                data.resize(len, 0);
+            }
+        }
+        len
     }
 
     pub fn rows(&self) -> usize {
