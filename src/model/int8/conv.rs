@@ -91,6 +91,25 @@ impl Int8Conv {
                 weights.out_channels
             );
         }
+        if weights.k == 0 || weights.out_channels == 0 || stride == 0 {
+            candle_core::bail!(
+                "int8 convolution: {} weights per channel, {} outputs, stride {stride}; none \
+                 may be zero",
+                weights.k,
+                weights.out_channels
+            );
+        }
+        if weights.values.len() != weights.out_channels * weights.k
+            || weights.scales.len() != weights.out_channels
+        {
+            candle_core::bail!(
+                "int8 convolution: {} weights and {} scales for {} channels of {}",
+                weights.values.len(),
+                weights.scales.len(),
+                weights.out_channels,
+                weights.k
+            );
+        }
         if !kernel.is_available() {
             candle_core::bail!("int8 kernel {} does not run on this CPU", kernel.name());
         }
@@ -152,6 +171,14 @@ impl Int8Conv {
 
     pub fn stride(&self) -> usize {
         self.stride
+    }
+
+    pub fn padding(&self) -> usize {
+        self.padding
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.out_channels
     }
 
     /// Output height and width for an `h` x `w` input.
@@ -667,5 +694,29 @@ mod tests {
         .unwrap();
         let err = conv.forward(&inf, None, false).unwrap_err().to_string();
         assert!(err.contains("infinite"), "{err}");
+    }
+
+    #[test]
+    fn layers_that_cannot_run_are_refused_when_made() {
+        let q = ChannelQuantized::quantize(&[1.0; 18], 2, 9).unwrap();
+        let make = |q: &ChannelQuantized, bias: usize, size: usize, stride: usize| {
+            Int8Conv::new(q, vec![0.0; bias], size, stride, 0, Kernel::Scalar)
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(make(&q, 2, 3, 1), None);
+        assert!(make(&q, 2, 3, 0).unwrap().contains("stride 0"));
+        assert!(make(&q, 1, 3, 1).unwrap().contains("1 biases"));
+        assert!(make(&q, 2, 2, 1).unwrap().contains("2x2 kernel"));
+        let mut short = q.clone();
+        short.scales.pop();
+        assert!(make(&short, 2, 3, 1).unwrap().contains("1 scales"));
+        let empty = ChannelQuantized {
+            out_channels: 0,
+            k: 9,
+            values: vec![],
+            scales: vec![],
+        };
+        assert!(make(&empty, 0, 3, 1).unwrap().contains("0 outputs"));
     }
 }

@@ -20,8 +20,8 @@
 //!   and `128 · Σ_k B[k, n]` is added back, which keeps the sum exact.
 //! - `Scalar`: portable; the reference every SIMD kernel must match bit for bit.
 //!
-//! Sums cannot overflow: |A·B| ≤ 255·128 per product and K ≤ 4608 in ResNet-50 (3x3x512), so
-//! |C| < 1.6e8 < 2^31.
+//! Sums cannot overflow: |A·B| ≤ 255·128 per product, so any K up to `MAX_K` keeps |C| below
+//! 2^31 (ResNet-50's largest is 4608, 3x3x512); packing refuses a longer K.
 
 use std::mem::MaybeUninit;
 
@@ -31,6 +31,8 @@ use super::quantize::quantize_activations;
 
 /// Columns (output channels) per micro-tile and per packed weight panel.
 pub const NR: usize = 16;
+/// The longest K whose i32 sums cannot overflow: `MAX_K · 255 · 128 < 2^31`.
+pub const MAX_K: usize = (i32::MAX as usize) / (255 * 128);
 /// K is padded to a multiple of this (zeros), so every kernel steps whole pairs or quads.
 const K_ALIGN: usize = 4;
 /// Bytes of packed weights a GEMM task keeps hot while its row panels pass over them: well
@@ -101,10 +103,23 @@ impl Kernel {
     /// Rows per micro-tile: as many accumulator rows as the register file holds.
     pub fn mr(self) -> usize {
         match self {
-            // 6 rows x 2 ymm accumulators + 2 weight registers + 1 broadcast: 15 of 16 ymm.
+            // 6 rows x 2 ymm accumulators; the other 4 ymm hold the two weight halves, the
+            // broadcast and a product (see `avx2::tile`).
             Kernel::Scalar | Kernel::Avx2 => 6,
             // 4 rows x 4 q accumulators + 4 weight registers + 1 activation register.
             Kernel::NeonDot => 4,
+        }
+    }
+
+    /// Whether operands may be packed for this kernel here. Its SIMD code exists only on its
+    /// own architecture and must never reach a CPU without the feature; on another
+    /// architecture its layout runs through the scalar reference (the tests use that to
+    /// check the layout on every machine).
+    fn may_pack(self) -> bool {
+        match self {
+            Kernel::Scalar => true,
+            Kernel::Avx2 => !cfg!(target_arch = "x86_64") || self.is_available(),
+            Kernel::NeonDot => !cfg!(target_arch = "aarch64") || self.is_available(),
         }
     }
 
@@ -112,6 +127,16 @@ impl Kernel {
         match self {
             Kernel::Scalar | Kernel::Avx2 => PackFormat::Pairs,
             Kernel::NeonDot => PackFormat::ShiftedQuads,
+        }
+    }
+}
+
+impl PackFormat {
+    /// Bytes one packed activation takes.
+    fn activation_bytes(self) -> usize {
+        match self {
+            PackFormat::Pairs => std::mem::size_of::<u16>(),
+            PackFormat::ShiftedQuads => std::mem::size_of::<i8>(),
         }
     }
 }
@@ -149,8 +174,18 @@ pub struct PackedWeights {
 
 impl PackedWeights {
     /// Packs `n` output channels of `k` weights each, given channel by channel
-    /// (`rows[c * k + i]` = B[i, c]).
+    /// (`rows[c * k + i]` = B[i, c]). Panics if this CPU cannot run `kernel` (`may_pack`: the
+    /// SIMD kernels' safety rests on this check) or if K is longer than `MAX_K`.
     pub fn pack(kernel: Kernel, rows: &[i8], n: usize, k: usize) -> Self {
+        assert!(
+            kernel.may_pack(),
+            "this CPU cannot run the {} kernel",
+            kernel.name()
+        );
+        assert!(
+            k <= MAX_K,
+            "K = {k} could overflow the i32 sums (at most {MAX_K})"
+        );
         assert_eq!(rows.len(), n * k, "weights: expected {n} x {k} values");
         let k_padded = round_up(k, K_ALIGN);
         let panels = n.div_ceil(NR);
@@ -241,8 +276,14 @@ pub trait FillRow: Fn(usize, &mut RowWriter) -> f32 + Sync {}
 impl<F: Fn(usize, &mut RowWriter) -> f32 + Sync> FillRow for F {}
 
 impl PackedActivations {
-    /// Room for rows of `k` activations, none packed yet.
+    /// Room for rows of `k` activations, none packed yet. Panics if this CPU cannot run
+    /// `kernel`, as `PackedWeights::pack` does.
     fn empty(kernel: Kernel, k: usize) -> Self {
+        assert!(
+            kernel.may_pack(),
+            "this CPU cannot run the {} kernel",
+            kernel.name()
+        );
         Self {
             kernel,
             m: 0,
@@ -282,8 +323,8 @@ impl PackedActivations {
                     .enumerate()
                     .for_each_init(
                         || vec![MaybeUninit::new(0u16); k],
-                        |row, (p, (panel, scales))| {
-                            pack_quad_panel(panel, scales, p * mr, m, row, &fill)
+                        |scratch, (p, (panel, scales))| {
+                            pack_quad_panel(panel, scales, p * mr, m, scratch, &fill)
                         },
                     );
             }
@@ -516,7 +557,7 @@ pub fn gemm<F: FillRow>(
     // enough that each task reuses a weight panel across several row panels, but no more than
     // its packed rows' share of L2.
     let threads = rayon::current_num_threads().max(1);
-    let panel_bytes = mr * b.k_padded * std::mem::size_of::<u16>();
+    let panel_bytes = mr * b.k_padded * kernel.format().activation_bytes();
     let per_task = row_panels
         .div_ceil(4 * threads)
         .clamp(1, (ACTIVATIONS_IN_L2 / panel_bytes).clamp(1, 16));
@@ -529,7 +570,8 @@ pub fn gemm<F: FillRow>(
         rows.repack(first, task_rows.min(m - first), &fill);
         #[cfg(target_arch = "x86_64")]
         if kernel == Kernel::Avx2 {
-            // SAFETY: the AVX2 kernel is only selected where the CPU has AVX2.
+            // SAFETY: the CPU has AVX2: the weights could not be packed for it otherwise
+            // (`PackedWeights::pack` checks).
             unsafe { gemm_rows_avx2(rows, first, b, epilogue, out_rows, max) };
             return;
         }
@@ -585,9 +627,10 @@ fn gemm_rows(
     let col_panels = n.div_ceil(NR);
     let keep_max = !row_max.is_empty();
     row_max.fill(0.0);
-    // Row panels outer, column panels inner: each output row (and its shortcut) is then written
-    // (read) front to back, which the prefetchers follow. The column panels go in blocks whose
-    // weights stay in L2 while every row panel of the task passes over them.
+    // The column panels go in blocks whose weights stay in L2 while every row panel of the
+    // task passes over them; within a block, row panels outer and column panels inner, so
+    // each output row (and its shortcut) is written (read) front to back across the block,
+    // which the prefetchers follow.
     let block = (WEIGHTS_IN_L2 / (NR * b.k_padded)).clamp(1, col_panels);
     let mut acc = [0i32; 6 * NR];
     for first_col_panel in (0..col_panels).step_by(block) {
@@ -632,7 +675,8 @@ fn gemm_rows(
                 };
                 #[cfg(target_arch = "x86_64")]
                 if kernel == Kernel::Avx2 && cols == NR {
-                    // SAFETY: AVX2 was detected (the kernel is only selected then).
+                    // SAFETY: the CPU has AVX2 (packing checked that it runs the kernel); the
+                    // epilogue checks the tile's extent itself.
                     unsafe { avx2::epilogue(&acc, &tile, out, max) };
                     continue;
                 }
@@ -702,6 +746,8 @@ fn epilogue_scalar(acc: &[i32], tile: &Tile, out: &mut [MaybeUninit<f32>], max: 
 
 /// Raw i32 product (no epilogue), for tests and for checking kernels against each other.
 pub fn gemm_i32(a: &PackedActivations, b: &PackedWeights) -> Vec<i32> {
+    assert_eq!(a.kernel, b.kernel, "operands packed for different kernels");
+    assert_eq!(a.k_padded, b.k_padded, "operands disagree on K");
     let (m, n, mr) = (a.m, b.n, a.kernel.mr());
     let mut out = vec![0i32; m * n];
     let mut acc = [0i32; 6 * NR];
@@ -719,8 +765,14 @@ pub fn gemm_i32(a: &PackedActivations, b: &PackedWeights) -> Vec<i32> {
     out
 }
 
-/// One `mr x NR` tile over the whole K into `acc` (overwritten).
+/// One `mr x NR` tile over the whole K into `acc` (overwritten). Panics if the operands were
+/// packed for different kernels or K: the SIMD kernels read as far as the padded K reaches.
 fn run_kernel(a: &PackedActivations, panel: usize, weights: &[i8], acc: &mut [i32]) {
+    assert_eq!(
+        weights.len(),
+        NR * a.k_padded,
+        "a weight panel of another K"
+    );
     let mr = a.kernel.mr();
     let len = mr * a.k_padded;
     match (&a.data, a.kernel) {
@@ -733,15 +785,15 @@ fn run_kernel(a: &PackedActivations, panel: usize, weights: &[i8], acc: &mut [i3
         #[cfg(target_arch = "x86_64")]
         (ActivationData::Rows(data), Kernel::Avx2) => {
             let panel_data = &data[panel * len..(panel + 1) * len];
-            // SAFETY: a kernel is only selected where the CPU reports AVX2 (`Kernel::detect`,
-            // `is_available`), and both slices hold exactly the padded K of one tile.
+            // SAFETY: packed activations exist for a kernel only where the CPU runs it
+            // (`PackedActivations::empty` checks); the kernel checks the slices' lengths.
             unsafe { avx2::tile(panel_data, weights, a.k_padded, acc) }
         }
         #[cfg(target_arch = "aarch64")]
         (ActivationData::ShiftedQuads(data), Kernel::NeonDot) => {
             let panel_data = &data[panel * len..(panel + 1) * len];
-            // SAFETY: selected only where the CPU reports the dot-product extension; slices
-            // hold exactly one tile's padded K.
+            // SAFETY: packed activations exist for a kernel only where the CPU runs it
+            // (`PackedActivations::empty` checks); the kernel checks the slices' lengths.
             unsafe { neon::tile(panel_data, weights, a.k_padded, acc) }
         }
         (ActivationData::ShiftedQuads(data), _) => scalar_quads(
@@ -912,7 +964,9 @@ mod avx2 {
     }
 
     /// `epilogue_scalar` for a tile of NR columns, eight at a time: the same multiplications
-    /// and additions in the same order (no fused multiply-add), so the same bits.
+    /// and additions in the same order (no fused multiply-add), so the same bits. Panics
+    /// unless the tile is NR columns wide with its scales, bias and accumulators all there
+    /// (the loads below read them whole).
     #[target_feature(enable = "avx2")]
     pub unsafe fn epilogue(
         acc: &[i32],
@@ -920,7 +974,8 @@ mod avx2 {
         out: &mut [MaybeUninit<f32>],
         max: &mut [f32],
     ) {
-        debug_assert_eq!(tile.cols, NR);
+        assert!(tile.cols == NR && tile.weight_scale.len() >= NR && tile.bias.len() >= NR);
+        assert!(acc.len() >= tile.rows * NR);
         let ws = [
             _mm256_loadu_ps(tile.weight_scale.as_ptr()),
             _mm256_loadu_ps(tile.weight_scale.as_ptr().add(8)),
@@ -992,8 +1047,8 @@ mod neon {
     /// `acc[r][c] = Σ_q a[q][r] · b[q][c]` over K quads with `sdot` (activations pre-shifted).
     #[target_feature(enable = "neon,dotprod")]
     pub unsafe fn tile(a: &[i8], b: &[i8], k_padded: usize, acc: &mut [i32]) {
-        debug_assert!(a.len() >= MR * k_padded && b.len() >= NR * k_padded);
-        debug_assert!(acc.len() >= MR * NR);
+        assert!(a.len() >= MR * k_padded && b.len() >= NR * k_padded);
+        assert!(acc.len() >= MR * NR);
         let mut c = [[vdupq_n_s32(0); 4]; MR];
         let (a, b) = (a.as_ptr(), b.as_ptr());
         for q in 0..k_padded / 4 {

@@ -1,6 +1,7 @@
 //! The int8 convolution engine: BatchNorm-folded ResNet-50 convolutions with int8 weights (one
-//! scale per output channel) and u8 activations (one scale per output pixel's input patch,
-//! found at run time).
+//! scale per output channel) and u8 activations: by default one scale per output pixel's input
+//! patch, found at run time; or one per tensor at run time; or a static scale per layer,
+//! calibrated and stored in the model file.
 //!
 //! - `quantize.rs`: f32 to int8, and the per-channel `Q8_0` form the model file stores.
 //! - `gemm.rs`: the packed int8 matrix product and its micro-kernels (AVX2, NEON `sdot`,

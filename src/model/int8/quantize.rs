@@ -1,5 +1,6 @@
 //! Turning f32 into int8: weights once (one symmetric scale per output channel), activations on
-//! every call (one scale per tensor, from the tensor's own maximum).
+//! every call (to u8, with a scale from the largest value it covers: by default each output
+//! pixel's input patch, otherwise the whole tensor, or a calibrated static scale).
 //!
 //! Weights are stored in the model file as GGUF `Q8_0` blocks (an f16 scale and 32 int8 values)
 //! in which every block of a channel carries that channel's scale. Any GGUF reader dequantizes
@@ -31,6 +32,17 @@ pub enum QuantizeError {
         k: usize,
         found: usize,
     },
+    #[error("{found} bytes do not make {channels} channels of {k} Q8_0 values ({expected} bytes)")]
+    ByteLength {
+        channels: usize,
+        k: usize,
+        expected: usize,
+        found: usize,
+    },
+    #[error("a channel of {k} weights: a convolution has at least one weight per channel")]
+    EmptyChannel { k: usize },
+    #[error("channel {channel} has weight scale {scale}; scales are finite and not negative")]
+    BadScale { channel: usize, scale: f32 },
     #[error("channel length {k} is not a multiple of the Q8_0 block ({Q8_0_BLOCK})")]
     BlockAlignment { k: usize },
     #[error("weight {index} is not finite")]
@@ -115,17 +127,22 @@ impl ChannelQuantized {
     }
 
     /// Reads the raw bytes of a `Q8_0` tensor of shape [channels, k], which must have one
-    /// scale per channel.
+    /// finite, non-negative scale per channel.
     pub fn from_q8_0(bytes: &[u8], channels: usize, k: usize) -> Result<Self, QuantizeError> {
+        if k == 0 {
+            return Err(QuantizeError::EmptyChannel { k });
+        }
         if k % Q8_0_BLOCK != 0 {
             return Err(QuantizeError::BlockAlignment { k });
         }
         let blocks = k / Q8_0_BLOCK;
-        if bytes.len() != channels * blocks * Q8_0_BYTES {
-            return Err(QuantizeError::Shape {
+        let expected = channels * blocks * Q8_0_BYTES;
+        if bytes.len() != expected {
+            return Err(QuantizeError::ByteLength {
                 channels,
                 k,
-                found: bytes.len() / Q8_0_BYTES * Q8_0_BLOCK,
+                expected,
+                found: bytes.len(),
             });
         }
         let mut values = vec![0i8; channels * k];
@@ -134,6 +151,14 @@ impl ChannelQuantized {
             let row = &bytes[c * blocks * Q8_0_BYTES..(c + 1) * blocks * Q8_0_BYTES];
             let first = [row[0], row[1]];
             scales[c] = f16::from_le_bytes(first).to_f32();
+            // A NaN or infinite scale would turn the channel's outputs into NaN, which ReLU
+            // then hides as zeros: a wrong score with no error.
+            if !(scales[c].is_finite() && scales[c] >= 0.0) {
+                return Err(QuantizeError::BadScale {
+                    channel: c,
+                    scale: scales[c],
+                });
+            }
             for (b, block) in row.chunks_exact(Q8_0_BYTES).enumerate() {
                 if block[..2] != first {
                     return Err(QuantizeError::NotPerChannel {
@@ -332,6 +357,40 @@ mod tests {
         ));
         let q = ChannelQuantized::quantize(&[1.0; 49], 1, 49).unwrap();
         assert_eq!(q.to_q8_0(), Err(QuantizeError::BlockAlignment { k: 49 }));
+    }
+
+    #[test]
+    fn bad_q8_0_tensors_are_refused_with_what_is_wrong() {
+        let bytes = ChannelQuantized::quantize(&[0.25; 128], 2, 64)
+            .unwrap()
+            .to_q8_0()
+            .unwrap();
+        assert_eq!(
+            ChannelQuantized::from_q8_0(&bytes[..bytes.len() - 1], 2, 64),
+            Err(QuantizeError::ByteLength {
+                channels: 2,
+                k: 64,
+                expected: 136,
+                found: 135
+            })
+        );
+        assert_eq!(
+            ChannelQuantized::from_q8_0(&[], 3, 0),
+            Err(QuantizeError::EmptyChannel { k: 0 })
+        );
+        // The second channel's scale, in both of its blocks: NaN, infinite, negative.
+        for bad in [f16::NAN, f16::INFINITY, f16::from_f32(-0.5)] {
+            let mut b = bytes.clone();
+            for block in [2, 3] {
+                b[block * Q8_0_BYTES..block * Q8_0_BYTES + 2].copy_from_slice(&bad.to_le_bytes());
+            }
+            let err = ChannelQuantized::from_q8_0(&b, 2, 64).unwrap_err();
+            assert!(
+                matches!(err, QuantizeError::BadScale { channel: 1, .. }),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains("channel 1"), "{err}");
+        }
     }
 
     /// The definition, one value at a time: `as` rounds toward zero and saturates.
