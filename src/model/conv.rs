@@ -5,7 +5,8 @@
 //! network, while one large GEMM per layer runs near the machine's f32 peak. 1x1 convolutions
 //! with stride 1 need no im2col at all (NHWC rows already are the patches). On other devices the
 //! folded weights go through candle's own `conv2d`, which the CPU can also run so both paths are
-//! tested against each other.
+//! tested against each other. Layers of an int8 model file run on the int8 engine
+//! (`super::int8`) on the CPU, and are dequantized to f32 for other devices.
 
 use candle_core::{
     CpuStorage, CustomOp1, DType, Device, InplaceOp2, InplaceOp3, Layout, Shape, Tensor,
@@ -56,7 +57,7 @@ impl From<Tensor> for FeatureMap {
 /// `s = gamma / sqrt(var + eps)`.
 #[derive(Debug, Clone)]
 pub struct FoldedConv {
-    kernel: usize,
+    kernel_size: usize,
     stride: usize,
     padding: usize,
     out_channels: usize,
@@ -128,17 +129,17 @@ impl FoldedConv {
         Self::from_rows(&oihw_to_rows(&w)?, bias, w.dim(2)?, stride, padding, engine)
     }
 
-    /// An already folded convolution: `rows` [cout, kernel*kernel*cin] in (ky, kx, ci) order.
+    /// An already folded convolution: `rows` [cout, kernel_size²·cin] in (ky, kx, ci) order.
     pub fn from_rows(
         rows: &Tensor,
         bias: Tensor,
-        kernel: usize,
+        kernel_size: usize,
         stride: usize,
         padding: usize,
         engine: ConvEngine,
     ) -> candle_core::Result<Self> {
         let (cout, kk) = rows.dims2()?;
-        let cin = kk / (kernel * kernel);
+        let cin = kk / (kernel_size * kernel_size);
         let rows = rows.to_dtype(DType::F32)?;
         let bias = bias.to_dtype(DType::F32)?;
         let body = match engine {
@@ -148,14 +149,14 @@ impl FoldedConv {
             },
             ConvEngine::Candle => ConvBody::Candle {
                 weight: rows
-                    .reshape((cout, kernel, kernel, cin))?
+                    .reshape((cout, kernel_size, kernel_size, cin))?
                     .permute((0, 3, 1, 2))?
                     .contiguous()?,
                 bias,
             },
         };
         Ok(Self {
-            kernel,
+            kernel_size,
             stride,
             padding,
             out_channels: cout,
@@ -164,19 +165,19 @@ impl FoldedConv {
     }
 
     /// A convolution run by the int8 engine.
-    pub fn int8(conv: Int8Conv, kernel: usize, stride: usize, padding: usize, cout: usize) -> Self {
+    pub fn int8(conv: Int8Conv) -> Self {
         Self {
-            kernel,
-            stride,
-            padding,
-            out_channels: cout,
+            kernel_size: conv.kernel_size(),
+            stride: conv.stride(),
+            padding: conv.padding(),
+            out_channels: conv.out_channels(),
             body: ConvBody::Int8(Box::new(conv)),
         }
     }
 
     /// Output height and width for an `h` x `w` input.
     pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
-        output_size(h, w, self.kernel, self.stride, self.padding)
+        output_size(h, w, self.kernel_size, self.stride, self.padding)
     }
 
     /// The int8 engine's layer, if this convolution runs on it.
@@ -249,13 +250,12 @@ impl FoldedConv {
         relu: bool,
     ) -> candle_core::Result<Tensor> {
         let (b, h, w, c) = x.dims4()?;
-        let ho = (h + 2 * self.padding - self.kernel) / self.stride + 1;
-        let wo = (w + 2 * self.padding - self.kernel) / self.stride + 1;
-        let rows = if self.kernel == 1 && self.stride == 1 && self.padding == 0 {
+        let (ho, wo) = self.output_size(h, w);
+        let rows = if self.kernel_size == 1 && self.stride == 1 && self.padding == 0 {
             x.reshape((b * h * w, c))?
         } else {
             x.contiguous()?.apply_op1_no_bwd(&Im2col {
-                kernel: self.kernel,
+                kernel_size: self.kernel_size,
                 stride: self.stride,
                 padding: self.padding,
             })?
@@ -372,7 +372,7 @@ impl InplaceOp3 for Epilogue {
 
 /// NHWC im2col: [b, h, w, c] -> [b*ho*wo, k*k*c], zero padding, columns ordered (ky, kx, ci).
 struct Im2col {
-    kernel: usize,
+    kernel_size: usize,
     stride: usize,
     padding: usize,
 }
@@ -389,7 +389,7 @@ impl CustomOp1 for Im2col {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, h, w, c) = layout.shape().dims4()?;
         let src = contiguous_f32(storage, layout, self.name())?;
-        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        let (k, s, p) = (self.kernel_size, self.stride, self.padding);
         let (ho, wo) = output_size(h, w, k, s, p);
         let row_len = k * k * c;
         let mut dst = vec![0f32; b * ho * wo * row_len];
@@ -453,8 +453,7 @@ impl CustomOp1 for MaxPool3x3S2 {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, h, w, c) = layout.shape().dims4()?;
         let src = contiguous_f32(storage, layout, self.name())?;
-        let ho = (h + 2 - 3) / 2 + 1;
-        let wo = (w + 2 - 3) / 2 + 1;
+        let (ho, wo) = output_size(h, w, 3, 2, 1);
         let mut dst = vec![f32::NEG_INFINITY; b * ho * wo * c];
         dst.par_chunks_mut(wo * c)
             .enumerate()

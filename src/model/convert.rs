@@ -20,7 +20,9 @@ use super::file::{read_model, write_stored_model, StoredTensor, StoredType};
 use super::int8::{ChannelQuantized, LayerCalibration};
 use super::metadata::{ModelMetadata, WeightFormat};
 use super::preprocess::resize_gray;
-use super::weights::{tensor_specs, TensorRole};
+use super::weights::{
+    tensor_specs, TensorRole, DOWNSAMPLE, EXPAND, REDUCE, SPATIAL, STEM, STEM_BATCHNORM,
+};
 use super::{DlrModel, ModelError, ModelIdentity};
 use crate::capture::Picture;
 use crate::roi::Roi;
@@ -99,15 +101,17 @@ pub struct CalibrationReport {
     pub layers: Vec<(String, LayerCalibration)>,
 }
 
-/// The BatchNorm that follows convolution `conv` in torchvision's ResNet naming.
-fn batchnorm_of(conv: &str) -> String {
-    if let Some(prefix) = conv.strip_suffix(".downsample.0") {
-        return format!("{prefix}.downsample.1");
+/// The BatchNorm that follows convolution `conv`, by the names the tensor table uses.
+fn batchnorm_of(conv: &str) -> Option<String> {
+    if conv == STEM {
+        return Some(STEM_BATCHNORM.to_string());
     }
-    match conv.rsplit_once("conv") {
-        Some((prefix, index)) => format!("{prefix}bn{index}"),
-        None => format!("{conv}.bn"),
-    }
+    [REDUCE, SPATIAL, DOWNSAMPLE, EXPAND]
+        .into_iter()
+        .find_map(|(name, bn)| {
+            let block = conv.strip_suffix(name)?.strip_suffix('.')?;
+            Some(format!("{block}.{bn}"))
+        })
 }
 
 fn relative_error(original: &[f32], stored: &[f32]) -> f32 {
@@ -186,7 +190,9 @@ pub fn quantize_model_with(
         match spec.role {
             TensorRole::ConvWeight => {
                 let conv = spec.name.trim_end_matches(".weight");
-                let bn = batchnorm_of(conv);
+                let bn = batchnorm_of(conv).ok_or_else(|| ModelError::MissingTensor {
+                    name: format!("the BatchNorm of {conv}"),
+                })?;
                 let (w, bias) = fold_batchnorm(
                     &take(&spec.name)?,
                     &take(&format!("{bn}.weight"))?,
@@ -197,7 +203,7 @@ pub fn quantize_model_with(
                 let rows = oihw_to_rows(&w)?;
                 let (cout, k) = rows.dims2()?;
                 let values: Vec<f32> = rows.flatten_all()?.to_vec1()?;
-                let is_stem = spec.name == "conv1.weight";
+                let is_stem = spec.name == format!("{STEM}.weight");
                 let (tensor, kept, kind) = match target {
                     Target::Q8 if !is_stem => {
                         let q = ChannelQuantized::quantize(&values, cout, k)
@@ -433,14 +439,37 @@ pub fn calibration_images(
 #[cfg(test)]
 mod tests {
     use super::batchnorm_of;
+    use crate::model::weights::{tensor_specs, TensorRole};
 
     #[test]
     fn every_convolution_finds_its_batchnorm() {
-        assert_eq!(batchnorm_of("conv1"), "bn1");
-        assert_eq!(batchnorm_of("layer2.0.conv3"), "layer2.0.bn3");
+        assert_eq!(batchnorm_of("conv1").as_deref(), Some("bn1"));
         assert_eq!(
-            batchnorm_of("layer4.0.downsample.0"),
-            "layer4.0.downsample.1"
+            batchnorm_of("layer2.0.conv3").as_deref(),
+            Some("layer2.0.bn3")
         );
+        assert_eq!(
+            batchnorm_of("layer4.0.downsample.0").as_deref(),
+            Some("layer4.0.downsample.1")
+        );
+        assert_eq!(batchnorm_of("layer4.0.conv9"), None);
+        // Every convolution of the tensor table, and its BatchNorm's tensors are in the table.
+        let specs = tensor_specs(3, 8);
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        let convs: Vec<&str> = specs
+            .iter()
+            .filter(|s| s.role == TensorRole::ConvWeight)
+            .map(|s| s.name.trim_end_matches(".weight"))
+            .collect();
+        assert_eq!(convs.len(), 53);
+        for conv in convs {
+            let bn = batchnorm_of(conv).unwrap_or_else(|| panic!("{conv}"));
+            for part in ["weight", "bias", "running_mean", "running_var"] {
+                assert!(
+                    names.contains(&format!("{bn}.{part}").as_str()),
+                    "{bn}.{part}"
+                );
+            }
+        }
     }
 }

@@ -12,7 +12,10 @@ use super::conv::{max_pool_3x3_s2, output_size, ConvEngine, FeatureMap, FoldedCo
 use super::int8::conv::ActivationScaling;
 use super::int8::{InputHistogram, Int8Conv, Kernel};
 use super::metadata::{HeadActivation, WeightFormat};
-use super::weights::{WeightSource, EXPANSION, FEATURE_CHANNELS, NUM_CLASSES, STAGES, STEM};
+use super::weights::{
+    block_prefix, WeightSource, DOWNSAMPLE, EXPAND, EXPANSION, FEATURE_CHANNELS, NUM_CLASSES,
+    REDUCE, SPATIAL, STAGES, STEM, STEM_BATCHNORM,
+};
 use super::ModelError;
 
 /// A convolution of the network, where it sits and what it is given.
@@ -34,6 +37,22 @@ struct Bottleneck {
 }
 
 impl Bottleneck {
+    /// The block's convolutions in the order they run, with their names within the block.
+    fn named(&self) -> Vec<(&'static str, &FoldedConv)> {
+        let mut all = vec![(REDUCE.0, &self.reduce), (SPATIAL.0, &self.spatial)];
+        all.extend(self.downsample.as_ref().map(|d| (DOWNSAMPLE.0, d)));
+        all.push((EXPAND.0, &self.expand));
+        all
+    }
+
+    /// `named`, mutably.
+    fn named_mut(&mut self) -> Vec<(&'static str, &mut FoldedConv)> {
+        let mut all = vec![(REDUCE.0, &mut self.reduce), (SPATIAL.0, &mut self.spatial)];
+        all.extend(self.downsample.as_mut().map(|d| (DOWNSAMPLE.0, d)));
+        all.push((EXPAND.0, &mut self.expand));
+        all
+    }
+
     fn forward(&self, x: &FeatureMap) -> candle_core::Result<FeatureMap> {
         let y = self.reduce.forward_map(x, None, true)?;
         let y = self.spatial.forward_map(&y, None, true)?;
@@ -182,7 +201,7 @@ impl ConvLoader<'_> {
             if let Some(scaling) = input_scale {
                 layer.set_scaling(scaling)?;
             }
-            return Ok(FoldedConv::int8(layer, k, stride, padding, cout));
+            return Ok(FoldedConv::int8(layer));
         }
         Ok(FoldedConv::from_rows(
             &rows.to_device(self.device)?,
@@ -217,29 +236,31 @@ impl ResNet50Dlr {
             int8_kernel,
             device,
         };
-        let stem = convs.folded("conv1", "bn1", [64, input_channels, 7, 7], 2, 3)?;
+        let stem = convs.folded(STEM, STEM_BATCHNORM, [64, input_channels, 7, 7], 2, 3)?;
         let mut stages = Vec::new();
         let mut in_ch = 64;
         for (s, (blocks, width)) in STAGES.iter().enumerate() {
             let out_ch = width * EXPANSION;
             let mut stage = Vec::new();
             for b in 0..*blocks {
-                let p = format!("layer{}.{}", s + 1, b);
+                let p = block_prefix(s, b);
                 let cin = if b == 0 { in_ch } else { out_ch };
                 // v1.5: the stride sits on the 3x3 convolution; stage 1 keeps the resolution.
                 let stride = if b == 0 && s > 0 { 2 } else { 1 };
-                let (c1, c2, c3) = (
-                    format!("{p}.conv1"),
-                    format!("{p}.conv2"),
-                    format!("{p}.conv3"),
-                );
-                let (b1, b2, b3) = (format!("{p}.bn1"), format!("{p}.bn2"), format!("{p}.bn3"));
-                let reduce = convs.folded(&c1, &b1, [*width, cin, 1, 1], 1, 0)?;
-                let spatial = convs.folded(&c2, &b2, [*width, *width, 3, 3], stride, 1)?;
-                let expand = convs.folded(&c3, &b3, [out_ch, *width, 1, 1], 1, 0)?;
+                let mut conv = |(conv, bn): (&str, &str), shape, stride, padding| {
+                    convs.folded(
+                        &format!("{p}.{conv}"),
+                        &format!("{p}.{bn}"),
+                        shape,
+                        stride,
+                        padding,
+                    )
+                };
+                let reduce = conv(REDUCE, [*width, cin, 1, 1], 1, 0)?;
+                let spatial = conv(SPATIAL, [*width, *width, 3, 3], stride, 1)?;
+                let expand = conv(EXPAND, [out_ch, *width, 1, 1], 1, 0)?;
                 let downsample = if b == 0 {
-                    let (dc, db) = (format!("{p}.downsample.0"), format!("{p}.downsample.1"));
-                    Some(convs.folded(&dc, &db, [out_ch, cin, 1, 1], stride, 0)?)
+                    Some(conv(DOWNSAMPLE, [out_ch, cin, 1, 1], stride, 0)?)
                 } else {
                     None
                 };
@@ -274,11 +295,42 @@ impl ResNet50Dlr {
 
     /// Every convolution, stem first, in the order they run.
     pub fn convolutions(&self) -> Vec<&FoldedConv> {
-        let mut all = vec![&self.stem];
-        for block in self.stages.iter().flatten() {
-            all.extend([&block.reduce, &block.spatial]);
-            all.extend(block.downsample.as_ref());
-            all.push(&block.expand);
+        self.convolutions_named()
+            .into_iter()
+            .map(|(_, conv)| conv)
+            .collect()
+    }
+
+    /// Every convolution with its torchvision name (without `.weight`), in the order they run.
+    fn convolutions_named(&self) -> Vec<(String, &FoldedConv)> {
+        let mut all = vec![(STEM.to_string(), &self.stem)];
+        for (stage, blocks) in self.stages.iter().enumerate() {
+            for (index, block) in blocks.iter().enumerate() {
+                let prefix = block_prefix(stage, index);
+                all.extend(
+                    block
+                        .named()
+                        .into_iter()
+                        .map(|(name, conv)| (format!("{prefix}.{name}"), conv)),
+                );
+            }
+        }
+        all
+    }
+
+    /// `convolutions_named`, mutably.
+    fn convolutions_named_mut(&mut self) -> Vec<(String, &mut FoldedConv)> {
+        let mut all = vec![(STEM.to_string(), &mut self.stem)];
+        for (stage, blocks) in self.stages.iter_mut().enumerate() {
+            for (index, block) in blocks.iter_mut().enumerate() {
+                let prefix = block_prefix(stage, index);
+                all.extend(
+                    block
+                        .named_mut()
+                        .into_iter()
+                        .map(|(name, conv)| (format!("{prefix}.{name}"), conv)),
+                );
+            }
         }
         all
     }
@@ -287,7 +339,7 @@ impl ResNet50Dlr {
     /// width of its input when the network's input is `height` x `width` (for profiling).
     pub fn convolution_sites(&self, height: usize, width: usize) -> Vec<ConvSite<'_>> {
         let mut sites = vec![ConvSite {
-            name: "conv1".into(),
+            name: STEM.into(),
             conv: &self.stem,
             input: (height, width),
         }];
@@ -296,30 +348,16 @@ impl ResNet50Dlr {
         let (mut h, mut w) = output_size(h, w, 3, 2, 1);
         for (stage, blocks) in self.stages.iter().enumerate() {
             for (index, block) in blocks.iter().enumerate() {
-                let name = |conv: &str| format!("layer{}.{index}.{conv}", stage + 1);
+                let prefix = block_prefix(stage, index);
+                // All but the expand read the block's input; the expand reads the 3x3's output.
                 let out = block.spatial.output_size(h, w);
-                sites.push(ConvSite {
-                    name: name("conv1"),
-                    conv: &block.reduce,
-                    input: (h, w),
-                });
-                sites.push(ConvSite {
-                    name: name("conv2"),
-                    conv: &block.spatial,
-                    input: (h, w),
-                });
-                if let Some(d) = &block.downsample {
+                for (name, conv) in block.named() {
                     sites.push(ConvSite {
-                        name: name("downsample.0"),
-                        conv: d,
-                        input: (h, w),
+                        name: format!("{prefix}.{name}"),
+                        conv,
+                        input: if name == EXPAND.0 { out } else { (h, w) },
                     });
                 }
-                sites.push(ConvSite {
-                    name: name("conv3"),
-                    conv: &block.expand,
-                    input: out,
-                });
                 (h, w) = out;
             }
         }
@@ -342,23 +380,6 @@ impl ResNet50Dlr {
         ))
     }
 
-    /// Every convolution with its torchvision name, in `convolution_sites` order, mutably.
-    fn convolutions_named_mut(&mut self) -> Vec<(String, &mut FoldedConv)> {
-        let mut all = vec![("conv1".to_string(), &mut self.stem)];
-        for (stage, blocks) in self.stages.iter_mut().enumerate() {
-            for (index, block) in blocks.iter_mut().enumerate() {
-                let name = |conv: &str| format!("layer{}.{index}.{conv}", stage + 1);
-                all.push((name("conv1"), &mut block.reduce));
-                all.push((name("conv2"), &mut block.spatial));
-                if let Some(d) = block.downsample.as_mut() {
-                    all.push((name("downsample.0"), d));
-                }
-                all.push((name("conv3"), &mut block.expand));
-            }
-        }
-        all
-    }
-
     /// The int8 layers by name, mutably.
     fn int8_layers_mut(&mut self) -> Vec<(String, &mut Int8Conv)> {
         self.convolutions_named_mut()
@@ -378,9 +399,9 @@ impl ResNet50Dlr {
 
     /// Each int8 layer's activation scaling, by name.
     pub fn int8_scalings(&self) -> Vec<(String, ActivationScaling)> {
-        self.convolution_sites(224, 224)
+        self.convolutions_named()
             .into_iter()
-            .filter_map(|site| site.conv.as_int8().map(|l| (site.name, l.scaling())))
+            .filter_map(|(name, conv)| conv.as_int8().map(|l| (name, l.scaling())))
             .collect()
     }
 

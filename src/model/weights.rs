@@ -19,6 +19,22 @@ pub const EXPANSION: usize = 4;
 pub const FEATURE_CHANNELS: usize = 2048;
 pub const NUM_CLASSES: usize = 2;
 
+/// torchvision's names of the stem convolution and its BatchNorm.
+pub const STEM: &str = "conv1";
+pub const STEM_BATCHNORM: &str = "bn1";
+/// torchvision's names of a bottleneck's convolutions and of the BatchNorm after each, within
+/// the block (after `block_prefix`): the one place they are written, for the tensor table,
+/// the network's layers, profiles and the calibrated scales stored per layer.
+pub const REDUCE: (&str, &str) = ("conv1", "bn1");
+pub const SPATIAL: (&str, &str) = ("conv2", "bn2");
+pub const DOWNSAMPLE: (&str, &str) = ("downsample.0", "downsample.1");
+pub const EXPAND: (&str, &str) = ("conv3", "bn3");
+
+/// The name prefix of block `index` of stage `stage` (both from 0): `layer{stage + 1}.{index}`.
+pub fn block_prefix(stage: usize, index: usize) -> String {
+    format!("layer{}.{index}", stage + 1)
+}
+
 /// What a named tensor is for; decides how a seeded model initialises it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TensorRole {
@@ -73,8 +89,8 @@ pub fn tensor_specs(input_channels: usize, hidden: usize) -> Vec<TensorSpec> {
     let mut specs = Vec::with_capacity(330);
     conv_specs(
         &mut specs,
-        "conv1",
-        "bn1",
+        STEM,
+        STEM_BATCHNORM,
         [64, input_channels, 7, 7],
         false,
     );
@@ -82,37 +98,17 @@ pub fn tensor_specs(input_channels: usize, hidden: usize) -> Vec<TensorSpec> {
     for (stage, (blocks, width)) in STAGES.iter().enumerate() {
         let out_ch = width * EXPANSION;
         for block in 0..*blocks {
-            let p = format!("layer{}.{}", stage + 1, block);
+            let p = block_prefix(stage, block);
             let cin = if block == 0 { in_ch } else { out_ch };
-            conv_specs(
-                &mut specs,
-                &format!("{p}.conv1"),
-                &format!("{p}.bn1"),
-                [*width, cin, 1, 1],
-                false,
-            );
-            conv_specs(
-                &mut specs,
-                &format!("{p}.conv2"),
-                &format!("{p}.bn2"),
-                [*width, *width, 3, 3],
-                false,
-            );
-            conv_specs(
-                &mut specs,
-                &format!("{p}.conv3"),
-                &format!("{p}.bn3"),
-                [out_ch, *width, 1, 1],
-                true,
-            );
+            let mut conv = |(conv, bn): (&str, &str), shape, closes_branch| {
+                let (conv, bn) = (format!("{p}.{conv}"), format!("{p}.{bn}"));
+                conv_specs(&mut specs, &conv, &bn, shape, closes_branch)
+            };
+            conv(REDUCE, [*width, cin, 1, 1], false);
+            conv(SPATIAL, [*width, *width, 3, 3], false);
+            conv(EXPAND, [out_ch, *width, 1, 1], true);
             if block == 0 {
-                conv_specs(
-                    &mut specs,
-                    &format!("{p}.downsample.0"),
-                    &format!("{p}.downsample.1"),
-                    [out_ch, cin, 1, 1],
-                    false,
-                );
+                conv(DOWNSAMPLE, [out_ch, cin, 1, 1], false);
             }
         }
         in_ch = out_ch;
@@ -172,9 +168,6 @@ pub fn folded_tensor_specs(input_channels: usize, hidden: usize) -> Vec<TensorSp
     }
     specs
 }
-
-/// The convolution that stays f32 in int8 files (see `convert.rs`).
-pub const STEM: &str = "conv1";
 
 /// The tensor table of a file in `format`.
 pub fn specs_for(format: WeightFormat, input_channels: usize, hidden: usize) -> Vec<TensorSpec> {
