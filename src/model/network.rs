@@ -36,6 +36,18 @@ struct Bottleneck {
     downsample: Option<FoldedConv>,
 }
 
+/// A block's `named` convolutions under their full names (block `index` of stage `stage`).
+fn full_names<T>(
+    stage: usize,
+    index: usize,
+    named: Vec<(&'static str, T)>,
+) -> impl Iterator<Item = (String, T)> {
+    let prefix = block_prefix(stage, index);
+    named
+        .into_iter()
+        .map(move |(name, conv)| (format!("{prefix}.{name}"), conv))
+}
+
 impl Bottleneck {
     /// The block's convolutions in the order they run, with their names within the block.
     fn named(&self) -> Vec<(&'static str, &FoldedConv)> {
@@ -306,13 +318,7 @@ impl ResNet50Dlr {
         let mut all = vec![(STEM.to_string(), &self.stem)];
         for (stage, blocks) in self.stages.iter().enumerate() {
             for (index, block) in blocks.iter().enumerate() {
-                let prefix = block_prefix(stage, index);
-                all.extend(
-                    block
-                        .named()
-                        .into_iter()
-                        .map(|(name, conv)| (format!("{prefix}.{name}"), conv)),
-                );
+                all.extend(full_names(stage, index, block.named()));
             }
         }
         all
@@ -323,13 +329,7 @@ impl ResNet50Dlr {
         let mut all = vec![(STEM.to_string(), &mut self.stem)];
         for (stage, blocks) in self.stages.iter_mut().enumerate() {
             for (index, block) in blocks.iter_mut().enumerate() {
-                let prefix = block_prefix(stage, index);
-                all.extend(
-                    block
-                        .named_mut()
-                        .into_iter()
-                        .map(|(name, conv)| (format!("{prefix}.{name}"), conv)),
-                );
+                all.extend(full_names(stage, index, block.named_mut()));
             }
         }
         all
@@ -348,15 +348,15 @@ impl ResNet50Dlr {
         let (mut h, mut w) = output_size(h, w, 3, 2, 1);
         for (stage, blocks) in self.stages.iter().enumerate() {
             for (index, block) in blocks.iter().enumerate() {
-                let prefix = block_prefix(stage, index);
                 // All but the expand read the block's input; the expand reads the 3x3's output.
                 let out = block.spatial.output_size(h, w);
-                for (name, conv) in block.named() {
-                    sites.push(ConvSite {
-                        name: format!("{prefix}.{name}"),
-                        conv,
-                        input: if name == EXPAND.0 { out } else { (h, w) },
-                    });
+                for (name, conv) in full_names(stage, index, block.named()) {
+                    let input = if std::ptr::eq(conv, &block.expand) {
+                        out
+                    } else {
+                        (h, w)
+                    };
+                    sites.push(ConvSite { name, conv, input });
                 }
                 (h, w) = out;
             }

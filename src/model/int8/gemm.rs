@@ -111,16 +111,17 @@ impl Kernel {
         }
     }
 
-    /// Whether operands may be packed for this kernel here. Its SIMD code exists only on its
-    /// own architecture and must never reach a CPU without the feature; on another
-    /// architecture its layout runs through the scalar reference (the tests use that to
-    /// check the layout on every machine).
-    fn may_pack(self) -> bool {
-        match self {
+    /// Panics unless operands may be packed for this kernel here. Its SIMD code exists only
+    /// on its own architecture and must never reach a CPU without the feature (the kernels'
+    /// safety rests on this check); on another architecture its layout runs through the
+    /// scalar reference (the tests use that to check the layout on every machine).
+    fn check_may_pack(self) {
+        let may = match self {
             Kernel::Scalar => true,
             Kernel::Avx2 => !cfg!(target_arch = "x86_64") || self.is_available(),
             Kernel::NeonDot => !cfg!(target_arch = "aarch64") || self.is_available(),
-        }
+        };
+        assert!(may, "this CPU cannot run the {} kernel", self.name());
     }
 
     fn format(self) -> PackFormat {
@@ -174,14 +175,10 @@ pub struct PackedWeights {
 
 impl PackedWeights {
     /// Packs `n` output channels of `k` weights each, given channel by channel
-    /// (`rows[c * k + i]` = B[i, c]). Panics if this CPU cannot run `kernel` (`may_pack`: the
-    /// SIMD kernels' safety rests on this check) or if K is longer than `MAX_K`.
+    /// (`rows[c * k + i]` = B[i, c]). Panics if this CPU cannot run `kernel`
+    /// (`check_may_pack`) or if K is longer than `MAX_K`.
     pub fn pack(kernel: Kernel, rows: &[i8], n: usize, k: usize) -> Self {
-        assert!(
-            kernel.may_pack(),
-            "this CPU cannot run the {} kernel",
-            kernel.name()
-        );
+        kernel.check_may_pack();
         assert!(
             k <= MAX_K,
             "K = {k} could overflow the i32 sums (at most {MAX_K})"
@@ -279,11 +276,7 @@ impl PackedActivations {
     /// Room for rows of `k` activations, none packed yet. Panics if this CPU cannot run
     /// `kernel`, as `PackedWeights::pack` does.
     fn empty(kernel: Kernel, k: usize) -> Self {
-        assert!(
-            kernel.may_pack(),
-            "this CPU cannot run the {} kernel",
-            kernel.name()
-        );
+        kernel.check_may_pack();
         Self {
             kernel,
             m: 0,
@@ -620,8 +613,6 @@ fn gemm_rows(
     out_rows: &mut [MaybeUninit<f32>],
     row_max: &mut [f32],
 ) {
-    assert_eq!(a.kernel, b.kernel, "operands packed for different kernels");
-    assert_eq!(a.k_padded, b.k_padded, "operands disagree on K");
     let (m, n, kernel) = (a.m, b.n, a.kernel);
     let mr = kernel.mr();
     let col_panels = n.div_ceil(NR);
@@ -648,7 +639,7 @@ fn gemm_rows(
                         prefetch(&res[at..(at + NR).min(res.len())]);
                     }
                 }
-                run_kernel(a, rp, b.panel(cp), &mut acc[..mr * NR]);
+                run_kernel(a, rp, b, cp, &mut acc[..mr * NR]);
                 if kernel.format() == PackFormat::ShiftedQuads {
                     for r in 0..mr {
                         for c in 0..NR {
@@ -746,14 +737,12 @@ fn epilogue_scalar(acc: &[i32], tile: &Tile, out: &mut [MaybeUninit<f32>], max: 
 
 /// Raw i32 product (no epilogue), for tests and for checking kernels against each other.
 pub fn gemm_i32(a: &PackedActivations, b: &PackedWeights) -> Vec<i32> {
-    assert_eq!(a.kernel, b.kernel, "operands packed for different kernels");
-    assert_eq!(a.k_padded, b.k_padded, "operands disagree on K");
     let (m, n, mr) = (a.m, b.n, a.kernel.mr());
     let mut out = vec![0i32; m * n];
     let mut acc = [0i32; 6 * NR];
     for cp in 0..n.div_ceil(NR) {
         for rp in 0..m.div_ceil(mr) {
-            run_kernel(a, rp, b.panel(cp), &mut acc[..mr * NR]);
+            run_kernel(a, rp, b, cp, &mut acc[..mr * NR]);
             for r in 0..mr.min(m - rp * mr) {
                 for c in 0..NR.min(n - cp * NR) {
                     out[(rp * mr + r) * n + cp * NR + c] =
@@ -765,14 +754,19 @@ pub fn gemm_i32(a: &PackedActivations, b: &PackedWeights) -> Vec<i32> {
     out
 }
 
-/// One `mr x NR` tile over the whole K into `acc` (overwritten). Panics if the operands were
-/// packed for different kernels or K: the SIMD kernels read as far as the padded K reaches.
-fn run_kernel(a: &PackedActivations, panel: usize, weights: &[i8], acc: &mut [i32]) {
-    assert_eq!(
-        weights.len(),
-        NR * a.k_padded,
-        "a weight panel of another K"
-    );
+/// Row panel `panel` of `a` times column panel `col_panel` of `b`: one `mr x NR` tile over the
+/// whole K into `acc` (overwritten). Panics if the operands were packed for different kernels
+/// or K: the SIMD kernels read as far as the padded K reaches.
+fn run_kernel(
+    a: &PackedActivations,
+    panel: usize,
+    b: &PackedWeights,
+    col_panel: usize,
+    acc: &mut [i32],
+) {
+    assert_eq!(a.kernel, b.kernel, "operands packed for different kernels");
+    assert_eq!(a.k_padded, b.k_padded, "operands disagree on K");
+    let weights = b.panel(col_panel);
     let mr = a.kernel.mr();
     let len = mr * a.k_padded;
     match (&a.data, a.kernel) {
