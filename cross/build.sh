@@ -68,7 +68,7 @@ if [ "$run_tests" = 1 ]; then
     fi
     cargo test --locked --release --target "$TARGET" --lib "${tests[@]}" -- "${skip[@]}"
     # The committed V4L2 bindings' layouts, as the arm64 compiler lays them out.
-    cargo test --locked --release --target "$TARGET" -p v4l2-sys-mit --quiet
+    cargo test --locked --release --target "$TARGET" -p v4l2-sys-mit --lib --quiet
 fi
 
 if [ "$make_deb" = 1 ]; then
