@@ -422,6 +422,102 @@ fn profile_int8_layers() {
 
 /// Whether the benchmark's filter (its first free argument, as criterion reads it) selects
 /// the section `name`; no filter selects everything.
+/// A key-frame window's close to its result, as the daemon's inference worker computes it
+/// (`score_job`: the window's kept frames scored in one batch, Grad-CAM on the key frame, the
+/// heatmap PNG), on the demo's exam (1280x720 synthetic PDAC-like exam, the ROI on the lesion)
+/// with the demo model and its int8 form. Twice each: on a quiet machine, and with a synthetic
+/// scanner rendering 60 frames/s of the same size on another thread, as `ceusd demo` does at
+/// its default speed (15 fps x 4). Medians of 5 runs after one warm-up.
+fn window_latency() {
+    use ceusd::capture::source::{FrameSource, Pacing};
+    use ceusd::capture::synthetic::{LesionKind, SyntheticConfig, SyntheticScanner};
+    use ceusd::daemon::inference::{score_job, ScoringJob};
+    use ceusd::exam::{run_offline, ExamSettings, InjectionHint};
+    use ceusd::layout::{Layout, Presets};
+    use ceusd::publish::messages::{ModelInfo, Topics};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let exam_config = || {
+        let mut c = SyntheticConfig::new(LesionKind::Pdac, 11);
+        (c.width, c.height, c.fps, c.duration_s, c.injection_s) = (1280, 720, 15.0, 46.0, 5.0);
+        c
+    };
+    let mut scanner = SyntheticScanner::new(exam_config(), Pacing::AsFastAsPossible).unwrap();
+    let truth = scanner.truth().clone();
+    let layout = Layout {
+        bmode: truth.bmode_pane,
+        ceus: truth.ceus_pane,
+    };
+    let exam = run_offline(
+        &mut scanner,
+        ExamSettings::default(),
+        Some(layout),
+        &Presets::default(),
+        InjectionHint::default(),
+        Some(truth.lesion_ceus),
+        |_| {},
+    )
+    .unwrap();
+    let kept = exam.window.kept().len();
+    let demo = ceusd::train::demo::demo_model(&Device::Cpu).unwrap();
+    let files = SeededFiles::write();
+    let q8_path = files.q8_path.with_file_name("demo-q8.gguf");
+    let demo_path = files.f32_path.with_file_name("demo.gguf");
+    let (meta, tensors, _) = ceusd::train::demo::demo_tensors().unwrap();
+    write_model(&demo_path, &meta, tensors, StoredType::F32).unwrap();
+    quantize_model(&demo_path, Target::Q8, &q8_path, "1970-01-01T00:00:00Z").unwrap();
+    let demo_q8 = DlrModel::load(&q8_path, None, &Device::Cpu).unwrap();
+    let topics = Topics::new("ceus", "bench");
+    println!(
+        "\nwindow_latency: window close to result ({kept} kept frames of a 1280x720 exam; ms, median of 5)"
+    );
+    println!("| model | quiet machine | beside a 60 frames/s synthetic scanner | ratio |");
+    println!("| --- | --- | --- | --- |");
+    for (name, model) in [("demo f32", &demo), ("demo int8", &demo_q8)] {
+        let info = ModelInfo::of(model);
+        let time = || {
+            let job = ScoringJob {
+                exam_id: "bench".into(),
+                result_id: "bench-r1".into(),
+                revision: 1,
+                exam: Some(exam.clone()),
+                roi: Some(truth.lesion_ceus),
+                requested: Instant::now(),
+            };
+            let (message, heatmap) = score_job(model, &info, &topics, &job);
+            assert!(
+                message.score.is_some() && heatmap.is_some(),
+                "{:?}",
+                message.reason
+            );
+            job.requested.elapsed().as_secs_f64() * 1000.0
+        };
+        time();
+        let quiet = median_ms((0..5).map(|_| time()).collect());
+        let stop = Arc::new(AtomicBool::new(false));
+        let source = {
+            let stop = stop.clone();
+            let mut c = exam_config();
+            c.duration_s = 3600.0;
+            std::thread::spawn(move || {
+                let mut s = SyntheticScanner::new(c, Pacing::real_time(4.0).unwrap()).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    black_box(s.next_event().unwrap());
+                }
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let loaded = median_ms((0..5).map(|_| time()).collect());
+        stop.store(true, Ordering::Relaxed);
+        source.join().unwrap();
+        println!(
+            "| {name} | {quiet:.0} | {loaded:.0} | {:.2} |",
+            loaded / quiet
+        );
+    }
+}
+
 fn selected(name: &str) -> bool {
     std::env::args()
         .skip(1)
@@ -440,6 +536,9 @@ fn main() {
         }
         if selected("compare_with_onnxruntime") {
             compare_with_onnxruntime();
+        }
+        if selected("window_latency") {
+            window_latency();
         }
     }
 }

@@ -125,6 +125,11 @@ fn check_source(config: &Config, timeout: Duration) -> CheckLine {
                 f.width, f.height, f.format
             ),
         },
+        // A capture device that cannot be opened is reported by its reconnecting source as
+        // no signal: say that it could not be opened, not that it was.
+        Ok(Ok(SourceEvent::NoSignal { reason })) if reason.starts_with("cannot open") => {
+            fail(format!("{described}: {reason}"))
+        }
         Ok(Ok(SourceEvent::NoSignal { reason })) => {
             fail(format!("{described}: open, but no picture: {reason}"))
         }
@@ -137,47 +142,87 @@ fn check_source(config: &Config, timeout: Duration) -> CheckLine {
     }
 }
 
+/// The state directory and its outbox, checked without creating or changing anything: a
+/// check run as root must not leave root-owned files where the service's user writes.
 fn check_state_dir(config: &Config) -> CheckLine {
+    use std::os::unix::fs::MetadataExt;
     let dir = &config.state.dir;
-    // An outbox that root creates here would be unwritable to the service's user.
-    if let Ok(meta) = std::fs::metadata(dir) {
-        use std::os::unix::fs::MetadataExt;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        if meta.uid() != euid {
-            return CheckLine {
-                name: "state",
-                passed: false,
-                detail: format!(
-                    "{} belongs to uid {}, this check runs as uid {euid}: run it as the service's user (sudo -u ceusd ceusd check ...) so that nothing here is created with the wrong owner",
-                    dir.display(),
-                    meta.uid()
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let line = |passed: bool, detail: String| CheckLine {
+        name: "state",
+        passed,
+        detail,
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => line(
+            false,
+            format!("{} exists but is not a directory", dir.display()),
+        ),
+        Ok(meta) if meta.uid() != euid => line(
+            false,
+            format!(
+                "{} belongs to uid {}, this check runs as uid {euid}: run it as the service's user (sudo -u ceusd ceusd check ...)",
+                dir.display(),
+                meta.uid()
+            ),
+        ),
+        Ok(_) if !writable(dir) => line(
+            false,
+            format!("{} is not writable by uid {euid}", dir.display()),
+        ),
+        Ok(_) => {
+            let outbox = dir.join("outbox.sqlite");
+            if !outbox.exists() {
+                return line(
+                    true,
+                    format!(
+                        "{} writable; no outbox yet (the service creates it when it starts)",
+                        dir.display()
+                    ),
+                );
+            }
+            match crate::publish::outbox::Outbox::count_read_only(&outbox) {
+                Ok(n) => line(
+                    true,
+                    format!("{} writable; outbox holds {n} message(s)", dir.display()),
                 ),
-            };
+                Err(e) => line(false, e.to_string()),
+            }
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match dir.ancestors().skip(1).find(|a| a.exists()) {
+                Some(parent) if writable(parent) => line(
+                    true,
+                    format!(
+                        "{} does not exist yet: the service creates it when it starts (under systemd, StateDirectory=ceusd does; {} is writable here)",
+                        dir.display(),
+                        parent.display()
+                    ),
+                ),
+                Some(parent) => line(
+                    false,
+                    format!(
+                        "{} does not exist, and uid {euid} cannot create it ({} is not writable): create it for the service's user, or run the service under systemd (StateDirectory=ceusd)",
+                        dir.display(),
+                        parent.display()
+                    ),
+                ),
+                None => line(false, format!("{}: no such directory", dir.display())),
+            }
+        }
+        Err(e) => line(false, format!("{}: {e}", dir.display())),
     }
-    let result = std::fs::create_dir_all(dir)
-        .map_err(|e| e.to_string())
-        .and_then(|_| {
-            crate::publish::outbox::Outbox::open(
-                &dir.join("outbox.sqlite"),
-                config.state.outbox_capacity,
-            )
-            .map_err(|e| e.to_string())
-        })
-        .and_then(|o| o.len().map_err(|e| e.to_string()));
-    match result {
-        Ok(n) => CheckLine {
-            name: "state",
-            passed: true,
-            detail: format!("{} writable; outbox holds {n} message(s)", dir.display()),
-        },
-        Err(e) => CheckLine {
-            name: "state",
-            passed: false,
-            detail: format!("{}: {e}", dir.display()),
-        },
-    }
+}
+
+/// Whether this process may create files in `dir` (access(2), nothing written).
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c_path is a valid NUL-terminated string that outlives the call.
+    unsafe { libc::access(c_path.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
 /// Connects as the daemon would (TLS, credentials), subscribes to a check topic under the

@@ -130,9 +130,10 @@ struct DemoArgs {
     /// Port of the embedded broker (default 1883, or a free port when it is taken).
     #[arg(long)]
     port: Option<u16>,
-    /// Exams to play, alternating PDAC-like and CP-like.
-    #[arg(long, default_value_t = 2)]
-    exams: u32,
+    /// Stop after N exams (alternating PDAC-like and CP-like); without it, exams go on until
+    /// Ctrl-C.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    exams: Option<u32>,
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// Log lines instead of the live view.
@@ -293,7 +294,8 @@ struct AnalyzeArgs {
     file: PathBuf,
     /// Region of interest on the frame: x,y,w,h in pixels (default: the whole frame). On a
     /// cine it is required, on the B-mode pane (mapped to the CEUS pane) or on the CEUS pane.
-    #[arg(long)]
+    /// (Values that start with '-' reach the ROI's own check, which refuses them.)
+    #[arg(long, allow_hyphen_values = true)]
     roi: Option<Roi>,
     /// Frame of a multi-frame DICOM, from 0 (default 0; without it a cine is analysed whole).
     #[arg(long)]
@@ -434,6 +436,20 @@ struct ImportArgs {
     dtype: String,
 }
 
+/// The embedded demo model as `model inspect` shows a file: written to a scratch file exactly
+/// as `model export-demo` would write it, read back, and the scratch file removed.
+fn inspect_demo_model() -> Result<ceusd::model::file::ModelFile> {
+    let (meta, tensors, _) = ceusd::train::demo::demo_tensors()?;
+    let scratch =
+        std::env::temp_dir().join(format!("ceusd-inspect-demo-{}.gguf", std::process::id()));
+    let written = write_model(&scratch, &meta, tensors, StoredType::F32)
+        .and_then(|_| read_model(&scratch, None));
+    let _ = std::fs::remove_file(&scratch);
+    let mut m = written?;
+    m.path = PathBuf::from("demo (the embedded demo model)");
+    Ok(m)
+}
+
 fn stored_type(s: &str) -> Result<StoredType> {
     match s {
         "f32" => Ok(StoredType::F32),
@@ -443,11 +459,65 @@ fn stored_type(s: &str) -> Result<StoredType> {
 }
 
 fn main() {
-    init_logging();
-    if let Err(e) = run(Cli::parse()) {
-        log::error!("{e:#}");
+    // A library's error carries a backtrace when RUST_BACKTRACE is set (it is in many shells
+    // and CI images); a user's error is one line. Panics keep theirs.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+    let cli = parse_arguments();
+    init_logging(matches!(cli.command, Command::Demo(_)));
+    if let Err(e) = run(cli) {
+        log::error!("{}", one_line(&e));
         std::process::exit(1);
     }
+}
+
+/// The command line, or exit: help and version as clap prints them, a usage error as one
+/// line (clap's message without the usage block) and exit status 2.
+fn parse_arguments() -> Cli {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let said: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            let _ = writeln!(std::io::stderr(), "{} (see --help)", said.join(" "));
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The error and its causes on one line, each said once: a cause whose text the line
+/// already holds (many error types repeat their source in their own message) is left out.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn run_eval(a: EvalArgs, out: &mut impl Write) -> Result<()> {
@@ -549,8 +619,7 @@ fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
 
 /// A model file, or the built-in demo model for "demo".
 fn load_model(arg: &str, hash: Option<&str>, device: &candle_core::Device) -> Result<DlrModel> {
-    ceusd::daemon::load_model_from(arg, hash, device)
-        .with_context(|| format!("loading model {arg}"))
+    ceusd::daemon::load_model_from(arg, hash, device).context("cannot load the model")
 }
 
 fn run_train(a: TrainArgs, out: &mut impl Write) -> Result<()> {
@@ -632,6 +701,18 @@ fn run_train(a: TrainArgs, out: &mut impl Write) -> Result<()> {
 fn cine_source(file: &std::path::Path, frame: Option<u32>) -> Result<Option<SourceSpec>> {
     let text = file.to_string_lossy();
     if let Some((scheme, _)) = text.split_once(':') {
+        let looks_like_a_kind = !scheme.is_empty()
+            && scheme.chars().all(|c| c.is_ascii_alphanumeric())
+            && !file.exists();
+        if looks_like_a_kind && !["dicom", "frames", "synthetic"].contains(&scheme) {
+            // Neither a file nor a source analyze can replay: say which kinds there are.
+            text.parse::<SourceSpec>().map_err(anyhow::Error::msg)?;
+            bail!(
+                "{text}: analyze replays dicom:FILE, frames:DIR and synthetic:SPEC sources, or \
+                 reads an image or DICOM file; a capture card (v4l2:) is recorded first with \
+                 `ceusd capture`"
+            );
+        }
         if ["dicom", "frames", "synthetic"].contains(&scheme) {
             if frame.is_some() {
                 bail!("--frame applies to one image, not to the source {text}");
@@ -731,18 +812,22 @@ fn run_cine(
                 elapsed_s,
             } => writeln!(
                 out,
-                "{at_s:8.2} s  phase {phase:?}{}",
+                "{at_s:8.2} s  {phase}{}",
                 elapsed_s
                     .map(|e| format!(" ({e:.1} s after injection)"))
                     .unwrap_or_default()
             )?,
             TimelineEvent::Clock(s) => writeln!(
                 out,
-                "{:8.2} s  injection at {:.2} s from {:?}{}",
+                "{:8.2} s  injection at {:.2} s, {}{}",
                 s.at_s,
                 s.to.at_s,
                 s.to.source,
-                if s.to.estimated { " (estimated)" } else { "" }
+                if s.to.estimated && s.to.source != ceusd::timing::clock::ClockSource::Automatic {
+                    " (estimated)"
+                } else {
+                    ""
+                }
             )?,
             TimelineEvent::Arrival(arr) => writeln!(
                 out,
@@ -801,7 +886,7 @@ fn run_cine(
 
 /// Logs to stderr; under systemd (journald on stderr) each line carries its priority as
 /// `<N>` and no timestamp, which the journal adds itself.
-fn init_logging() {
+fn init_logging(live_view: bool) {
     let mut builder =
         // The embedded demo broker logs every packet; only its warnings matter here.
         env_logger::Builder::from_env(
@@ -817,6 +902,12 @@ fn init_logging() {
             };
             writeln!(buf, "<{priority}>{}", record.args())
         });
+    }
+    if live_view {
+        // The demo's live view prints log lines above its fixed lines.
+        builder.target(env_logger::Target::Pipe(Box::new(
+            ceusd::demo::view::LogRoute::default(),
+        )));
     }
     builder.init();
 }
@@ -896,6 +987,7 @@ fn run(cli: Cli) -> Result<()> {
                     broker: a.broker,
                     port: a.port,
                     exams: a.exams,
+                    hold: ceusd::demo::RESULT_HOLD,
                     state_dir: a.state_dir,
                     view: !a.no_view,
                     seed: 11,
@@ -906,22 +998,7 @@ fn run(cli: Cli) -> Result<()> {
                 },
                 &mut out,
             )?;
-            writeln!(out, "\nsummary (broker {}):", summary.broker)?;
-            for e in &summary.exams {
-                writeln!(
-                    out,
-                    "  exam {} ({:?}-like lesion): {} [{}], heatmap {} bytes",
-                    e.exam_id,
-                    e.lesion,
-                    ceusd::publish::messages::score_text(
-                        e.score,
-                        e.label.as_deref(),
-                        e.reason.as_deref()
-                    ),
-                    e.result_id,
-                    e.heatmap_bytes
-                )?;
-            }
+            write!(out, "\n{summary}")?;
             out.flush()?;
             std::process::exit(0);
         }
@@ -1019,12 +1096,7 @@ fn run(cli: Cli) -> Result<()> {
                 )?;
                 writeln!(out, "roi        {}", r.roi)?;
                 for (class, p) in &r.probabilities {
-                    writeln!(
-                        out,
-                        "P({class}){:width$}{p:.4}",
-                        "",
-                        width = 10usize.saturating_sub(class.len() + 3)
-                    )?;
+                    writeln!(out, "{:<11}{p:.4}", format!("P({class})"))?;
                 }
                 writeln!(
                     out,
@@ -1304,7 +1376,11 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Model(ModelCommand::Inspect { file, json }) => {
-            let m = read_model(&file, None)?;
+            let m = if file.as_os_str() == "demo" {
+                inspect_demo_model()?
+            } else {
+                read_model(&file, None)?
+            };
             let params = m.parameter_count();
             let mut type_counts = std::collections::BTreeMap::<String, usize>::new();
             for t in m.stored_types.values() {

@@ -329,3 +329,145 @@ fn quantize_writes_an_int8_model_that_inspect_describes_and_analyze_uses() {
     assert!(err.contains("no-such-folder"), "{err}");
     assert!(!out.exists());
 }
+
+/// Every user error is one line, said once, with no backtrace or panic even when
+/// RUST_BACKTRACE is set (as it is in many shells and CI images).
+fn one_line_error(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_ceusd"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run ceusd");
+    let e = fails(&o);
+    // Log lines only (a warning may come before the error), and one error.
+    let lines: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.iter().all(|l| l.starts_with('[')) || lines.len() == 1,
+        "{args:?}: not log lines:\n{e}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains(" ERROR ") || l.starts_with("error: "))
+            .count(),
+        1,
+        "{args:?}: not one error line:\n{e}"
+    );
+    for word in ["backtrace", "panicked", "RUST_BACKTRACE", "stack"] {
+        assert!(!e.contains(word), "{args:?}: {word} in:\n{e}");
+    }
+    e
+}
+
+/// No part of the message is repeated (a cause whose text its error already holds).
+fn said_once(e: &str, part: &str) {
+    assert_eq!(
+        e.matches(part).count(),
+        1,
+        "'{part}' not said exactly once: {e}"
+    );
+}
+
+#[test]
+fn cli_errors_are_one_line_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = data("pillow/src_us640.png");
+
+    let e = one_line_error(&["analyze", "/nonexistent/x.png"]);
+    said_once(&e, "No such file or directory");
+    said_once(&e, "/nonexistent/x.png");
+
+    let e = one_line_error(&["analyze", &image, "--model", "/nonexistent/m.gguf"]);
+    said_once(&e, "No such file or directory");
+    said_once(&e, "/nonexistent/m.gguf");
+
+    // A recording never overwrites a folder that holds something.
+    let out = dir.path().join("rec");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "mine").unwrap();
+    let e = one_line_error(&[
+        "capture",
+        "--source",
+        "synthetic:cp?duration=1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    said_once(&e, "not empty");
+    assert_eq!(
+        std::fs::read_to_string(out.join("keep.txt")).unwrap(),
+        "mine"
+    );
+
+    // An unknown source kind lists the kinds.
+    let e = one_line_error(&["analyze", "foo:bar"]);
+    for kind in ["v4l2:", "dicom:", "frames:", "synthetic:"] {
+        assert!(e.contains(kind), "{e}");
+    }
+
+    // A negative ROI gets the ROI's own message, not the argument parser's.
+    let e = one_line_error(&["analyze", &image, "--roi", "-10,20,100,100"]);
+    assert!(e.contains("ROI '-10,20,100,100'"), "{e}");
+    assert!(!e.contains("unexpected argument"), "{e}");
+
+    // Not a model file: text, a truncated GGUF, a directory.
+    let text = dir.path().join("notes.gguf");
+    std::fs::write(&text, "these are notes, not weights\n").unwrap();
+    let e = one_line_error(&["analyze", &image, "--model", text.to_str().unwrap()]);
+    assert!(e.contains("not a readable GGUF"), "{e}");
+    let (model, _) = init_model(dir.path());
+    let bytes = std::fs::read(&model).unwrap();
+    let truncated = dir.path().join("truncated.gguf");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let e = one_line_error(&["analyze", &image, "--model", truncated.to_str().unwrap()]);
+    assert!(e.contains("truncated.gguf"), "{e}");
+    let e = one_line_error(&["analyze", &image, "--model", dir.path().to_str().unwrap()]);
+    assert!(e.contains("is a directory, not a model file"), "{e}");
+    assert!(!e.contains("corrupt"), "{e}");
+}
+
+#[test]
+fn inspect_describes_the_embedded_demo_model() {
+    let out = ok(&ceusd(&["model", "inspect", "demo"]));
+    assert!(out.contains("demo (the embedded demo model)"), "{out}");
+    assert!(out.contains("content hash  sha256:"), "{out}");
+    let json = ok(&ceusd(&["model", "inspect", "demo", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    // The same hash the service reports for `--model demo`.
+    let analyze = ok(&ceusd(&[
+        "analyze",
+        &data("pillow/src_us640.png"),
+        "--model",
+        "demo",
+        "--json",
+    ]));
+    let a: serde_json::Value = serde_json::from_str(&analyze).unwrap();
+    assert_eq!(
+        v["content_hash"], a["model"]["content_hash"],
+        "{json}\n{analyze}"
+    );
+}
+
+#[test]
+fn analyze_aligns_its_rows() {
+    let out = ok(&ceusd(&[
+        "analyze",
+        &data("pillow/src_us640.png"),
+        "--model",
+        "demo",
+    ]));
+    // Every row's value starts in the same column.
+    let column = |line: &str| {
+        line.find(char::is_whitespace)
+            .map(|i| i + line[i..].len() - line[i..].trim_start().len())
+    };
+    let columns: Vec<(usize, &str)> = out
+        .lines()
+        .filter_map(|l| column(l).map(|c| (c, l)))
+        .collect();
+    assert!(columns.iter().any(|(_, l)| l.starts_with("P(CP)")), "{out}");
+    assert!(
+        columns.iter().all(|(c, _)| *c == columns[0].0),
+        "rows not aligned: {columns:?}"
+    );
+}

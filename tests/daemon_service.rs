@@ -456,3 +456,106 @@ fn check_only_runs_the_named_checks_and_refuses_another_users_state_dir() {
         "the check created an outbox in another user's directory"
     );
 }
+
+/// Everything under `dir`: each file's path and bytes.
+fn tree(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(tree(&path));
+        } else {
+            files.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The state check writes nothing: a state directory that does not exist yet stays absent,
+/// and an outbox the service left is counted without a byte or a file changing beside it.
+#[test]
+fn check_writes_nothing_in_the_state_directory() {
+    use ceusd::publish::outbox::{Outbox, OutgoingMessage};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("lib").join("ceusd");
+    let config = dir.path().join("ceusd.toml");
+    let closed = format!("mqtt://127.0.0.1:{}", free_port());
+    write_config(&config, "quiet", "synthetic:cp", &closed, &state, "");
+    let check = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_ceusd"))
+            .args(["check", "--only", "state", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, text) = check();
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("PASS state") && text.contains("does not exist yet"),
+        "{text}"
+    );
+    assert!(
+        !dir.path().join("lib").exists(),
+        "the check created the state directory"
+    );
+
+    std::fs::create_dir_all(&state).unwrap();
+    {
+        let mut outbox = Outbox::open(&state.join("outbox.sqlite"), 100).unwrap();
+        outbox
+            .enqueue(
+                "r-1",
+                &[OutgoingMessage {
+                    topic: "ceus/quiet/exam/e-1/result".into(),
+                    payload: b"{}".to_vec(),
+                    retain: true,
+                }],
+            )
+            .unwrap();
+    }
+    let before = tree(dir.path());
+    let (ok, text) = check();
+    assert!(ok, "{text}");
+    assert!(text.contains("outbox holds 1 message(s)"), "{text}");
+    assert_eq!(
+        tree(dir.path()),
+        before,
+        "the check changed the state directory"
+    );
+}
+
+/// A capture device that is not there is reported as not opened, never as "open, but".
+#[test]
+fn check_says_a_missing_capture_device_cannot_be_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ceusd.toml");
+    let closed = format!("mqtt://127.0.0.1:{}", free_port());
+    let device = dir.path().join("video-absent");
+    let source = format!("v4l2:{}", device.display());
+    write_config(
+        &config,
+        "nocard",
+        &source,
+        &closed,
+        &dir.path().join("state"),
+        "",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ceusd"))
+        .args(["check", "--only", "source", "--timeout", "3", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("FAIL source"))
+        .unwrap_or_else(|| panic!("no source line: {text}"));
+    assert!(line.contains("cannot open"), "{line}");
+    assert!(!line.contains("open, but"), "{line}");
+}

@@ -31,6 +31,16 @@ pub enum LesionKind {
     Cp,
 }
 
+/// In words, for people: "PDAC-like", "CP-like" (the synthetic lesion's kind).
+impl std::fmt::Display for LesionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LesionKind::Pdac => "PDAC-like",
+            LesionKind::Cp => "CP-like",
+        })
+    }
+}
+
 impl LesionKind {
     /// As written in source specs: "pdac" or "cp".
     pub fn as_str(self) -> &'static str {

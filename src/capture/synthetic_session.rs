@@ -7,6 +7,8 @@
 //! episode (the cable pulled: the source says "no signal" twice a second, then frames resume)
 //! and a stall (a driver call that never returns, which only a watchdog can catch).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::source::{FrameSource, Pacer, Pacing, SourceEvent};
@@ -113,10 +115,44 @@ pub fn parse_session_spec(spec: &str) -> Result<SessionSpec, String> {
     })
 }
 
+/// Lets a controller decide when a session's next exam begins: the demo starts the next exam
+/// only once the previous result has been on screen long enough, however long scoring took.
+/// Until then the scanner keeps playing the finished exam past its end (the washout goes on),
+/// as a scanner left running between patients would.
+#[derive(Debug, Default)]
+pub struct ExamGate {
+    /// Exams whose index is below this may begin.
+    open_below: AtomicU64,
+}
+
+impl ExamGate {
+    /// A gate that lets exam 0 begin and holds the ones after it.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            open_below: AtomicU64::new(1),
+        })
+    }
+
+    /// Lets exam `index` (and those before it) begin.
+    pub fn open(&self, index: u64) {
+        self.open_below.fetch_max(index + 1, Ordering::SeqCst);
+    }
+
+    fn is_open(&self, index: u64) -> bool {
+        index < self.open_below.load(Ordering::SeqCst)
+    }
+}
+
+/// How long a gated exam goes on past its end while its gate stays closed (source seconds);
+/// after that the next exam begins anyway.
+pub const GATE_HOLD_LIMIT_S: f64 = 1800.0;
+
 /// The synthetic scanner as a live feed of exams.
 pub struct SyntheticSession {
     spec: SessionSpec,
     pacer: Pacer,
+    /// When set, the next exam begins only once the gate lets it.
+    gate: Option<Arc<ExamGate>>,
     /// Index of the exam playing, its scanner and its start on the session clock.
     current: Option<(u64, SyntheticScanner, f64)>,
     /// Next frame's sequence number on the session.
@@ -129,12 +165,26 @@ pub struct SyntheticSession {
 
 impl SyntheticSession {
     pub fn new(spec: SessionSpec, pacing: Pacing) -> Result<Self, String> {
+        Self::start(spec, pacing, None)
+    }
+
+    /// The same session, whose exams after the first begin only when `gate` lets them.
+    pub fn gated(spec: SessionSpec, pacing: Pacing, gate: Arc<ExamGate>) -> Result<Self, String> {
+        Self::start(spec, pacing, Some(gate))
+    }
+
+    fn start(
+        spec: SessionSpec,
+        pacing: Pacing,
+        gate: Option<Arc<ExamGate>>,
+    ) -> Result<Self, String> {
         if spec.exams.is_empty() {
             return Err("a synthetic session needs at least one exam".into());
         }
         let mut s = Self {
             spec,
             pacer: Pacer::new(pacing),
+            gate,
             current: None,
             sequence: 0,
             now_s: 0.0,
@@ -145,13 +195,27 @@ impl SyntheticSession {
         Ok(s)
     }
 
+    /// Begins exam `index`, as a source error when its configuration is refused.
+    fn advance_to(&mut self, index: u64) -> Result<(), InputError> {
+        self.begin_exam(index)
+            .map_err(|reason| InputError::Unsupported {
+                path: "synthetic".into(),
+                what: "configuration".into(),
+                reason,
+            })
+    }
+
     fn begin_exam(&mut self, index: u64) -> Result<(), String> {
         match self.spec.exam(index) {
             None => {
                 // The last exam stays `current`: its injection time is still what was recorded.
                 self.ended = true;
             }
-            Some(config) => {
+            Some(mut config) => {
+                if self.gate.is_some() {
+                    // Rendered past its end for as long as the gate may stay closed.
+                    config.duration_s = (config.duration_s + GATE_HOLD_LIMIT_S).min(3600.0);
+                }
                 let scanner = SyntheticScanner::new(config, Pacing::AsFastAsPossible)?;
                 self.current = Some((index, scanner, self.now_s));
             }
@@ -203,17 +267,20 @@ impl FrameSource for SyntheticSession {
                 SourceEvent::Frame(frame) => frame,
                 SourceEvent::End => {
                     let next = *index + 1;
-                    self.begin_exam(next)
-                        .map_err(|reason| InputError::Unsupported {
-                            path: "synthetic".into(),
-                            what: "configuration".into(),
-                            reason,
-                        })?;
+                    self.advance_to(next)?;
                     continue;
                 }
                 other => return Ok(other),
             };
-            let t = *start + frame.timestamp.as_secs_f64();
+            let exam_t = frame.timestamp.as_secs_f64();
+            let index = *index;
+            let nominal_end_s =
+                self.spec.exams[(index % self.spec.exams.len() as u64) as usize].duration_s;
+            if exam_t >= nominal_end_s && self.gate.as_ref().is_some_and(|g| g.is_open(index + 1)) {
+                self.advance_to(index + 1)?;
+                continue;
+            }
+            let t = *start + exam_t;
             self.now_s = t + 1.0 / self.spec.exams[0].fps;
             if self.spec.stall_at_s.is_some_and(|at| t >= at) {
                 // A driver call that never returns: the thread stays here until the process

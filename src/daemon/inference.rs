@@ -25,6 +25,8 @@ pub struct ScoringJob {
     /// The exam as it stood (`None` when no frame arrived during it).
     pub exam: Option<Exam>,
     pub roi: Option<Roi>,
+    /// When the result was asked for: the window's close, or the rescore command.
+    pub requested: std::time::Instant,
 }
 
 /// What the worker reports back to the frame pipeline.
@@ -59,7 +61,8 @@ impl InferenceWorker {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             self.heart.busy();
-            let (message, heatmap) = self.score(&job);
+            let (mut message, heatmap) = self.score(&job);
+            message.window_to_result_ms = Some(job.requested.elapsed().as_millis() as u64);
             let stored = self.store(&message, heatmap);
             let _ = self.outbound.blocking_send(Outbound::OutboxChanged);
             // For the pipeline's log only: never wait for it.
@@ -76,85 +79,7 @@ impl InferenceWorker {
 
     /// The result message and its heatmap PNG.
     pub fn score(&self, job: &ScoringJob) -> (ResultMessage, Option<Vec<u8>>) {
-        let unscored = |reason: String, exam: Option<&Exam>| {
-            let timing = match exam {
-                Some(e) => {
-                    let injection = e.clock.injection();
-                    ResultTiming {
-                        injection_s: injection.map(|i| i.at_s),
-                        clock_source: injection.map(|i| i.source),
-                        estimated: injection.is_some_and(|i| i.estimated),
-                        window: e.window.counts.clone(),
-                    }
-                }
-                None => ResultTiming {
-                    injection_s: None,
-                    clock_source: None,
-                    estimated: false,
-                    window: Default::default(),
-                },
-            };
-            ResultMessage::unscored(
-                &job.result_id,
-                &job.exam_id,
-                job.revision,
-                reason,
-                job.roi,
-                timing,
-                self.model_info.clone(),
-            )
-        };
-        let Some(exam) = job.exam.as_ref() else {
-            return (
-                unscored("no frame arrived during the exam".into(), None),
-                None,
-            );
-        };
-        let Some(roi) = job.roi else {
-            return (
-                unscored(
-                    "no ROI was set: draw the lesion's ROI, then rescore".into(),
-                    Some(exam),
-                ),
-                None,
-            );
-        };
-        let result = match exam.result(&self.model, &roi) {
-            Ok(r) => r,
-            Err(e) => {
-                log::error!("exam {}: scoring failed: {e}", job.exam_id);
-                return (unscored(format!("scoring failed: {e}"), Some(exam)), None);
-            }
-        };
-        let mut heatmap = None;
-        let mut info = None;
-        if result.score.is_some() {
-            match exam.key_frame_heatmap(&self.model, &roi) {
-                Ok(Some(rgb)) => match heatmap_png(&rgb, &job.result_id) {
-                    Ok(png) => {
-                        info = Some(HeatmapInfo {
-                            topic: self.topics.heatmap(&job.exam_id),
-                            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&png)),
-                            width: rgb.width(),
-                            height: rgb.height(),
-                        });
-                        heatmap = Some(png);
-                    }
-                    Err(e) => log::error!("exam {}: heatmap PNG: {e}", job.exam_id),
-                },
-                Ok(None) => {}
-                Err(e) => log::error!("exam {}: heatmap: {e}", job.exam_id),
-            }
-        }
-        let message = ResultMessage::new(
-            &job.result_id,
-            &job.exam_id,
-            job.revision,
-            &result,
-            self.model_info.clone(),
-            info,
-        );
-        (message, heatmap)
+        score_job(&self.model, &self.model_info, &self.topics, job)
     }
 
     /// Writes the result (and heatmap) to the outbox; retries while it is full, so a result
@@ -227,6 +152,96 @@ impl InferenceWorker {
         );
         false
     }
+}
+
+/// What the inference worker computes for one job: the result message and its heatmap PNG
+/// (scoring the window's kept frames, then Grad-CAM on the key frame). Public for the
+/// benchmark that times a window's close to its result.
+pub fn score_job(
+    model: &DlrModel,
+    model_info: &ModelInfo,
+    topics: &Topics,
+    job: &ScoringJob,
+) -> (ResultMessage, Option<Vec<u8>>) {
+    let unscored = |reason: String, exam: Option<&Exam>| {
+        let timing = match exam {
+            Some(e) => {
+                let injection = e.clock.injection();
+                ResultTiming {
+                    injection_s: injection.map(|i| i.at_s),
+                    clock_source: injection.map(|i| i.source),
+                    estimated: injection.is_some_and(|i| i.estimated),
+                    window: e.window.counts.clone(),
+                }
+            }
+            None => ResultTiming {
+                injection_s: None,
+                clock_source: None,
+                estimated: false,
+                window: Default::default(),
+            },
+        };
+        ResultMessage::unscored(
+            &job.result_id,
+            &job.exam_id,
+            job.revision,
+            reason,
+            job.roi,
+            timing,
+            model_info.clone(),
+        )
+    };
+    let Some(exam) = job.exam.as_ref() else {
+        return (
+            unscored("no frame arrived during the exam".into(), None),
+            None,
+        );
+    };
+    let Some(roi) = job.roi else {
+        return (
+            unscored(
+                "no ROI was set: draw the lesion's ROI, then rescore".into(),
+                Some(exam),
+            ),
+            None,
+        );
+    };
+    let result = match exam.result(&model, &roi) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("exam {}: scoring failed: {e}", job.exam_id);
+            return (unscored(format!("scoring failed: {e}"), Some(exam)), None);
+        }
+    };
+    let mut heatmap = None;
+    let mut info = None;
+    if result.score.is_some() {
+        match exam.key_frame_heatmap(&model, &roi) {
+            Ok(Some(rgb)) => match heatmap_png(&rgb, &job.result_id) {
+                Ok(png) => {
+                    info = Some(HeatmapInfo {
+                        topic: topics.heatmap(&job.exam_id),
+                        sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&png)),
+                        width: rgb.width(),
+                        height: rgb.height(),
+                    });
+                    heatmap = Some(png);
+                }
+                Err(e) => log::error!("exam {}: heatmap PNG: {e}", job.exam_id),
+            },
+            Ok(None) => {}
+            Err(e) => log::error!("exam {}: heatmap: {e}", job.exam_id),
+        }
+    }
+    let message = ResultMessage::new(
+        &job.result_id,
+        &job.exam_id,
+        job.revision,
+        &result,
+        model_info.clone(),
+        info,
+    );
+    (message, heatmap)
 }
 
 /// The heatmap as PNG, its result id in a text chunk (`ceusd:result_id`) so the image can be

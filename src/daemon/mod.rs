@@ -118,6 +118,17 @@ fn source_speed(config: &Config) -> f64 {
 pub async fn serve(
     config: Config,
     model: Arc<DlrModel>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
+    serve_source(config, model, None, stop).await
+}
+
+/// [`serve`] on a source the caller opened (the demo's gated synthetic scanner), or on the
+/// configured one when `source` is `None`.
+pub async fn serve_source(
+    config: Config,
+    model: Arc<DlrModel>,
+    source: Option<Box<dyn FrameSource>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&config.state.dir).map_err(|source| DaemonError::StateDir {
@@ -147,10 +158,15 @@ pub async fn serve(
         }
     );
 
-    let source_config = config.clone();
-    let mut source = tokio::task::spawn_blocking(move || open_source(&source_config))
-        .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))??;
+    let mut source = match source {
+        Some(s) => s,
+        None => {
+            let source_config = config.clone();
+            tokio::task::spawn_blocking(move || open_source(&source_config))
+                .await
+                .map_err(|e| DaemonError::Internal(e.to_string()))??
+        }
+    };
     let source_name = source.describe();
     log::info!("source: {source_name}");
 

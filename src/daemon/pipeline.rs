@@ -435,6 +435,7 @@ impl Pipeline {
             revision: run.revision,
             exam: run.exam.clone(),
             roi: run.roi,
+            requested: Instant::now(),
         };
         if self.jobs.send(job).is_err() {
             log::error!("the inference worker is gone; {result_id} is not computed");

@@ -1,13 +1,20 @@
 //! `ceusd demo`: the whole product on one machine with nothing to set up. An embedded MQTT
 //! broker (rumqttd, loopback) unless `--broker` names one; the service itself (`daemon::serve`,
-//! the same code as `ceusd run`) on the synthetic scanner playing a PDAC-like and a CP-like
-//! exam; the demo model; and a bedside display in the terminal that subscribes to the device's
-//! topics and, like a sonographer, draws the ROI on the lesion when each exam starts.
+//! the same code as `ceusd run`) on the synthetic scanner playing PDAC-like and CP-like exams
+//! in turn until stopped; the demo model; and a bedside display in the terminal that subscribes
+//! to the device's topics and, like a sonographer, draws the ROI on the lesion when each exam
+//! starts.
+//!
+//! Each result stays on screen (and on the page) for [`RESULT_HOLD`] before the next exam
+//! begins: the scanner's next exam is held back by an [`ExamGate`] that this display opens,
+//! so a slow machine shows every result as long as a fast one does.
+
+pub mod view;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
@@ -15,8 +22,17 @@ use tokio::sync::watch;
 
 use crate::capture::source::Pacing;
 use crate::capture::synthetic::{LesionKind, SyntheticScanner};
-use crate::capture::synthetic_session::parse_session_spec;
+use crate::capture::synthetic_session::{
+    parse_session_spec, ExamGate, SessionSpec, SyntheticSession,
+};
 use crate::config::Config;
+use view::{Bands, Clock, View};
+
+/// How long each result stays on the screen and the page, at least, before the next exam
+/// starts (wall clock).
+pub const RESULT_HOLD: Duration = Duration::from_secs(15);
+/// Added to the hold: another subscriber may receive a result a little after this display.
+const DELIVERY_SLACK: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -36,8 +52,10 @@ pub struct DemoOptions {
     pub broker: Option<String>,
     /// Port of the embedded broker (1883, or a free one when 1883 is taken).
     pub port: Option<u16>,
-    /// How many exams (alternating PDAC-like and CP-like).
-    pub exams: u32,
+    /// How many exams (alternating PDAC-like and CP-like); `None`: until stopped.
+    pub exams: Option<u32>,
+    /// How long each result stays on screen before the next exam starts.
+    pub hold: Duration,
     pub state_dir: Option<PathBuf>,
     /// Draw the live view (false: log lines only).
     pub view: bool,
@@ -57,7 +75,8 @@ impl Default for DemoOptions {
             speed: 4.0,
             broker: None,
             port: None,
-            exams: 2,
+            exams: None,
+            hold: RESULT_HOLD,
             state_dir: None,
             view: true,
             seed: 11,
@@ -71,6 +90,8 @@ impl Default for DemoOptions {
 /// One exam as the display saw it.
 #[derive(Debug, Clone)]
 pub struct DemoExam {
+    /// Wall time from the window's close to the result, as the result reports it.
+    pub latency_ms: Option<u64>,
     pub exam_id: String,
     pub lesion: LesionKind,
     pub result_id: String,
@@ -83,21 +104,63 @@ pub struct DemoExam {
 #[derive(Debug, Clone)]
 pub struct DemoSummary {
     pub broker: String,
+    /// Exams started, in order; those without a result have none.
+    pub started: usize,
     pub exams: Vec<DemoExam>,
+    /// Frames lost by the source or dropped by the daemon's queue (its last status).
+    pub frames_dropped: u64,
+    pub frames_received: u64,
+    /// Stopped by Ctrl-C or SIGTERM rather than after `--exams`.
+    pub interrupted: bool,
 }
 
-/// The synthetic source of the demo.
+impl std::fmt::Display for DemoSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "summary: {} exam(s) started, {} result(s), {} of {} frames dropped (broker {})",
+            self.started,
+            self.exams.len(),
+            self.frames_dropped,
+            self.frames_received + self.frames_dropped,
+            self.broker
+        )?;
+        for e in &self.exams {
+            writeln!(
+                f,
+                "  exam {} ({} lesion): {} [{}], heatmap {} bytes",
+                e.exam_id,
+                e.lesion,
+                crate::publish::messages::score_text(
+                    e.score,
+                    e.label.as_deref(),
+                    e.reason.as_deref()
+                ),
+                e.result_id,
+                e.heatmap_bytes
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The synthetic source of the demo: PDAC-like and CP-like in turn, `exams` of them or
+/// endless.
 fn source_uri(o: &DemoOptions) -> String {
-    let kinds: Vec<&str> = (0..o.exams.max(1))
-        .map(|i| if i % 2 == 0 { "pdac" } else { "cp" })
-        .collect();
+    let kinds: Vec<&str> = match o.exams {
+        Some(n) => (0..n.max(1))
+            .map(|i| if i % 2 == 0 { "pdac" } else { "cp" })
+            .collect(),
+        None => vec!["pdac", "cp"],
+    };
     format!(
-        "synthetic:{}?seed={}&duration=60&injection=5&size={}x{}&fps={}",
+        "synthetic:{}?seed={}&duration=60&injection=5&size={}x{}&fps={}{}",
         kinds.join(","),
         o.seed,
         o.size.0,
         o.size.1,
-        o.fps
+        o.fps,
+        if o.exams.is_none() { "&rounds=0" } else { "" }
     )
 }
 
@@ -182,7 +245,7 @@ fn serve_display_page(page_port: u16, ws_port: u16) -> Result<String, DemoError>
     ))
 }
 
-/// Runs the demo to the end of its exams.
+/// Runs the demo until its exams are done (`exams`) or it is stopped with Ctrl-C or SIGTERM.
 pub fn run(options: DemoOptions, out: &mut dyn std::io::Write) -> Result<DemoSummary, DemoError> {
     let mut page_url = None;
     let broker = match &options.broker {
@@ -239,27 +302,43 @@ enabled = true
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     let spec =
         parse_session_spec(uri.trim_start_matches("synthetic:")).map_err(DemoError::Setup)?;
+    // The scanner's next exam waits for this display: see `RESULT_HOLD`.
+    let gate = ExamGate::new();
+    let pacing = Pacing::real_time(options.speed).map_err(DemoError::Setup)?;
+    let source =
+        SyntheticSession::gated(spec.clone(), pacing, gate.clone()).map_err(DemoError::Setup)?;
     let model = Arc::new(crate::daemon::load_model(&config)?);
     let broker_addr = config.broker().map_err(DemoError::Setup)?;
+    let exams = match options.exams {
+        Some(n) => format!("{n} exam(s)"),
+        None => "exams until Ctrl-C".to_string(),
+    };
+    let header = format!(
+        "ceusd demo — NOT FOR CLINICAL USE — device demo, demo model {}, synthetic scanner ({exams})",
+        model.identity.content_hash
+    );
+    let topics = format!(
+        "mosquitto_sub -h {} -p {} -t 'ceus/demo/#' -v",
+        broker_addr.host, broker_addr.port
+    );
     let _ = writeln!(
         out,
-        "ceusd demo: synthetic scanner ({} exams), demo model {} — NOT FOR CLINICAL USE\n\
-         broker {broker}; watch the topics from another terminal with:\n  \
-         mosquitto_sub -h {} -p {} -t 'ceus/demo/#' -v\n",
-        options.exams, model.identity.content_hash, broker_addr.host, broker_addr.port
+        "{header}\nbroker {broker}; watch the topics from another terminal with:\n  {topics}\n"
     );
-    match &page_url {
+    let watch = match &page_url {
         Some(url) => {
             let _ = writeln!(out, "the bedside display, in a browser:\n  {url}\n");
+            format!("bedside display: {url}")
         }
         None if options.broker.is_some() && options.web.is_some() => {
             let _ = writeln!(
                 out,
                 "the bedside display needs a WebSockets listener: see the README's \"bedside display\"\n"
             );
+            format!("topics: {topics}")
         }
-        None => {}
-    }
+        None => format!("topics: {topics}"),
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -267,27 +346,104 @@ enabled = true
         .build()
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     runtime.block_on(async move {
+        use std::io::IsTerminal;
+        use tokio::signal::unix::{signal, SignalKind};
+        // Before anything runs: a signal from now on stops the demo in order.
+        let signal_error = |e: std::io::Error| DemoError::Setup(format!("signal handler: {e}"));
+        let signals = Signals {
+            interrupt: signal(SignalKind::interrupt()).map_err(signal_error)?,
+            terminate: signal(SignalKind::terminate()).map_err(signal_error)?,
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
-        let daemon = tokio::spawn(crate::daemon::serve(config, model, stop_rx));
-        let display = display(&broker_addr.host, broker_addr.port, &options, &spec, out).await;
+        let daemon = tokio::spawn(crate::daemon::serve_source(
+            config,
+            model,
+            Some(Box::new(source)),
+            stop_rx,
+        ));
+        let mut view = View::new(options.view && std::io::stdout().is_terminal());
+        view.header(&header, &watch);
+        let followed = follow(
+            &broker_addr.host,
+            broker_addr.port,
+            &options,
+            &spec,
+            &gate,
+            signals,
+            &mut view,
+        )
+        .await;
+        view.close();
+        if followed.as_ref().is_ok_and(|f| f.interrupted) {
+            let _ = writeln!(
+                out,
+                "stopping: finishing the result in flight, then the device goes offline"
+            );
+            let _ = out.flush();
+        }
         let _ = stop_tx.send(true);
         match daemon.await {
             Ok(r) => r?,
             Err(e) => return Err(DemoError::Setup(format!("daemon task: {e}"))),
         }
-        let exams = display?;
-        Ok(DemoSummary { broker, exams })
+        let f = followed?;
+        let mut exams: Vec<DemoExam> = f
+            .exam_ids
+            .iter()
+            .filter_map(|id| f.results.get(id).cloned())
+            .collect();
+        if let Some(n) = options.exams {
+            exams.truncate(n as usize);
+        }
+        Ok(DemoSummary {
+            broker,
+            started: f.exam_ids.len(),
+            exams,
+            frames_dropped: f.frames_dropped,
+            frames_received: f.frames_received,
+            interrupted: f.interrupted,
+        })
     })
 }
 
-/// The terminal display: follows status, timing and results; sets the ROI on each new exam.
-async fn display(
+/// Ctrl-C and SIGTERM, caught from the start so that either ends the demo in order.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+/// What the display saw.
+#[derive(Default)]
+struct Followed {
+    exam_ids: Vec<String>,
+    results: HashMap<String, DemoExam>,
+    heatmaps: HashMap<String, usize>,
+    frames_received: u64,
+    frames_dropped: u64,
+    interrupted: bool,
+}
+
+impl Followed {
+    /// Exam `index` has its result, and its heatmap when it was scored.
+    fn complete(&self, index: usize) -> bool {
+        self.exam_ids
+            .get(index)
+            .and_then(|id| self.results.get(id))
+            .is_some_and(|r| r.score.is_none() || r.heatmap_bytes > 0)
+    }
+}
+
+/// The bedside display in the terminal: follows status, timing and results; sets the ROI on
+/// each new exam; opens the gate for the next exam once a result has been shown long enough.
+async fn follow(
     host: &str,
     port: u16,
     options: &DemoOptions,
-    spec: &crate::capture::synthetic_session::SessionSpec,
-    out: &mut dyn std::io::Write,
-) -> Result<Vec<DemoExam>, DemoError> {
+    spec: &SessionSpec,
+    gate: &ExamGate,
+    mut signals: Signals,
+    view: &mut View,
+) -> Result<Followed, DemoError> {
     let mut mqtt = MqttOptions::new(
         format!("ceusd-demo-display-{}", std::process::id()),
         host,
@@ -296,198 +452,224 @@ async fn display(
     mqtt.set_keep_alive(Duration::from_secs(10));
     mqtt.set_max_packet_size(16 * 1024 * 1024, 64 * 1024);
     let (client, mut eventloop) = AsyncClient::new(mqtt, 64);
-    let bar = if options.view {
-        let b = indicatif::ProgressBar::new(60);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:40.cyan/blue}] {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let mut exam_ids: Vec<String> = Vec::new();
-    let mut results: HashMap<String, DemoExam> = HashMap::new();
-    let mut heatmaps: HashMap<String, usize> = HashMap::new();
-    let wanted = options.exams.max(1) as usize;
-    let say = |out: &mut dyn std::io::Write, line: String| {
-        if options.view {
-            bar.suspend(|| {
-                let _ = writeln!(out, "{line}");
-            });
-        } else {
-            log::info!("{line}");
-        }
-    };
-    let limit = Duration::from_secs_f64(120.0 * wanted as f64 / options.speed + 120.0);
-    let work = async {
-        loop {
-            let event = eventloop
-                .poll()
-                .await
-                .map_err(|e| DemoError::Setup(format!("display connection: {e}")));
-            let event = match event {
-                Ok(e) => e,
-                Err(e) => {
-                    // The broker may still be starting; try again shortly.
-                    log::debug!("{e}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-            match event {
-                Event::Incoming(Packet::ConnAck(_)) => {
-                    client
-                        .subscribe("ceus/demo/#", QoS::AtLeastOnce)
-                        .await
-                        .map_err(|e| DemoError::Setup(e.to_string()))?;
-                }
-                Event::Incoming(Packet::Publish(p)) => {
-                    let topic = p.topic.clone();
-                    if topic.ends_with("/heatmap") {
-                        let exam = topic.split('/').nth(3).unwrap_or_default().to_string();
-                        if !p.payload.is_empty() {
-                            heatmaps.insert(exam.clone(), p.payload.len());
-                            if let Some(r) = results.get_mut(&exam) {
-                                r.heatmap_bytes = p.payload.len();
-                            }
-                            say(
-                                out,
-                                format!(
-                                    "  heatmap for exam {exam}: PNG, {} bytes",
-                                    p.payload.len()
-                                ),
-                            );
-                        }
-                        continue;
+    let mut seen = Followed::default();
+    // The exam whose result is awaited, and since when its result has been on screen.
+    let mut awaiting = 0usize;
+    let mut shown_since: Option<Instant> = None;
+    let mut last_phase: Option<crate::timing::Phase> = None;
+    // A guard for `--exams N` only: an endless demo runs until it is stopped.
+    let deadline = options.exams.map(|n| {
+        Instant::now()
+            + Duration::from_secs_f64(120.0 * n as f64 / options.speed + 120.0)
+            + (options.hold + DELIVERY_SLACK) * n
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        let event = tokio::select! {
+            _ = signals.interrupt.recv() => {
+                seen.interrupted = true;
+                break;
+            }
+            _ = signals.terminate.recv() => {
+                seen.interrupted = true;
+                break;
+            }
+            _ = tick.tick() => {
+                if shown_since.is_some_and(|t| t.elapsed() >= options.hold + DELIVERY_SLACK) {
+                    if options.exams.is_some_and(|n| awaiting + 1 >= n as usize) {
+                        break;
                     }
-                    let Ok(v) = serde_json::from_slice::<Value>(&p.payload) else {
-                        continue;
-                    };
-                    if topic.ends_with("/status") {
-                        let running = v["exam_running"].as_bool().unwrap_or(false);
-                        if let (true, Some(id)) = (running, v["exam_id"].as_str()) {
-                            if !exam_ids.iter().any(|e| e == id) {
-                                let index = exam_ids.len() as u64;
-                                exam_ids.push(id.to_string());
-                                let Some(exam) = spec.exam(index) else {
-                                    continue;
-                                };
-                                let truth = SyntheticScanner::new(exam, Pacing::AsFastAsPossible)
-                                    .map_err(DemoError::Setup)?
-                                    .truth()
-                                    .clone();
-                                let roi = truth.lesion_ceus;
-                                say(out, format!(
-                                    "exam {id} started ({}-like lesion); the operator draws the ROI {},{} {}x{}",
-                                    kind_name(truth.kind), roi.x, roi.y, roi.width, roi.height
-                                ));
-                                let command = serde_json::json!({
-                                    "id": format!("roi-{index}"),
-                                    "command": "set_roi",
-                                    "roi": roi,
-                                });
-                                client
-                                    .publish(
-                                        "ceus/demo/cmd",
-                                        QoS::AtLeastOnce,
-                                        false,
-                                        command.to_string(),
-                                    )
-                                    .await
-                                    .map_err(|e| DemoError::Setup(e.to_string()))?;
-                            }
-                        }
-                    } else if topic.ends_with("/cmd/reply") {
-                        if v["ok"].as_bool() != Some(true) {
-                            say(
-                                out,
-                                format!("  command {} refused: {}", v["id"], v["error"]),
-                            );
-                        }
-                    } else if topic.ends_with("/timing") {
-                        let phase = v["phase"].as_str().unwrap_or("?");
-                        let elapsed = v["elapsed_s"].as_f64();
-                        bar.set_prefix(phase.to_string());
-                        bar.set_position(elapsed.unwrap_or(0.0).clamp(0.0, 60.0) as u64);
-                        let countdown = v["window"]["countdown_s"].as_f64();
-                        let msg = match (elapsed, countdown) {
-                            (None, _) => "waiting for the injection".to_string(),
-                            (Some(e), Some(c)) if c > 0.0 => format!(
-                                "{e:5.1} s since injection ({}) · hold the probe still in {c:4.1} s",
-                                v["clock_source"].as_str().unwrap_or("?")
-                            ),
-                            (Some(e), _) if v["window"]["open"].as_bool() == Some(true) => format!(
-                                "{e:5.1} s since injection · KEY-FRAME WINDOW: hold still ({} frames kept)",
-                                v["window"]["frames_kept"]
-                            ),
-                            (Some(e), _) => format!("{e:5.1} s since injection"),
-                        };
-                        bar.set_message(msg);
-                    } else if topic.ends_with("/result") {
-                        let exam = v["exam_id"].as_str().unwrap_or_default().to_string();
-                        let index = exam_ids.iter().position(|e| *e == exam);
-                        let lesion = index
-                            .and_then(|i| spec.exam(i as u64))
-                            .map(|c| c.kind)
-                            .unwrap_or(LesionKind::Pdac);
-                        let r = DemoExam {
-                            exam_id: exam.clone(),
-                            lesion,
-                            result_id: v["result_id"].as_str().unwrap_or_default().to_string(),
-                            score: v["score"].as_f64().map(|s| s as f32),
-                            label: v["label"].as_str().map(str::to_string),
-                            reason: v["reason"].as_str().map(str::to_string),
-                            heatmap_bytes: heatmaps.get(&exam).copied().unwrap_or(0),
-                        };
-                        let spread = &v["spread"];
-                        say(out, format!(
-                            "RESULT exam {exam} ({}-like): {} — {} frames scored, {:.3}–{:.3}{}",
-                            kind_name(lesion),
-                            crate::publish::messages::score_text(r.score, r.label.as_deref(), r.reason.as_deref()),
-                            spread["frames_scored"],
-                            spread["min"].as_f64().unwrap_or(f64::NAN),
-                            spread["max"].as_f64().unwrap_or(f64::NAN),
-                            v["warnings"]
-                                .as_array()
-                                .filter(|w| !w.is_empty())
-                                .map(|w| format!("; warnings: {}", w.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; ")))
-                                .unwrap_or_default()
-                        ));
-                        results.insert(exam, r);
-                    }
-                    let complete = results.len() >= wanted
-                        && results
-                            .values()
-                            .all(|r| r.score.is_none() || r.heatmap_bytes > 0);
-                    if complete {
-                        return Ok::<(), DemoError>(());
+                    gate.open(awaiting as u64 + 1);
+                    awaiting += 1;
+                    shown_since = None;
+                }
+                if deadline.is_some_and(|d| Instant::now() > d) {
+                    let _ = client.try_disconnect();
+                    return Err(DemoError::Setup(format!(
+                        "the demo did not finish its {} exam(s) in time",
+                        options.exams.unwrap_or_default()
+                    )));
+                }
+                continue;
+            }
+            event = eventloop.poll() => event,
+        };
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                // The broker may still be starting; try again shortly.
+                log::debug!("display connection: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let publish = match event {
+            Event::Incoming(Packet::ConnAck(_)) => {
+                client
+                    .subscribe("ceus/demo/#", QoS::AtLeastOnce)
+                    .await
+                    .map_err(|e| DemoError::Setup(e.to_string()))?;
+                continue;
+            }
+            Event::Incoming(Packet::Publish(p)) => p,
+            _ => continue,
+        };
+        let topic = publish.topic.as_str();
+        if topic.ends_with("/heatmap") {
+            let exam = topic.split('/').nth(3).unwrap_or_default().to_string();
+            if !publish.payload.is_empty() {
+                seen.heatmaps.insert(exam.clone(), publish.payload.len());
+                if let Some(r) = seen.results.get_mut(&exam) {
+                    r.heatmap_bytes = publish.payload.len();
+                }
+            }
+        } else if let Ok(v) = serde_json::from_slice::<Value>(&publish.payload) {
+            if topic.ends_with("/status") {
+                seen.frames_received = v["frames"]["received"].as_u64().unwrap_or(0);
+                seen.frames_dropped = v["frames"]["dropped_by_source"].as_u64().unwrap_or(0)
+                    + v["frames"]["dropped_in_queue"].as_u64().unwrap_or(0);
+                if let (true, Some(id)) = (
+                    v["exam_running"].as_bool() == Some(true),
+                    v["exam_id"].as_str(),
+                ) {
+                    if !seen.exam_ids.iter().any(|e| e == id) {
+                        seen.exam_ids.push(id.to_string());
+                        last_phase = None;
+                        exam_started(&client, spec, seen.exam_ids.len() - 1, id, view).await?;
                     }
                 }
-                _ => {}
+            } else if topic.ends_with("/cmd/reply") {
+                if v["ok"].as_bool() != Some(true) {
+                    view.note(&format!("command {} refused: {}", v["id"], v["error"]));
+                }
+            } else if topic.ends_with("/timing") {
+                if let Some(clock) = clock_of(&v) {
+                    let exam = v["exam_id"].as_str().unwrap_or_default();
+                    if last_phase != Some(clock.phase) {
+                        last_phase = Some(clock.phase);
+                        view.event(&format!("exam {exam}: {}", view::clock_words(&clock)));
+                    }
+                    view.clock(&clock, seen.results.contains_key(exam));
+                }
+            } else if topic.ends_with("/result") {
+                let r = demo_exam(&v, &seen, spec);
+                view.result(&result_line(&r, &v));
+                seen.results.insert(r.exam_id.clone(), r);
             }
         }
-    };
-    let outcome = tokio::time::timeout(limit, work).await;
-    bar.finish_and_clear();
-    let _ = client.try_disconnect();
-    match outcome {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(DemoError::Setup(format!(
-                "the demo did not finish within {:.0} s",
-                limit.as_secs_f64()
-            )))
+        if shown_since.is_none() && seen.complete(awaiting) {
+            shown_since = Some(Instant::now());
         }
     }
-    let mut exams: Vec<DemoExam> = exam_ids
-        .iter()
-        .filter_map(|id| results.get(id).cloned())
-        .collect();
-    exams.truncate(wanted);
-    Ok(exams)
+    let _ = client.try_disconnect();
+    Ok(seen)
 }
 
-fn kind_name(k: LesionKind) -> String {
-    k.as_str().to_uppercase()
+/// A new exam: says so and, like the sonographer, draws the ROI on the lesion.
+async fn exam_started(
+    client: &AsyncClient,
+    spec: &SessionSpec,
+    index: usize,
+    id: &str,
+    view: &mut View,
+) -> Result<(), DemoError> {
+    let Some(exam) = spec.exam(index as u64) else {
+        return Ok(());
+    };
+    let truth = SyntheticScanner::new(exam, Pacing::AsFastAsPossible)
+        .map_err(DemoError::Setup)?
+        .truth()
+        .clone();
+    let roi = truth.lesion_ceus;
+    view.exam(&format!(
+        "exam {id} ({} lesion); the operator drew the ROI: {}×{} at {},{}",
+        truth.kind, roi.width, roi.height, roi.x, roi.y
+    ));
+    let command = serde_json::json!({
+        "id": format!("roi-{index}"),
+        "command": "set_roi",
+        "exam_id": id,
+        "roi": roi,
+    });
+    client
+        .publish(
+            "ceus/demo/cmd",
+            QoS::AtLeastOnce,
+            false,
+            command.to_string(),
+        )
+        .await
+        .map_err(|e| DemoError::Setup(e.to_string()))
+}
+
+/// A timing message as the view needs it.
+fn clock_of(v: &Value) -> Option<Clock> {
+    let f = |v: &Value| v.as_f64();
+    Some(Clock {
+        phase: serde_json::from_value(v["phase"].clone()).ok()?,
+        elapsed_s: f(&v["elapsed_s"]),
+        source: serde_json::from_value(v["clock_source"].clone()).ok(),
+        estimated: v["estimated"].as_bool().unwrap_or(false),
+        countdown_s: f(&v["window"]["countdown_s"]),
+        window_open: v["window"]["open"].as_bool().unwrap_or(false),
+        frames_kept: v["window"]["frames_kept"].as_u64().unwrap_or(0),
+        bands: Bands {
+            vascular_end_s: f(&v["phases"]["vascular_end_s"])?,
+            pancreatic_end_s: f(&v["phases"]["pancreatic_end_s"])?,
+            delayed_end_s: f(&v["phases"]["delayed_end_s"])?,
+            window_start_s: f(&v["window"]["start_s"])?,
+            window_end_s: f(&v["window"]["end_s"])?,
+        },
+    })
+}
+
+fn demo_exam(v: &Value, seen: &Followed, spec: &SessionSpec) -> DemoExam {
+    let exam = v["exam_id"].as_str().unwrap_or_default().to_string();
+    let lesion = seen
+        .exam_ids
+        .iter()
+        .position(|e| *e == exam)
+        .and_then(|i| spec.exam(i as u64))
+        .map(|c| c.kind)
+        .unwrap_or(LesionKind::Pdac);
+    DemoExam {
+        latency_ms: v["window_to_result_ms"].as_u64(),
+        heatmap_bytes: seen.heatmaps.get(&exam).copied().unwrap_or(0),
+        exam_id: exam,
+        lesion,
+        result_id: v["result_id"].as_str().unwrap_or_default().to_string(),
+        score: v["score"].as_f64().map(|s| s as f32),
+        label: v["label"].as_str().map(str::to_string),
+        reason: v["reason"].as_str().map(str::to_string),
+    }
+}
+
+/// "exam … (PDAC-like lesion): P(PDAC) 0.912 → PDAC; 8 frames 0.903–0.925; 1.4 s after the
+/// window; warnings: …"
+fn result_line(r: &DemoExam, v: &Value) -> String {
+    let spread = &v["spread"];
+    let mut line = format!(
+        "exam {} ({} lesion): {}",
+        r.exam_id,
+        r.lesion,
+        crate::publish::messages::score_text(r.score, r.label.as_deref(), r.reason.as_deref())
+    );
+    if let (Some(n), Some(lo), Some(hi)) = (
+        spread["frames_scored"].as_u64(),
+        spread["min"].as_f64(),
+        spread["max"].as_f64(),
+    ) {
+        line += &format!("; {n} frames {lo:.3}–{hi:.3}");
+    }
+    if let Some(ms) = r.latency_ms {
+        line += &format!("; {:.1} s after the window closed", ms as f64 / 1000.0);
+    }
+    let warnings: Vec<&str> = v["warnings"]
+        .as_array()
+        .map(|w| w.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !warnings.is_empty() {
+        line += &format!("; warnings: {}", warnings.join("; "));
+    }
+    line
 }

@@ -252,6 +252,11 @@ pub fn read_model(path: &Path, expected_hash: Option<&str>) -> Result<ModelFile,
         path: path.to_path_buf(),
         reason: what,
     };
+    if path.is_dir() {
+        return Err(ModelError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
     let file = File::open(path).map_err(io)?;
     let file_bytes = file.metadata().map_err(io)?.len();
     let mut reader = BufReader::new(file);

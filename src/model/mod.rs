@@ -34,6 +34,10 @@ pub enum ModelError {
     },
     #[error("model file {path} is corrupt or truncated: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "{path} is a directory, not a model file: give the path of a .gguf file (or \"demo\")"
+    )]
+    NotAFile { path: PathBuf },
     #[error("model file {path} has content hash {found}, but {expected} is configured")]
     HashMismatch {
         path: PathBuf,

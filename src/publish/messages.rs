@@ -268,6 +268,8 @@ pub struct ResultMessage {
     pub model: ModelInfo,
     /// The heatmap published with this result, when there is one.
     pub heatmap: Option<HeatmapInfo>,
+    /// Wall-clock ms from the window's close (or the rescore command) to the result.
+    pub window_to_result_ms: Option<u64>,
     pub time_ms: u64,
 }
 
@@ -334,6 +336,7 @@ impl ResultMessage {
             warnings: r.warnings.clone(),
             model,
             heatmap,
+            window_to_result_ms: None,
             time_ms: unix_ms(),
         }
     }
@@ -374,6 +377,7 @@ impl ResultMessage {
             warnings: Vec::new(),
             model,
             heatmap: None,
+            window_to_result_ms: None,
             time_ms: unix_ms(),
         }
     }

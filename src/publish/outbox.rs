@@ -188,6 +188,37 @@ impl Outbox {
         Ok(n == 1)
     }
 
+    /// Messages waiting in the outbox at `path`, read without writing anything (for `ceusd
+    /// check`, which must not create or change the service's files).
+    pub fn count_read_only(path: &Path) -> Result<usize, OutboxError> {
+        let db = |source| OutboxError::Database {
+            path: path.to_path_buf(),
+            source,
+        };
+        use rusqlite::OpenFlags;
+        let beside = |suffix: &str| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            PathBuf::from(p)
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // A WAL database read "read-only" still creates its -shm and -wal files when they are
+        // missing. Missing, the database is whole in its main file (the last writer closed it):
+        // read that file as immutable, creating nothing. Present (the service is running, or
+        // stopped without closing), read through them.
+        let conn = if beside("-wal").exists() || beside("-shm").exists() {
+            Connection::open_with_flags(path, flags)
+        } else {
+            let uri = format!("file:{}?immutable=1", uri_path(path));
+            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+        }
+        .map_err(db)?;
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+            .map_err(db)?;
+        Ok(n as usize)
+    }
+
     /// Messages waiting.
     pub fn len(&self) -> Result<usize, OutboxError> {
         let n: i64 = self
@@ -218,4 +249,19 @@ impl Outbox {
             .map(Option::flatten)
             .map_err(|e| self.db(e))
     }
+}
+
+/// `path` as the path part of an SQLite `file:` URI (RFC 3986 escapes for what would end it).
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        match b {
+            b'?' | b'#' | b'%' | b' ' | 0x80..=0xff | 0..=0x1f => {
+                out.push_str(&format!("%{b:02X}"))
+            }
+            _ => out.push(b as char),
+        }
+    }
+    out
 }

@@ -12,7 +12,7 @@
 
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClockSource {
     /// Contrast arrival detected in the CEUS pane, minus the transit delay.
@@ -27,6 +27,17 @@ pub enum ClockSource {
 impl ClockSource {
     pub fn estimated(self) -> bool {
         self == ClockSource::Automatic
+    }
+}
+
+/// In words, for people: "injection recorded by the scanner".
+impl std::fmt::Display for ClockSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClockSource::Automatic => "estimated from contrast arrival",
+            ClockSource::Recorded => "recorded by the scanner",
+            ClockSource::Manual => "marked by the operator",
+        })
     }
 }
 
@@ -84,7 +95,7 @@ impl ContrastClock {
         };
         if let Some(from) = self.injection {
             log::info!(
-                "contrast clock: {:?} injection at {:.2} s replaces {:?} at {:.2} s",
+                "contrast clock: injection at {1:.2} s ({0}) replaces {3:.2} s ({2})",
                 source,
                 at_s,
                 from.source,

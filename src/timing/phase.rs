@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::clock::{ClockSource, ContrastClock};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// No exam running.
@@ -17,6 +17,20 @@ pub enum Phase {
     Pancreatic,
     Delayed,
     Done,
+}
+
+/// In words, for people: "pancreatic phase".
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Idle => "no exam",
+            Phase::Baseline => "before the injection",
+            Phase::Vascular => "vascular phase",
+            Phase::Pancreatic => "pancreatic phase",
+            Phase::Delayed => "delayed phase",
+            Phase::Done => "exam over",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
