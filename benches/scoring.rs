@@ -472,6 +472,7 @@ fn window_latency() {
     println!(
         "\nwindow_latency: window close to result ({kept} kept frames of a 1280x720 exam; ms, median of 5)"
     );
+    let mut breakdown = Vec::new();
     println!("| model | quiet machine | beside a 60 frames/s synthetic scanner | ratio |");
     println!("| --- | --- | --- | --- |");
     for (name, model) in [("demo f32", &demo), ("demo int8", &demo_q8)] {
@@ -515,6 +516,33 @@ fn window_latency() {
             "| {name} | {quiet:.0} | {loaded:.0} | {:.2} |",
             loaded / quiet
         );
+        // Where the quiet time goes: the window's frames in one batch, then Grad-CAM on the
+        // key frame (its own forward and backward pass); the rest is the PNG and the message.
+        let roi = truth.lesion_ceus;
+        let timed = |f: &dyn Fn()| {
+            median_ms(
+                (0..5)
+                    .map(|_| {
+                        let t = Instant::now();
+                        f();
+                        t.elapsed().as_secs_f64() * 1000.0
+                    })
+                    .collect(),
+            )
+        };
+        let scores = timed(&|| {
+            black_box(exam.result(model, &roi).unwrap());
+        });
+        let heatmap = timed(&|| {
+            black_box(exam.key_frame_heatmap(model, &roi).unwrap());
+        });
+        breakdown.push(format!(
+            "{name}: {kept} frames scored {scores:.0} ms, key-frame Grad-CAM {heatmap:.0} ms, the rest (by difference) {:.0} ms",
+            quiet - scores - heatmap
+        ));
+    }
+    for line in breakdown {
+        println!("{line}");
     }
 }
 

@@ -410,15 +410,17 @@ impl SyntheticScanner {
 
     fn still_geometry(&self) -> &[Vec<PixelGeometry>; 2] {
         self.still_geometry.get_or_init(|| {
-            let panes = [(self.truth.bmode_pane, false), (self.truth.ceus_pane, true)];
-            panes.map(|(pane, ceus)| {
-                (0..pane.height)
-                    .into_par_iter()
-                    .flat_map_iter(|py| {
-                        (0..pane.width)
-                            .map(move |px| self.geometry(&pane, px, py, (0.0, 0.0), ceus))
-                    })
-                    .collect()
+            in_scanner_threads(|| {
+                let panes = [(self.truth.bmode_pane, false), (self.truth.ceus_pane, true)];
+                panes.map(|(pane, ceus)| {
+                    (0..pane.height)
+                        .into_par_iter()
+                        .flat_map_iter(|py| {
+                            (0..pane.width)
+                                .map(move |px| self.geometry(&pane, px, py, (0.0, 0.0), ceus))
+                        })
+                        .collect()
+                })
             })
         })
     }
@@ -434,45 +436,47 @@ impl SyntheticScanner {
         let still = (shift == (0.0, 0.0)).then(|| self.still_geometry());
         let pdac = self.config.kind == LesionKind::Pdac;
         let panes = [(self.truth.bmode_pane, false), (self.truth.ceus_pane, true)];
-        rgb.par_chunks_mut((w * 3) as usize)
-            .enumerate()
-            .for_each(|(y, row)| {
-                let y = y as u32;
-                for (k, (pane, ceus)) in panes.iter().enumerate() {
-                    if y < pane.y || y >= pane.y + pane.height {
-                        continue;
-                    }
-                    let py = y - pane.y;
-                    for px in 0..pane.width {
-                        let g = match still {
-                            Some(cache) => cache[k][(py * pane.width + px) as usize],
-                            None => self.geometry(pane, px, py, shift, *ceus),
-                        };
-                        let (lesion, depth) = (g.lesion, g.depth);
-                        // Speckle grains span about 2x2 pixels, as a real probe's do.
-                        let speckle = hash01(self.config.seed, index, px / 2, py / 2);
-                        // Rayleigh-like speckle: -ln(1 - s) has mean 1.
-                        let grain = (-(1.0 - speckle as f64).ln()).min(4.0);
-                        let value = if !ceus {
-                            let tissue = 95.0 * depth * (1.0 - 0.55 * lesion);
-                            tissue * grain
-                        } else {
-                            let parenchyma = 170.0 * tic * depth;
-                            let inside = if pdac {
-                                // Hypo-enhancing with patches of high enhancement.
-                                parenchyma * (0.25 + 0.6 * g.patch)
-                            } else {
-                                parenchyma * 0.97
+        in_scanner_threads(|| {
+            rgb.par_chunks_mut((w * 3) as usize)
+                .enumerate()
+                .for_each(|(y, row)| {
+                    let y = y as u32;
+                    for (k, (pane, ceus)) in panes.iter().enumerate() {
+                        if y < pane.y || y >= pane.y + pane.height {
+                            continue;
+                        }
+                        let py = y - pane.y;
+                        for px in 0..pane.width {
+                            let g = match still {
+                                Some(cache) => cache[k][(py * pane.width + px) as usize],
+                                None => self.geometry(pane, px, py, shift, *ceus),
                             };
-                            let base = 6.0; // tissue signal the contrast mode does not fully cancel
-                            (base + parenchyma * (1.0 - lesion) + inside * lesion) * grain
-                        };
-                        let v = value.round().clamp(0.0, 255.0) as u8;
-                        let at = ((pane.x + px) * 3) as usize;
-                        row[at..at + 3].copy_from_slice(&[v, v, v]);
+                            let (lesion, depth) = (g.lesion, g.depth);
+                            // Speckle grains span about 2x2 pixels, as a real probe's do.
+                            let speckle = hash01(self.config.seed, index, px / 2, py / 2);
+                            // Rayleigh-like speckle: -ln(1 - s) has mean 1.
+                            let grain = (-(1.0 - speckle as f64).ln()).min(4.0);
+                            let value = if !ceus {
+                                let tissue = 95.0 * depth * (1.0 - 0.55 * lesion);
+                                tissue * grain
+                            } else {
+                                let parenchyma = 170.0 * tic * depth;
+                                let inside = if pdac {
+                                    // Hypo-enhancing with patches of high enhancement.
+                                    parenchyma * (0.25 + 0.6 * g.patch)
+                                } else {
+                                    parenchyma * 0.97
+                                };
+                                let base = 6.0; // tissue signal the contrast mode does not fully cancel
+                                (base + parenchyma * (1.0 - lesion) + inside * lesion) * grain
+                            };
+                            let v = value.round().clamp(0.0, 255.0) as u8;
+                            let at = ((pane.x + px) * 3) as usize;
+                            row[at..at + 3].copy_from_slice(&[v, v, v]);
+                        }
                     }
-                }
-            });
+                })
+        });
         self.draw_overlays(&mut rgb, t);
         rgb
     }
@@ -756,4 +760,32 @@ pub fn parse_spec(spec: &str) -> Result<SyntheticConfig, String> {
     }
     c.validate()?;
     Ok(c)
+}
+
+/// Runs `work` (rendering) on the synthetic scanner's own threads, at the lowest CPU priority.
+/// The simulator stands for the scanner, another machine: its rendering must not take the
+/// cart's cores from the daemon's work (scoring a window while frames keep coming), so it runs
+/// apart from the global pool the network uses and yields to it. When the daemon is idle it
+/// still has both cores; when it falls behind, its pacer delivers the late frames at once.
+fn in_scanner_threads<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("scanner-{i}"))
+            .start_handler(|_| {
+                // SAFETY: setpriority on the calling thread (tid from gettid) has no memory
+                // effects; lowering one's own priority needs no privilege. A failure only
+                // leaves the thread at normal priority.
+                unsafe {
+                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                    libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+                }
+            })
+            .build()
+            .ok()
+    });
+    match pool {
+        Some(pool) => pool.install(work),
+        None => work(),
+    }
 }

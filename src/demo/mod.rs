@@ -274,6 +274,7 @@ pub fn run(options: DemoOptions, out: &mut dyn std::io::Write) -> Result<DemoSum
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("ceusd-demo-{}", std::process::id())));
     let uri = source_uri(&options);
+    let model_path = int8_demo_model(&state_dir)?;
     let text = format!(
         r#"
 [device]
@@ -282,7 +283,7 @@ id = "demo"
 uri = "{uri}"
 speed = {speed}
 [model]
-path = "demo"
+path = "{model}"
 [mqtt]
 broker = "{broker}"
 [exam]
@@ -294,6 +295,7 @@ enabled = true
 "#,
         speed = options.speed,
         state = state_dir.display().to_string().replace('\\', "\\\\"),
+        model = model_path.display().to_string().replace('\\', "\\\\"),
     );
     let config = Config::parse(&text, std::path::Path::new("<demo>"))
         .map_err(|e| DemoError::Setup(e.to_string()))?;
@@ -314,7 +316,7 @@ enabled = true
         None => "exams until Ctrl-C".to_string(),
     };
     let header = format!(
-        "ceusd demo — NOT FOR CLINICAL USE — device demo, demo model {}, synthetic scanner ({exams})",
+        "ceusd demo — NOT FOR CLINICAL USE — device demo, demo model (int8) {}, synthetic scanner ({exams})",
         model.identity.content_hash
     );
     let topics = format!(
@@ -404,6 +406,28 @@ enabled = true
             interrupted: f.interrupted,
         })
     })
+}
+
+/// The embedded demo model as a cart runs a model: quantized to int8 (what `ceusd model
+/// export-demo` then `ceusd model quantize --to q8` write), in the demo's state directory.
+/// Scoring a window takes about a third of the f32 model's time (docs/performance.md), which
+/// keeps the result within seconds of the window's close while the synthetic scanner renders
+/// its frames on the same two cores.
+fn int8_demo_model(state_dir: &std::path::Path) -> Result<PathBuf, DemoError> {
+    use crate::model::convert::{quantize_model, Target};
+    use crate::model::file::{write_model, StoredType};
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| DemoError::Setup(format!("{}: {e}", state_dir.display())))?;
+    let (f32_path, int8_path) = (
+        state_dir.join("demo-f32.gguf"),
+        state_dir.join("demo-int8.gguf"),
+    );
+    let (meta, tensors, _) = crate::train::demo::demo_tensors()?;
+    write_model(&f32_path, &meta, tensors, StoredType::F32)?;
+    // A fixed creation time: the same demo model gives the same file, run after run.
+    quantize_model(&f32_path, Target::Q8, &int8_path, "1970-01-01T00:00:00Z")?;
+    let _ = std::fs::remove_file(&f32_path);
+    Ok(int8_path)
 }
 
 /// Ctrl-C and SIGTERM, caught from the start so that either ends the demo in order.
