@@ -8,6 +8,11 @@
 #                             contract; CEUSD_CROSS_FULL=1 adds the network's and the model
 #                             files' tests)
 #   cross/build.sh --deb      also packages it: target/debian/ceusd_<version>_arm64.deb
+#   cross/build.sh --build-only
+#                             only compiles the binary and the aarch64 test binaries (CI runs
+#                             this beside the x86_64 tests, then --test --deb on what it built)
+#
+# CARGO_TARGET_DIR, when set, holds the build (and the package) instead of target/.
 #
 # Needs: rustup target add aarch64-unknown-linux-gnu; apt-get install gcc-aarch64-linux-gnu
 # libc6-dev-arm64-cross qemu-user; cargo install cargo-deb (for --deb).
@@ -27,16 +32,33 @@ MAX_GLIBC=2.34
 
 run_tests=0
 make_deb=0
+build_only=0
 for arg in "$@"; do
     case "$arg" in
         --test) run_tests=1 ;;
         --deb) make_deb=1 ;;
-        *) echo "usage: cross/build.sh [--test] [--deb]" >&2; exit 2 ;;
+        --build-only) build_only=1 ;;
+        *) echo "usage: cross/build.sh [--test] [--deb] [--build-only]" >&2; exit 2 ;;
     esac
 done
+target_dir="${CARGO_TARGET_DIR:-target}"
+
+# The aarch64 tests that need no other program (see --test below).
+tests=(--test demo_model --test pixel_formats --test layout --test commands
+    --test dicom_decode --test replay --test asyncapi)
+skip=(--skip the_demo_model_separates_held_out_synthetic_exams)
+if [ "${CEUSD_CROSS_FULL:-0}" = 1 ]; then
+    tests+=(--test network --test model_file)
+    skip=()
+fi
 
 cargo build --locked --release --target "$TARGET" --bin ceusd
-bin="target/$TARGET/release/ceusd"
+if [ "$build_only" = 1 ]; then
+    cargo test --locked --release --target "$TARGET" --lib "${tests[@]}" --no-run
+    cargo test --locked --release --target "$TARGET" -p v4l2-sys-mit --lib --no-run
+    exit 0
+fi
+bin="$target_dir/$TARGET/release/ceusd"
 file "$bin" 2>/dev/null || true
 
 needed=$(aarch64-linux-gnu-objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
@@ -59,13 +81,6 @@ if [ "$run_tests" = 1 ]; then
     # the network's tests (Grad-CAM against autograd, the im2col engine against candle's conv2d;
     # over 4 minutes), the model files' (int8 and f16 files on both engines; about 3 minutes)
     # and the demo model's held-out AUC (about 7 minutes, 50 forward passes).
-    tests=(--test demo_model --test pixel_formats --test layout --test commands
-        --test dicom_decode --test replay --test asyncapi)
-    skip=(--skip the_demo_model_separates_held_out_synthetic_exams)
-    if [ "${CEUSD_CROSS_FULL:-0}" = 1 ]; then
-        tests+=(--test network --test model_file)
-        skip=()
-    fi
     cargo test --locked --release --target "$TARGET" --lib "${tests[@]}" -- "${skip[@]}"
     # The committed V4L2 bindings' layouts, as the arm64 compiler lays them out.
     cargo test --locked --release --target "$TARGET" -p v4l2-sys-mit --lib --quiet
