@@ -762,25 +762,16 @@ pub fn parse_spec(spec: &str) -> Result<SyntheticConfig, String> {
     Ok(c)
 }
 
-/// Runs `work` (rendering) on the synthetic scanner's own threads, at the lowest CPU priority.
-/// The simulator stands for the scanner, another machine: its rendering must not take the
-/// cart's cores from the daemon's work (scoring a window while frames keep coming), so it runs
-/// apart from the global pool the network uses and yields to it. When the daemon is idle it
-/// still has both cores; when it falls behind, its pacer delivers the late frames at once.
+/// Runs `work` (rendering) on the synthetic scanner's own threads. The simulator stands for the
+/// scanner, another machine: its rendering must not hold up the daemon's work (scoring a window
+/// while frames keep coming). On rayon's global pool, which the network's parallel sections
+/// also use, each of those sections queued behind frame rendering; on a pool of its own the
+/// scanner only shares the cores, as the kernel shares them between any two programs.
 fn in_scanner_threads<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
     let pool = POOL.get_or_init(|| {
         rayon::ThreadPoolBuilder::new()
             .thread_name(|i| format!("scanner-{i}"))
-            .start_handler(|_| {
-                // SAFETY: setpriority on the calling thread (tid from gettid) has no memory
-                // effects; lowering one's own priority needs no privilege. A failure only
-                // leaves the thread at normal priority.
-                unsafe {
-                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-                    libc::setpriority(libc::PRIO_PROCESS, tid, 19);
-                }
-            })
             .build()
             .ok()
     });

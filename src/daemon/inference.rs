@@ -206,7 +206,7 @@ pub fn score_job(
             None,
         );
     };
-    let result = match exam.result(&model, &roi) {
+    let result = match exam.result(model, &roi) {
         Ok(r) => r,
         Err(e) => {
             log::error!("exam {}: scoring failed: {e}", job.exam_id);
@@ -216,7 +216,7 @@ pub fn score_job(
     let mut heatmap = None;
     let mut info = None;
     if result.score.is_some() {
-        match exam.key_frame_heatmap(&model, &roi) {
+        match exam.key_frame_heatmap(model, &roi) {
             Ok(Some(rgb)) => match heatmap_png(&rgb, &job.result_id) {
                 Ok(png) => {
                     info = Some(HeatmapInfo {
