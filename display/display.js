@@ -581,7 +581,12 @@
     for (const b of document.querySelectorAll(".controls button")) b.disabled = !canSend;
     $("send-roi").disabled = !(canSend && state.draft);
     $("rescore").disabled = !canSend;
-    $("roi-draft").textContent = state.draft ? "drawn: " + roiText(state.draft) : "no ROI drawn";
+    // The rectangle drawn and not yet sent, else the exam's ROI as the preview shows it.
+    const p = state.preview;
+    const current = p && p.roi && p.exam_id === state.examId ? p.roi : null;
+    $("roi-draft").textContent = state.draft
+      ? "drawn: " + roiText(state.draft)
+      : current ? "ROI: " + roiText(current) : "no ROI set";
   }
 
   function renderTiming(now, shown) {
@@ -723,13 +728,13 @@
       : "";
     $("result-score").textContent = scored ? "P(" + r.positive_class + ") = " + r.score.toFixed(2) : "";
     $("result-threshold").textContent = "threshold " + r.threshold.toFixed(2);
-    drawScoreBar(scored ? r.score : null, r.threshold, r.positive_class);
+    drawScoreBar(scored ? r.score : null, r.threshold, r.positive_class, scored ? r.label : null);
     const sp = r.spread || {};
     $("result-spread").textContent = sp.frames_scored > 0
       ? sp.frames_scored + " key frame" + (sp.frames_scored > 1 ? "s" : "") + " scored: median " +
         fmt(sp.median, 2) + ", range " + fmt(sp.min, 2) + "–" + fmt(sp.max, 2)
       : "";
-    $("result-roi").textContent = r.roi ? "ROI " + roiText(r.roi) : "";
+    $("result-roi").textContent = r.roi ? "ROI: " + roiText(r.roi) : "";
     $("result-roi").dataset.roi = r.roi ? JSON.stringify(r.roi) : "";
     $("result-reason").textContent = r.reason ? "No score: " + r.reason : "";
     const warnings = $("result-warnings");
@@ -753,12 +758,20 @@
     }
   }
 
-  function drawScoreBar(score, threshold, positive) {
+  // The score's bar takes the colour of its side of the threshold, and says which side in words.
+  function drawScoreBar(score, threshold, positive, label) {
     const bar = $("score-bar");
     bar.textContent = "";
     bar.appendChild(svgEl("rect", { x: 0, y: 8, width: 1000, height: 24, fill: "#333" }));
     if (score !== null) {
-      bar.appendChild(svgEl("rect", { x: 0, y: 8, width: score * 1000, height: 24, fill: "#bbb" }));
+      const above = score >= threshold;
+      bar.dataset.side = above ? "above" : "below";
+      bar.appendChild(svgEl("rect", { x: 0, y: 8, width: score * 1000, height: 24,
+        fill: above ? "#e2574c" : "#4c8de2" }));
+      bar.appendChild(svgEl("text", { x: 500, y: 28, "text-anchor": "middle" },
+        (above ? "at or above" : "below") + " the threshold: " + label));
+    } else {
+      delete bar.dataset.side;
     }
     bar.appendChild(svgEl("rect", { x: threshold * 1000 - 3, y: 0, width: 6, height: 40, fill: "#ffd400" }));
     bar.appendChild(svgEl("text", { x: 6, y: 28 }, "0"));

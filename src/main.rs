@@ -961,7 +961,8 @@ fn run_service(a: RunArgs) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let mut out = std::io::stdout().lock();
+    // Not locked for the whole command: the demo's live view draws on stdout from other threads.
+    let mut out = std::io::stdout();
     match cli.command {
         Command::Run(a) => run_service(a)?,
         Command::Check(a) => {

@@ -126,6 +126,15 @@ fn the_demo_serves_the_display() {
     );
     assert_eq!(summary["page_errors"], json!([]), "errors in the page");
     assert_eq!(summary["demo_result"]["label"], "PDAC");
+    // The score bar says its side of the threshold; the ROI is said in words.
+    assert_eq!(summary["demo_result"]["side"], "above");
+    assert!(
+        summary["demo_result"]["roiText"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("ROI: ") && t.contains('×') && t.contains(" at ")),
+        "{}",
+        summary["demo_result"]
+    );
     assert_eq!(
         summary["demo_result"]["heatmapFor"],
         summary["demo_result"]["id"]
@@ -249,6 +258,8 @@ fn the_display_follows_two_exams_in_a_browser() {
     assert_eq!(summary["result_a2"]["heatmapFor"], a2["result_id"]);
     let b1 = expect(exam_b, 1, "CP", "roi_b");
     assert_eq!(summary["result_b1"]["heatmapFor"], b1["result_id"]);
+    assert_eq!(summary["result_a1"]["side"], "above");
+    assert_eq!(summary["result_b1"]["side"], "below");
 
     // The previews the page drew on match the contract.
     let preview_messages: Vec<_> = received

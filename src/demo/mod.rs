@@ -315,9 +315,11 @@ enabled = true
         Some(n) => format!("{n} exam(s)"),
         None => "exams until Ctrl-C".to_string(),
     };
+    // The hash's first 12 digits name the model here; the service's log has it whole.
+    let hash = &model.identity.content_hash;
     let header = format!(
-        "ceusd demo — NOT FOR CLINICAL USE — device demo, demo model (int8) {}, synthetic scanner ({exams})",
-        model.identity.content_hash
+        "ceusd demo — NOT FOR CLINICAL USE — device demo, demo model (int8) {}…, synthetic scanner ({exams})",
+        &hash[..hash.len().min("sha256:".len() + 12)]
     );
     let topics = format!(
         "mosquitto_sub -h {} -p {} -t 'ceus/demo/#' -v",

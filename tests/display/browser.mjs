@@ -127,6 +127,8 @@ const currentResult = () => page.$eval("#result", (e) => ({
   id: e.dataset.resultId || null,
   label: document.getElementById("result-label").textContent,
   roi: document.getElementById("result-roi").dataset.roi || null,
+  roiText: document.getElementById("result-roi").textContent,
+  side: document.getElementById("score-bar").dataset.side || null,
   heatmapFor: document.getElementById("heatmap").dataset.resultId || null,
   heatmapLoaded: (() => { const i = document.getElementById("heatmap"); return !i.hidden && i.complete && i.naturalWidth > 0; })(),
 }));
