@@ -254,3 +254,46 @@ fn a_signal_stops_the_demo_in_order() {
         assert_eq!(status[0].json()["online"], false, "{:?}", status[0].json());
     }
 }
+
+/// On a terminal (a pseudo-terminal from `script`), the live view: the fixed lines are drawn
+/// while log lines scroll, the exam's result lands on its line, and the demo ends on its own.
+#[test]
+fn the_live_view_draws_on_a_terminal() {
+    let _heavy = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} demo --exams 1 --speed 8 --no-web --port {} --state-dir {}",
+        env!("CARGO_BIN_EXE_ceusd"),
+        free_port(),
+        dir.path().join("state").display()
+    );
+    // A view that blocks the daemon (it once did: stdout held locked) hangs; `timeout` ends it.
+    let out = Command::new("timeout")
+        .args([
+            "300",
+            "script",
+            "--quiet",
+            "--return",
+            "--command",
+            &command,
+            "/dev/null",
+        ])
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) runs a command on a pseudo-terminal");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}\n{screen}", out.status);
+    for drawn in [
+        "NOT FOR CLINICAL USE",
+        "(PDAC-like lesion); the operator drew the ROI",
+        "since injection (recorded by the scanner)",
+        "hold the probe still in",
+        "last result: exam ",
+        "summary: 1 exam(s) started, 1 result(s)",
+    ] {
+        assert!(screen.contains(drawn), "'{drawn}' never drawn:\n{screen}");
+    }
+    // The log's lines were printed too (above the view), not lost.
+    assert!(screen.contains("ready: device demo"), "{screen}");
+}
