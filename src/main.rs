@@ -1424,20 +1424,28 @@ fn run(cli: Cli) -> Result<()> {
                     "architecture  {} (format {})",
                     md.architecture, md.format_version
                 )?;
+                let list = |v: &[f32]| {
+                    v.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
                 writeln!(
                     out,
-                    "input         {} channel(s), {}x{}, resize {}, mean {:?}, std {:?}",
+                    "input         {} channel(s), {}x{}, resize {}, mean {}, std {}",
                     md.input_channels,
                     md.input_size,
                     md.input_size,
                     md.resize_filter.name(),
-                    md.mean,
-                    md.std
+                    list(&md.mean),
+                    list(&md.std)
                 )?;
                 writeln!(
                     out,
-                    "classes       {:?}, positive {}, threshold {}",
-                    md.classes, md.positive_class, md.threshold
+                    "classes       {}; positive {}, threshold {}",
+                    md.classes.join(", "),
+                    md.positive_class,
+                    md.threshold
                 )?;
                 writeln!(
                     out,
@@ -1447,9 +1455,13 @@ fn run(cli: Cli) -> Result<()> {
                 )?;
                 writeln!(
                     out,
-                    "parameters    {params} in {} tensors; stored as {:?}",
+                    "parameters    {params} in {} tensors; stored as {}",
                     m.tensors.len(),
                     type_counts
+                        .iter()
+                        .map(|(t, n)| format!("{n} {t}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )?;
                 writeln!(
                     out,
