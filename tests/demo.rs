@@ -172,6 +172,13 @@ fn each_result_stays_current_for_the_promised_time_on_a_loaded_machine() {
             })
             .unwrap_or_else(|| panic!("no result for exam {exam}\n{stderr}"));
         assert!(result.json()["score"].is_number(), "{:?}", result.json());
+        // The demo runs the int8 form of the demo model, and its results say so.
+        assert_eq!(
+            result.json()["model"]["quantization"],
+            "int8 dynamic",
+            "{:?}",
+            result.json()
+        );
         assert!(
             result.json()["window_to_result_ms"].is_u64(),
             "{:?}",

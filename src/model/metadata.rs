@@ -110,6 +110,18 @@ impl WeightFormat {
         }
     }
 
+    /// The arithmetic of the convolutions, as a display and the result messages say it:
+    /// "f32", "f16", "int8 dynamic" or "int8 static" (activation scales found at run time or
+    /// calibrated into the file).
+    pub fn quantization(self) -> &'static str {
+        match self {
+            WeightFormat::Torchvision => "f32",
+            WeightFormat::FoldedF16 => "f16",
+            WeightFormat::FoldedInt8Dynamic => "int8 dynamic",
+            WeightFormat::FoldedInt8Static => "int8 static",
+        }
+    }
+
     /// Whether convolution weights are stored as int8 (`Q8_0`).
     pub fn is_int8(self) -> bool {
         matches!(

@@ -94,7 +94,7 @@ impl ModelInfo {
         Self {
             name: model.identity.name.clone(),
             hash: model.identity.content_hash.clone(),
-            quantization: "f32".into(),
+            quantization: model.metadata.weight_format.quantization().into(),
             trained: model.identity.trained,
             intended_use: model.identity.intended_use.clone(),
             not_for_clinical_use: !model.identity.trained
