@@ -127,7 +127,9 @@ fn check_source(config: &Config, timeout: Duration) -> CheckLine {
         },
         // A capture device that cannot be opened is reported by its reconnecting source as
         // no signal: say that it could not be opened, not that it was.
-        Ok(Ok(SourceEvent::NoSignal { reason })) if reason.starts_with("cannot open") => {
+        Ok(Ok(SourceEvent::NoSignal { reason }))
+            if reason.starts_with(crate::capture::reconnect::CANNOT_OPEN) =>
+        {
             fail(format!("{described}: {reason}"))
         }
         Ok(Ok(SourceEvent::NoSignal { reason })) => {

@@ -9,6 +9,10 @@ use super::frame::Frame;
 use super::source::{FrameSource, SourceEvent};
 use super::InputError;
 
+/// How a "no signal" reason starts when the device could not even be opened (`ceusd check`
+/// tells that apart from an open device without a picture).
+pub const CANNOT_OPEN: &str = "cannot open";
+
 /// A live device: opened, read frame by frame, closed by dropping.
 pub trait Device: Send {
     type Stream: Send;
@@ -109,7 +113,7 @@ impl<D: Device> FrameSource for Reconnecting<D> {
                     }
                     self.stream = Some(s);
                 }
-                Err(reason) => return Ok(self.lost(format!("cannot open: {reason}"))),
+                Err(reason) => return Ok(self.lost(format!("{CANNOT_OPEN}: {reason}"))),
             }
         }
         let Some(stream) = self.stream.as_mut() else {

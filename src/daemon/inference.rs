@@ -61,7 +61,8 @@ impl InferenceWorker {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             self.heart.busy();
-            let (mut message, heatmap) = self.score(&job);
+            let (mut message, heatmap) =
+                score_job(&self.model, &self.model_info, &self.topics, &job);
             message.window_to_result_ms = Some(job.requested.elapsed().as_millis() as u64);
             let stored = self.store(&message, heatmap);
             let _ = self.outbound.blocking_send(Outbound::OutboxChanged);
@@ -75,11 +76,6 @@ impl InferenceWorker {
             });
         }
         self.heart.finish();
-    }
-
-    /// The result message and its heatmap PNG.
-    pub fn score(&self, job: &ScoringJob) -> (ResultMessage, Option<Vec<u8>>) {
-        score_job(&self.model, &self.model_info, &self.topics, job)
     }
 
     /// Writes the result (and heatmap) to the outbox; retries while it is full, so a result
