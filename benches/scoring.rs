@@ -464,8 +464,7 @@ fn window_latency() {
     let files = SeededFiles::write();
     let q8_path = files.q8_path.with_file_name("demo-q8.gguf");
     let demo_path = files.f32_path.with_file_name("demo.gguf");
-    let (meta, tensors, _) = ceusd::train::demo::demo_tensors().unwrap();
-    write_model(&demo_path, &meta, tensors, StoredType::F32).unwrap();
+    ceusd::train::demo::write_demo_model(&demo_path).unwrap();
     quantize_model(&demo_path, Target::Q8, &q8_path, "1970-01-01T00:00:00Z").unwrap();
     let demo_q8 = DlrModel::load(&q8_path, None, &Device::Cpu).unwrap();
     let topics = Topics::new("ceus", "bench");

@@ -439,11 +439,10 @@ struct ImportArgs {
 /// The embedded demo model as `model inspect` shows a file: written to a scratch file exactly
 /// as `model export-demo` would write it, read back, and the scratch file removed.
 fn inspect_demo_model() -> Result<ceusd::model::file::ModelFile> {
-    let (meta, tensors, _) = ceusd::train::demo::demo_tensors()?;
     let scratch =
         std::env::temp_dir().join(format!("ceusd-inspect-demo-{}.gguf", std::process::id()));
-    let written = write_model(&scratch, &meta, tensors, StoredType::F32)
-        .and_then(|_| read_model(&scratch, None));
+    let written =
+        ceusd::train::demo::write_demo_model(&scratch).and_then(|_| read_model(&scratch, None));
     let _ = std::fs::remove_file(&scratch);
     let mut m = written?;
     m.path = PathBuf::from("demo (the embedded demo model)");
@@ -1046,11 +1045,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Model(ModelCommand::ExportDemo { out: path }) => {
-            let (meta, tensors, expected) = ceusd::train::demo::demo_tensors()?;
-            let hash = write_model(&path, &meta, tensors, StoredType::F32)?;
-            if hash != expected {
-                bail!("wrote the demo model with hash {hash}, expected {expected}");
-            }
+            let hash = ceusd::train::demo::write_demo_model(&path)?;
             writeln!(out, "wrote {} {hash}", path.display())?;
         }
         Command::Analyze(a) => {

@@ -417,15 +417,13 @@ enabled = true
 /// its frames on the same two cores.
 fn int8_demo_model(state_dir: &std::path::Path) -> Result<PathBuf, DemoError> {
     use crate::model::convert::{quantize_model, Target};
-    use crate::model::file::{write_model, StoredType};
     std::fs::create_dir_all(state_dir)
         .map_err(|e| DemoError::Setup(format!("{}: {e}", state_dir.display())))?;
     let (f32_path, int8_path) = (
         state_dir.join("demo-f32.gguf"),
         state_dir.join("demo-int8.gguf"),
     );
-    let (meta, tensors, _) = crate::train::demo::demo_tensors()?;
-    write_model(&f32_path, &meta, tensors, StoredType::F32)?;
+    crate::train::demo::write_demo_model(&f32_path)?;
     // A fixed creation time: the same demo model gives the same file, run after run.
     quantize_model(&f32_path, Target::Q8, &int8_path, "1970-01-01T00:00:00Z")?;
     let _ = std::fs::remove_file(&f32_path);

@@ -241,6 +241,21 @@ pub fn manifest() -> Result<DemoManifest, ModelError> {
         .map_err(|e| ModelError::Input(format!("the built-in demo manifest is unreadable: {e}")))
 }
 
+/// Writes the demo model as an f32 model file at `path` (what `ceusd model export-demo` writes)
+/// and returns its content hash, which must be the one the built-in manifest records.
+pub fn write_demo_model(path: &std::path::Path) -> Result<String, ModelError> {
+    let (meta, tensors, expected) = demo_tensors()?;
+    let hash = crate::model::file::write_model(path, &meta, tensors, StoredType::F32)?;
+    if hash != expected {
+        return Err(ModelError::HashMismatch {
+            path: path.to_path_buf(),
+            expected,
+            found: hash,
+        });
+    }
+    Ok(hash)
+}
+
 /// The demo model's metadata and tensors, checked against the built-in manifest's hash.
 pub fn demo_tensors() -> Result<(ModelMetadata, NamedTensors, String), ModelError> {
     let m = manifest()?;
