@@ -528,7 +528,7 @@ pub fn run_offline(
                     if let Some(at) = hint.marked_at_s {
                         e.mark_injection_at(t, t + at);
                     } else if let Some(offset) = recorded_offset {
-                        e.recorded_injection(t, t + offset);
+                        e.recorded_injection(t, offset);
                     }
                     exam = Some(e);
                 }

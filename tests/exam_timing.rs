@@ -3,8 +3,9 @@
 //! bad video; scores of a trained model; rescoring with a new ROI.
 
 use candle_core::Device;
-use ceusd::capture::source::Pacing;
+use ceusd::capture::source::{FrameSource, Pacing, SourceEvent};
 use ceusd::capture::synthetic::{GroundTruth, LesionKind, Span, SyntheticConfig, SyntheticScanner};
+use ceusd::capture::InputError;
 use ceusd::exam::{run_offline, Exam, ExamSettings, InjectionHint};
 use ceusd::layout::{Layout, Presets};
 use ceusd::model::DlrModel;
@@ -73,6 +74,84 @@ fn injection_from_a_mark_or_a_recorded_time_is_exact() {
     assert_eq!((i.at_s, i.source), (7.25, ClockSource::Manual));
     // The mark stays: the arrival detected later (recorded time ignored or not) is worse.
     assert_eq!(exam.clock.switches.len(), 1);
+}
+
+/// A source whose clock started long before the exam, as V4L2's monotonic timestamps do: the
+/// recorded injection is on that same clock, and the exam must read it so.
+struct LateClock {
+    inner: SyntheticScanner,
+    shift: std::time::Duration,
+}
+
+impl FrameSource for LateClock {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn next_event(&mut self) -> Result<SourceEvent, InputError> {
+        let mut event = self.inner.next_event()?;
+        if let SourceEvent::Frame(frame) = &mut event {
+            frame.timestamp += self.shift;
+        }
+        Ok(event)
+    }
+    fn injection_offset_s(&self) -> Option<f64> {
+        self.inner
+            .injection_offset_s()
+            .map(|at| at + self.shift.as_secs_f64())
+    }
+}
+
+#[test]
+fn a_recorded_injection_is_read_on_the_frames_own_clock_whatever_its_origin() {
+    let statuses = |shift_s: u64| {
+        let config = small(LesionKind::Pdac, 4, 6.5, 45.0);
+        let inner = SyntheticScanner::new(config, Pacing::AsFastAsPossible).unwrap();
+        let truth = inner.truth().clone();
+        let layout = Layout {
+            bmode: truth.bmode_pane,
+            ceus: truth.ceus_pane,
+        };
+        let mut source = LateClock {
+            inner,
+            shift: std::time::Duration::from_secs(shift_s),
+        };
+        let mut seen = Vec::new();
+        let exam = run_offline(
+            &mut source,
+            ExamSettings::default(),
+            Some(layout),
+            &Presets::default(),
+            InjectionHint::default(),
+            Some(truth.lesion_bmode),
+            |s| seen.push((s.phase, s.elapsed_s, s.in_window)),
+        )
+        .unwrap();
+        let injection = exam.clock.injection().unwrap();
+        assert_eq!(injection.source, ClockSource::Recorded);
+        assert!(
+            (injection.at_s - shift_s as f64 - truth.injection_s).abs() < 1e-6,
+            "injection at {} on a clock shifted by {shift_s} s; the scanner injected at {}",
+            injection.at_s,
+            truth.injection_s
+        );
+        seen
+    };
+    // A day of uptime before the exam, against a clock that starts at the first frame.
+    let from_zero = statuses(0);
+    let from_a_day = statuses(86_400);
+    assert_eq!(from_zero.len(), from_a_day.len());
+    for (i, (a, b)) in from_zero.iter().zip(&from_a_day).enumerate() {
+        assert_eq!((a.0, a.2), (b.0, b.2), "frame {i}: phase or window differ");
+        let (ea, eb) = (a.1.unwrap(), b.1.unwrap());
+        assert!(
+            (ea - eb).abs() < 1e-6,
+            "frame {i}: {ea} s vs {eb} s since injection"
+        );
+    }
+    assert!(
+        from_zero.iter().any(|s| s.2),
+        "the exam reached its key-frame window"
+    );
 }
 
 #[test]
@@ -290,7 +369,7 @@ fn a_clip_without_timing_gives_no_score() {
 /// Then a new ROI re-scores the kept frames without another pass over the video.
 #[test]
 fn a_trained_model_separates_whole_exams_and_rescoring_uses_the_kept_frames() {
-    let model = ceusd::train::demo::demo_model(&Device::Cpu).unwrap();
+    let model = ceusd::model::demo::demo_model(&Device::Cpu).unwrap();
     for (kind, seed) in [
         (LesionKind::Pdac, 6001),
         (LesionKind::Cp, 6001),
