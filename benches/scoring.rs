@@ -58,7 +58,7 @@ impl SeededFiles {
             StoredType::F32,
         )
         .unwrap();
-        quantize_model(&f32_path, Target::Q8, &q8_path, "1970-01-01T00:00:00Z").unwrap();
+        quantize_model(&f32_path, Target::Q8, &q8_path, None).unwrap();
         Self {
             _dir: dir,
             f32_path,
@@ -460,12 +460,12 @@ fn window_latency() {
     )
     .unwrap();
     let kept = exam.window.kept().len();
-    let demo = ceusd::train::demo::demo_model(&Device::Cpu).unwrap();
+    let demo = ceusd::model::demo::demo_model(&Device::Cpu).unwrap();
     let files = SeededFiles::write();
     let q8_path = files.q8_path.with_file_name("demo-q8.gguf");
     let demo_path = files.f32_path.with_file_name("demo.gguf");
-    ceusd::train::demo::write_demo_model(&demo_path).unwrap();
-    quantize_model(&demo_path, Target::Q8, &q8_path, "1970-01-01T00:00:00Z").unwrap();
+    ceusd::model::demo::write_demo_model(&demo_path).unwrap();
+    quantize_model(&demo_path, Target::Q8, &q8_path, None).unwrap();
     let demo_q8 = DlrModel::load(&q8_path, None, &Device::Cpu).unwrap();
     let topics = Topics::new("ceus", "bench");
     println!(

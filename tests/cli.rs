@@ -330,6 +330,74 @@ fn quantize_writes_an_int8_model_that_inspect_describes_and_analyze_uses() {
     assert!(!out.exists());
 }
 
+/// The same input quantized twice, even renamed and in another folder, gives the same bytes
+/// and content hash: a site can re-derive the hash it pinned. The file keeps its input's
+/// creation time, or takes SOURCE_DATE_EPOCH's when that is set.
+#[test]
+fn quantizing_twice_gives_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _) = init_model(dir.path());
+    let renamed = dir.path().join("renamed-input.gguf");
+    std::fs::copy(&m, &renamed).unwrap();
+    let quantize = |input: &Path, out: &Path, epoch: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ceusd"));
+        command.args(["model", "quantize"]).arg(input);
+        command.args(["--to", "q8", "--out"]).arg(out);
+        command
+            .env("RUST_LOG", "warn")
+            .env_remove("SOURCE_DATE_EPOCH");
+        if let Some(e) = epoch {
+            command.env("SOURCE_DATE_EPOCH", e);
+        }
+        command.output().expect("run ceusd")
+    };
+    let inspect = |path: &Path| -> serde_json::Value {
+        let json = ok(&ceusd(&[
+            "model",
+            "inspect",
+            path.to_str().unwrap(),
+            "--json",
+        ]));
+        serde_json::from_str(&json).unwrap()
+    };
+    std::fs::create_dir(dir.path().join("other")).unwrap();
+    let first = dir.path().join("first.gguf");
+    let second = dir.path().join("other/second.gguf");
+    ok(&quantize(&m, &first, None));
+    ok(&quantize(&renamed, &second, None));
+    assert!(
+        std::fs::read(&first).unwrap() == std::fs::read(&second).unwrap(),
+        "two quantizations of one input differ"
+    );
+    let (a, b) = (inspect(&first), inspect(&second));
+    assert_eq!(a["content_hash"], b["content_hash"]);
+    assert_eq!(
+        a["metadata"]["provenance"]["created"],
+        inspect(&m)["metadata"]["provenance"]["created"],
+        "a quantized file keeps its input's creation time"
+    );
+
+    let dated = dir.path().join("dated.gguf");
+    let dated_again = dir.path().join("dated-again.gguf");
+    ok(&quantize(&m, &dated, Some("86400")));
+    ok(&quantize(&m, &dated_again, Some("86400")));
+    let d = inspect(&dated);
+    assert_eq!(
+        d["metadata"]["provenance"]["created"],
+        "1970-01-02T00:00:00Z"
+    );
+    assert_eq!(d["content_hash"], inspect(&dated_again)["content_hash"]);
+    assert_ne!(d["content_hash"], a["content_hash"]);
+
+    let never = dir.path().join("never.gguf");
+    let err = fails(&quantize(&m, &never, Some("yesterday")));
+    assert!(
+        err.contains("SOURCE_DATE_EPOCH 'yesterday' is not a whole number of seconds"),
+        "{err}"
+    );
+    assert!(!never.exists());
+}
+
 /// Every user error is one line, said once, with no backtrace or panic even when
 /// RUST_BACKTRACE is set (as it is in many shells and CI images).
 fn one_line_error(args: &[&str]) -> String {

@@ -17,11 +17,12 @@ use ceusd::capture::synthetic::LesionKind;
 use ceusd::model::convert::{
     quantize_model, quantize_model_with, Calibration, Target, DEFAULT_PERCENTILE,
 };
+use ceusd::model::demo::demo_tensors;
 use ceusd::model::int8::ActivationScaling;
 use ceusd::model::preprocess::resize_gray;
 use ceusd::model::{write_model, DlrModel, StoredType};
 use ceusd::roi::Roi;
-use ceusd::train::demo::{demo_tensors, synthetic_roi, HELD_OUT_SEEDS};
+use ceusd::train::demo::{synthetic_roi, HELD_OUT_SEEDS};
 use image::GrayImage;
 use std::path::Path;
 
@@ -167,7 +168,13 @@ fn int8_scores_labels_and_heatmaps_agree_with_f32() {
     );
     let (meta, tensors, _) = demo_tensors().unwrap();
     write_model(&f32_path, &meta, tensors, StoredType::F32).unwrap();
-    quantize_model(&f32_path, Target::Q8, &q8_path, "2026-01-01T00:00:00Z").unwrap();
+    quantize_model(
+        &f32_path,
+        Target::Q8,
+        &q8_path,
+        Some("2026-01-01T00:00:00Z"),
+    )
+    .unwrap();
     let reference = DlrModel::load(&f32_path, None, &Device::Cpu).unwrap();
     let mut int8 = DlrModel::load(&q8_path, None, &Device::Cpu).unwrap();
     let (kernel, layers, bytes) = int8.network.int8_summary().expect("int8 layers");
@@ -209,7 +216,7 @@ fn int8_scores_labels_and_heatmaps_agree_with_f32() {
         Target::Q8,
         Some(&calibration),
         &static_path,
-        "2026-01-01T00:00:00Z",
+        Some("2026-01-01T00:00:00Z"),
     )
     .unwrap();
     assert_eq!(done.format, "folded-int8-static");
@@ -238,7 +245,7 @@ fn int8_scores_labels_and_heatmaps_agree_with_f32() {
             percentile,
         };
         let path = dir.path().join(format!("demo-q8-static-{percentile}.gguf"));
-        quantize_model_with(&f32_path, Target::Q8, Some(&c), &path, "2026").unwrap();
+        quantize_model_with(&f32_path, Target::Q8, Some(&c), &path, Some("2026")).unwrap();
         let model = DlrModel::load(&path, None, &Device::Cpu).unwrap();
         let a = compare(&names, &f32_run, &run(&model, &images));
         eprintln!(

@@ -228,8 +228,8 @@ fn quantized_files_say_what_they_hold_and_load_on_both_engines() {
         dir.path().join("m-f16.gguf"),
     );
     let original = write_seeded(&f32_path, 5, StoredType::F32);
-    let done = quantize_model(&f32_path, Target::Q8, &q8, "2026-01-01T00:00:00Z").unwrap();
-    quantize_model(&f32_path, Target::F16, &f16, "2026-01-01T00:00:00Z").unwrap();
+    let done = quantize_model(&f32_path, Target::Q8, &q8, Some("2026-01-01T00:00:00Z")).unwrap();
+    quantize_model(&f32_path, Target::F16, &f16, Some("2026-01-01T00:00:00Z")).unwrap();
 
     let m = read_model(&q8, Some(&done.content_hash)).unwrap();
     assert_eq!(m.metadata.weight_format, WeightFormat::FoldedInt8Dynamic);
@@ -249,7 +249,8 @@ fn quantized_files_say_what_they_hold_and_load_on_both_engines() {
     assert!(m16.int8.is_empty());
 
     // Quantizing a folded file again is refused, naming the key and what to do.
-    let again = quantize_model(&q8, Target::Q8, &dir.path().join("x.gguf"), "2026").unwrap_err();
+    let again =
+        quantize_model(&q8, Target::Q8, &dir.path().join("x.gguf"), Some("2026")).unwrap_err();
     assert!(
         again.to_string().contains("ceusd.weights.format"),
         "{again}"
@@ -316,8 +317,14 @@ fn calibrated_files_store_one_input_scale_per_int8_layer_and_refuse_bad_ones() {
         dir: images.clone(),
         percentile: 99.9,
     };
-    let done =
-        quantize_model_with(&f32_path, Target::Q8, Some(&calibration), &out, "2026").unwrap();
+    let done = quantize_model_with(
+        &f32_path,
+        Target::Q8,
+        Some(&calibration),
+        &out,
+        Some("2026"),
+    )
+    .unwrap();
     let report = done.calibration.as_ref().unwrap();
     assert_eq!((report.images, report.layers.len()), (4, 52));
     assert!(report
@@ -384,7 +391,7 @@ fn calibrated_files_store_one_input_scale_per_int8_layer_and_refuse_bad_ones() {
             dir: dir.to_path_buf(),
             percentile: 99.99,
         };
-        quantize_model_with(&f32_path, target, Some(&c), &never, "2026")
+        quantize_model_with(&f32_path, target, Some(&c), &never, Some("2026"))
             .unwrap_err()
             .to_string()
     };

@@ -135,12 +135,13 @@ fn f16_round_trip(t: &Tensor) -> Result<Vec<f32>, ModelError> {
 }
 
 /// Reads `input` (torchvision format), folds and quantizes it to `target`, and writes `output`
-/// atomically. `created` is the RFC 3339 time recorded in the new file's provenance.
+/// atomically. The new file keeps the input's creation time unless `created` (RFC 3339) is
+/// given: quantizing the same input twice gives the same bytes.
 pub fn quantize_model(
     input: &Path,
     target: Target,
     output: &Path,
-    created: &str,
+    created: Option<&str>,
 ) -> Result<Conversion, ModelError> {
     quantize_model_with(input, target, None, output, created)
 }
@@ -152,7 +153,7 @@ pub fn quantize_model_with(
     target: Target,
     calibration: Option<&Calibration>,
     output: &Path,
-    created: &str,
+    created: Option<&str>,
 ) -> Result<Conversion, ModelError> {
     if calibration.is_some() && target != Target::Q8 {
         return Err(ModelError::Input(format!(
@@ -288,7 +289,9 @@ pub fn quantize_model_with(
         }
         None => None,
     };
-    meta.provenance.created = created.to_string();
+    if let Some(created) = created {
+        meta.provenance.created = created.to_string();
+    }
     meta.provenance.software = format!("ceusd {}", env!("CARGO_PKG_VERSION"));
     let calibrated_on = calibrated
         .as_ref()
@@ -299,14 +302,12 @@ pub fn quantize_model_with(
             )
         })
         .unwrap_or_default();
+    // The input named by its content hash alone: its file name would make the same weights
+    // give a different file (and hash) when the input is renamed.
     meta.provenance.source = format!(
-        "{}; then `ceusd model quantize --to {}{calibrated_on}` of {} ({})",
+        "{}; then `ceusd model quantize --to {}{calibrated_on}` of {}",
         meta.provenance.source,
         target.name(),
-        input
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default(),
         file.content_hash
     );
     let content_hash = write_stored_model(output, &meta, stored)?;

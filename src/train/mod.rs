@@ -29,8 +29,7 @@ use crate::model::{DlrModel, ModelError, ModelIdentity};
 use data::{split_cases, Split, TrainCase};
 use head::{EpochRecord, FeatureSet, HeadTraining, HeadWeights};
 
-/// Tensors under the model file's (torchvision) names.
-pub type NamedTensors = Vec<(String, Tensor)>;
+pub use crate::model::NamedTensors;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -324,9 +323,10 @@ pub fn train(
         cfg.max_epochs,
         cfg.patience
     );
-    p.created = cfg.created.clone().unwrap_or_else(|| {
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-    });
+    p.created = match &cfg.created {
+        Some(created) => created.clone(),
+        None => crate::model::metadata::creation_time()?,
+    };
     p.software = format!("ceusd {}", env!("CARGO_PKG_VERSION"));
     if let Some(u) = &cfg.intended_use {
         p.intended_use = u.clone();
