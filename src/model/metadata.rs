@@ -122,6 +122,26 @@ impl WeightFormat {
         }
     }
 
+    /// What the format stores, in words, as `ceusd model inspect` says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            WeightFormat::Torchvision => "torchvision layout, each BatchNorm separate",
+            WeightFormat::FoldedF16 => {
+                "BatchNorm folded into each convolution; f16 weights, f32 biases"
+            }
+            WeightFormat::FoldedInt8Dynamic => {
+                "BatchNorm folded; convolutions int8 with one scale per output channel (Q8_0), \
+                 stem, biases and head f32; activations u8 with a scale per output pixel's \
+                 patch, found at run time"
+            }
+            WeightFormat::FoldedInt8Static => {
+                "BatchNorm folded; convolutions int8 with one scale per output channel (Q8_0), \
+                 stem, biases and head f32; activations u8 with one calibrated scale per \
+                 convolution input (<conv>.input_scale)"
+            }
+        }
+    }
+
     /// Whether convolution weights are stored as int8 (`Q8_0`).
     pub fn is_int8(self) -> bool {
         matches!(
@@ -162,7 +182,9 @@ pub struct Provenance {
     pub trained: bool,
     /// What the weights were trained on (cohort, scanners, dates), in words.
     pub training_data: String,
-    /// When this file was written (RFC 3339, UTC).
+    /// When these weights were made (RFC 3339, UTC): by training or import, or
+    /// `SOURCE_DATE_EPOCH` when set (see [`creation_time`]). A quantized or converted file keeps
+    /// its input's time, so the same input always gives the same bytes and content hash.
     pub created: String,
     /// The software that wrote this file.
     pub software: String,
@@ -170,6 +192,24 @@ pub struct Provenance {
     pub source: String,
     /// Intended use statement shown with every score, e.g. "not for clinical use".
     pub intended_use: String,
+}
+
+/// The creation time a newly made model file records: `SOURCE_DATE_EPOCH` (whole seconds since
+/// 1970, the reproducible-builds convention) when it is set, so that a site can re-derive a
+/// pinned content hash by making the file again; otherwise now.
+pub fn creation_time() -> Result<String, ModelError> {
+    let at = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(value) => {
+            let seconds: u64 = value.trim().parse().map_err(|_| {
+                ModelError::Input(format!(
+                    "SOURCE_DATE_EPOCH '{value}' is not a whole number of seconds since 1970"
+                ))
+            })?;
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)
+        }
+        Err(_) => std::time::SystemTime::now(),
+    };
+    Ok(humantime::format_rfc3339_seconds(at).to_string())
 }
 
 /// Everything a model file declares besides its tensors.

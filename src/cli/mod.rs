@@ -1,0 +1,203 @@
+//! The command line: the parser, its subcommands (one module each), and what they share:
+//! the one-line error, logging, model loading, progress bars and the overriding flags.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+
+use ceusd::model::file::StoredType;
+use ceusd::model::DlrModel;
+
+pub mod analyze;
+pub mod capture;
+pub mod check;
+pub mod demo;
+pub mod devices;
+pub mod eval;
+pub mod model;
+pub mod run;
+pub mod synth;
+pub mod train;
+
+/// The target of the binary's own log lines, whichever file under `src/cli/` logs them: the
+/// crate's name, as `RUST_LOG` filters and the log's readers know it (the library's lines are
+/// `ceusd::<module>`).
+pub const LOG_TARGET: &str = "ceusd";
+
+#[derive(Parser)]
+#[command(
+    name = "ceusd",
+    version,
+    about = "Contrast-enhanced ultrasound key-frame scoring (PDAC vs chronic pancreatitis)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Score one image or DICOM frame: P(PDAC), label, Grad-CAM heatmap.
+    Analyze(analyze::AnalyzeArgs),
+    /// Create, import and inspect model files.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
+    /// List video capture devices with their formats, sizes and frame rates.
+    Devices(devices::DevicesArgs),
+    /// Write a synthetic CEUS exam as a frame folder, with its ground truth beside it.
+    Synth(synth::SynthArgs),
+    /// Record a source to a frame folder (PNG frames + manifest.json) that `frames:DIR` replays.
+    Capture(capture::CaptureArgs),
+    /// The paper's statistics on a cohort: AUC with bootstrap CI, sensitivity and specificity,
+    /// Youden threshold, McNemar against readers; Markdown, JSON and a ROC plot.
+    Eval(eval::EvalArgs),
+    /// Fine-tune a model on labeled cases (cohort CSV or PDAC/ and CP/ folders): head only
+    /// (features cached) or the full network.
+    Train(train::TrainArgs),
+    /// The service: capture, exam timing, scoring, MQTT to the bedside (run by systemd).
+    Run(run::RunArgs),
+    /// Everything on this machine, no setup: embedded broker, synthetic scanner with a
+    /// PDAC-like and a CP-like exam, the demo model, and a live view in the terminal.
+    Demo(demo::DemoArgs),
+    /// Checks an installation: configuration, model and hash, capture source, state
+    /// directory, broker connection and permissions. Exit status 1 if any check fails.
+    Check(check::CheckArgs),
+}
+
+/// Flags that override the configuration file for one session.
+#[derive(Args)]
+pub struct OverrideArgs {
+    /// Frame source, e.g. v4l2:/dev/video0 or synthetic:pdac,cp?rounds=0.
+    #[arg(long)]
+    source: Option<String>,
+    /// MQTT broker, mqtt://host:port or mqtts://host:port.
+    #[arg(long)]
+    broker: Option<String>,
+    #[arg(long)]
+    device_id: Option<String>,
+    /// Model file (GGUF) or "demo".
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Replays and synthetic sources: time runs N times faster.
+    #[arg(long)]
+    speed: Option<f64>,
+}
+
+impl OverrideArgs {
+    pub fn overrides(&self) -> ceusd::config::Overrides {
+        ceusd::config::Overrides {
+            source: self.source.clone(),
+            broker: self.broker.clone(),
+            device_id: self.device_id.clone(),
+            model: self.model.clone(),
+            state_dir: self.state_dir.clone(),
+            speed: self.speed,
+        }
+    }
+}
+
+/// The command line, or exit: help and version as clap prints them, a usage error as one
+/// line (clap's message without the usage block) and exit status 2.
+pub fn parse_arguments() -> Cli {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let said: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            let _ = writeln!(std::io::stderr(), "{} (see --help)", said.join(" "));
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The error and its causes on one line, each said once: a cause whose text the line
+/// already holds (many error types repeat their source in their own message) is left out.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// Logs to stderr; under systemd (journald on stderr) each line carries its priority as
+/// `<N>` and no timestamp, which the journal adds itself.
+pub fn init_logging(live_view: bool) {
+    let mut builder =
+        // The embedded demo broker logs every packet; only its warnings matter here.
+        env_logger::Builder::from_env(
+            env_logger::Env::default().default_filter_or("info,rumqttd=off,tracing=off"),
+        );
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.format(|buf, record| {
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(buf, "<{priority}>{}", record.args())
+        });
+    }
+    if live_view {
+        // The demo's live view prints log lines above its fixed lines.
+        builder.target(env_logger::Target::Pipe(Box::new(
+            ceusd::demo::view::LogRoute::default(),
+        )));
+    }
+    builder.init();
+}
+
+/// A progress bar on stderr; hidden when stderr is not a terminal (journald, CI logs).
+pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} {bar:40} {pos}/{len} [{elapsed_precise}, {eta} left]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// A model file, or the built-in demo model for "demo".
+pub fn load_model(arg: &str, hash: Option<&str>, device: &candle_core::Device) -> Result<DlrModel> {
+    ceusd::daemon::load_model_from(arg, hash, device).context("cannot load the model")
+}
+
+/// The stored tensor type a `--dtype` flag names.
+pub fn stored_type(s: &str) -> Result<StoredType> {
+    match s {
+        "f32" => Ok(StoredType::F32),
+        "f16" => Ok(StoredType::F16),
+        other => bail!("--dtype '{other}': expected f32 or f16"),
+    }
+}
