@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-use crate::capture::source::SourceSpec;
+use crate::capture::spec::SourceSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

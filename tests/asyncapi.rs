@@ -59,7 +59,7 @@ fn the_last_will_and_refusals_match() {
 
 #[test]
 fn an_unscored_result_matches() {
-    let model = ceusd::train::demo::demo_model(&candle_core::Device::Cpu).unwrap();
+    let model = ceusd::model::demo::demo_model(&candle_core::Device::Cpu).unwrap();
     let info = ceusd::publish::messages::ModelInfo::of(&model);
     let m = ceusd::publish::messages::ResultMessage::unscored(
         "e1-r1",

@@ -4,7 +4,8 @@
 
 use ceusd::capture::frame::{Frame, LumaRange, PixelFormat};
 use ceusd::capture::reconnect::{Backoff, Device, Reconnecting};
-use ceusd::capture::source::{FrameSource, SourceEvent, SourceSpec};
+use ceusd::capture::source::{FrameSource, SourceEvent};
+use ceusd::capture::spec::SourceSpec;
 use ceusd::capture::v4l2::V4l2Options;
 use std::collections::VecDeque;
 use std::time::Duration;

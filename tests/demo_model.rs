@@ -5,8 +5,9 @@
 use candle_core::Device;
 use ceusd::capture::synthetic::LesionKind;
 use ceusd::eval::stats::{auc, Case};
+use ceusd::model::demo::{demo_model, manifest};
 use ceusd::model::preprocess::resize_gray;
-use ceusd::train::demo::{demo_model, manifest, synthetic_roi, HELD_OUT_SEEDS};
+use ceusd::train::demo::{synthetic_roi, HELD_OUT_SEEDS};
 
 const HELD_OUT_EXAMS: u64 = 25;
 

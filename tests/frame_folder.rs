@@ -4,7 +4,8 @@
 use ceusd::capture::folder::{FolderReplay, Manifest, MANIFEST};
 use ceusd::capture::record::{record, RecordLimit};
 use ceusd::capture::replay::DicomReplay;
-use ceusd::capture::source::{FrameSource, Pacing, SourceEvent, SourceSpec};
+use ceusd::capture::source::{FrameSource, Pacing, SourceEvent};
+use ceusd::capture::spec::SourceSpec;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -3,7 +3,7 @@
 //! `preprocess_pillow.rs`), the Y plane for YUV, and an independent decode for MJPEG.
 
 use ceusd::capture::frame::{Frame, LumaRange, PixelFormat};
-use ceusd::model::preprocess::gray_from_rgb;
+use ceusd::pixels::gray_from_rgb;
 use ceusd::roi::Roi;
 use image::{GrayImage, RgbImage};
 use std::time::Duration;

@@ -2,7 +2,8 @@
 //! contrast time-intensity curve, PDAC-like vs CP-like enhancement, and the faults it can play.
 
 use ceusd::capture::frame::{Frame, LumaRange};
-use ceusd::capture::source::{Pacing, SourceEvent, SourceSpec};
+use ceusd::capture::source::{Pacing, SourceEvent};
+use ceusd::capture::spec::SourceSpec;
 use ceusd::capture::synthetic::{parse_spec, LesionKind, Span, SyntheticConfig, SyntheticScanner};
 use ceusd::roi::Roi;
 
@@ -273,7 +274,7 @@ fn the_synth_command_writes_a_replayable_exam_with_its_ground_truth() {
 #[test]
 fn every_capture_format_carries_the_same_picture() {
     use ceusd::capture::frame::PixelFormat;
-    use ceusd::model::preprocess::gray_from_rgb;
+    use ceusd::pixels::gray_from_rgb;
     let base = config(LesionKind::Pdac, 8);
     let reference = scanner(base.clone());
     let rgb = image::RgbImage::from_raw(640, 360, reference.render(80)).unwrap();

@@ -5,7 +5,8 @@
 //! written in `tests/v4l2-vm/README.md`.
 
 use ceusd::capture::frame::{LumaRange, PixelFormat};
-use ceusd::capture::source::{FrameSource, Pacing, SourceEvent, SourceSpec};
+use ceusd::capture::source::{FrameSource, Pacing, SourceEvent};
+use ceusd::capture::spec::SourceSpec;
 use ceusd::capture::v4l2::{list_devices, negotiate, V4l2Options};
 use ceusd::roi::Roi;
 use std::path::Path;

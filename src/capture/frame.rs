@@ -21,7 +21,7 @@
 use image::GrayImage;
 use std::time::Duration;
 
-use crate::model::preprocess::pillow_luma;
+use crate::pixels::pillow_luma;
 use crate::roi::{Roi, RoiError};
 
 /// Pixel formats a source can deliver (V4L2 FourCC names).

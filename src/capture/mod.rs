@@ -10,6 +10,7 @@ pub mod reconnect;
 pub mod record;
 pub mod replay;
 pub mod source;
+pub mod spec;
 pub mod still;
 pub mod synthetic;
 pub mod synthetic_session;
@@ -18,7 +19,7 @@ pub mod v4l2;
 use image::{GrayImage, RgbImage};
 use std::path::{Path, PathBuf};
 
-use crate::model::preprocess::gray_from_rgb;
+use crate::pixels::gray_from_rgb;
 use crate::roi::{Roi, RoiError};
 
 #[derive(Debug, thiserror::Error)]

@@ -34,8 +34,9 @@ pub trait FrameSource: Send {
         0
     }
 
-    /// Contrast injection relative to the timestamp origin, in seconds, when the source
-    /// records it (a DICOM cine's Contrast/Bolus Start Time).
+    /// Contrast injection, when the source records it (a DICOM cine's Contrast/Bolus Start
+    /// Time), in seconds on the frames' own timestamp clock: the same origin as
+    /// `Frame::timestamp`, not the first frame (a V4L2 clock starts long before the exam).
     fn injection_offset_s(&self) -> Option<f64> {
         None
     }
@@ -106,64 +107,4 @@ impl Pacer {
 pub fn parse_frame_size(s: &str) -> Option<(u32, u32)> {
     let (w, h) = s.split_once('x')?;
     Some((w.parse().ok()?, h.parse().ok()?))
-}
-
-/// Where frames come from, as written in configuration and on the command line:
-/// `v4l2:/dev/video0?format=YUYV&size=1920x1080&fps=60` (a capture card), `dicom:exam.dcm`
-/// (a cine), `frames:dir/` (a frame folder with a manifest) or `synthetic:pdac?seed=7` (the
-/// synthetic scanner; see `synthetic::parse_spec`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceSpec {
-    Dicom(std::path::PathBuf),
-    Frames(std::path::PathBuf),
-    Synthetic(super::synthetic_session::SessionSpec),
-    V4l2(super::v4l2::V4l2Options),
-}
-
-impl std::str::FromStr for SourceSpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (scheme, rest) = s.split_once(':').ok_or_else(|| {
-            format!("source '{s}': expected KIND:WHERE, e.g. dicom:exam.dcm or frames:dir/")
-        })?;
-        if rest.is_empty() {
-            return Err(format!("source '{s}': nothing after '{scheme}:'"));
-        }
-        match scheme {
-            "dicom" => Ok(SourceSpec::Dicom(rest.into())),
-            "frames" => Ok(SourceSpec::Frames(rest.into())),
-            "v4l2" => super::v4l2::V4l2Options::parse(rest)
-                .map(SourceSpec::V4l2)
-                .map_err(|e| format!("source '{s}': {e}")),
-            "synthetic" => super::synthetic_session::parse_session_spec(rest)
-                .map(SourceSpec::Synthetic)
-                .map_err(|e| format!("source '{s}': {e}")),
-            other => Err(format!(
-                "source '{s}': unknown kind '{other}' (expected v4l2:, dicom:, frames: or synthetic:)"
-            )),
-        }
-    }
-}
-
-impl SourceSpec {
-    /// Opens the source.
-    pub fn open(&self, pacing: Pacing) -> Result<Box<dyn FrameSource>, InputError> {
-        Ok(match self {
-            SourceSpec::Dicom(p) => Box::new(super::replay::DicomReplay::open(p, pacing)?),
-            SourceSpec::Frames(p) => Box::new(super::folder::FolderReplay::open(p, pacing)?),
-            SourceSpec::V4l2(o) => Box::new(super::reconnect::Reconnecting::new(
-                super::v4l2::V4l2Device::new(o.clone()),
-                super::reconnect::Backoff::default(),
-            )),
-            SourceSpec::Synthetic(c) => Box::new(
-                super::synthetic_session::SyntheticSession::new(c.clone(), pacing).map_err(
-                    |reason| InputError::Unsupported {
-                        path: "synthetic".into(),
-                        what: "configuration".into(),
-                        reason,
-                    },
-                )?,
-            ),
-        })
-    }
 }

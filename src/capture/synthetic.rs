@@ -605,7 +605,7 @@ pub fn encode(rgb: &[u8], w: u32, h: u32, format: PixelFormat) -> (usize, Vec<u8
         PixelFormat::Grey => (
             w,
             rgb.chunks_exact(3)
-                .map(|p| crate::model::preprocess::pillow_luma(p[0], p[1], p[2]))
+                .map(|p| crate::pixels::pillow_luma(p[0], p[1], p[2]))
                 .collect(),
         ),
         PixelFormat::Yuyv | PixelFormat::Uyvy => {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc as tokio_mpsc;
 
-use super::health::Heart;
 use crate::exam::Exam;
+use crate::health::Heart;
 use crate::model::DlrModel;
 use crate::publish::messages::{HeatmapInfo, ModelInfo, ResultMessage, ResultTiming, Topics};
 use crate::publish::mqtt::Outbound;

@@ -14,7 +14,6 @@
 //! SIGTERM the result in flight is finished and stored, the outbox is drained while the
 //! broker acknowledges, the status says offline, and the process exits 0.
 
-pub mod health;
 pub mod inference;
 pub mod pipeline;
 pub mod queue;
@@ -25,15 +24,16 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::capture::source::{FrameSource, Pacing, SourceEvent, SourceSpec};
+use crate::capture::source::{FrameSource, Pacing, SourceEvent};
+use crate::capture::spec::SourceSpec;
 use crate::config::Config;
 use crate::exam::ExamSettings;
+use crate::health::{systemd, Health};
 use crate::model::DlrModel;
 use crate::publish::messages::{ModelInfo, Topics};
 use crate::publish::mqtt::{Outbound, Session};
 use crate::publish::outbox::Outbox;
 use crate::publish::preview::PreviewSettings;
-use health::{systemd, Health};
 use inference::InferenceWorker;
 use pipeline::{Captured, Counters, Pipeline, PipelineSettings};
 use queue::DropOldest;
@@ -84,7 +84,7 @@ pub fn load_model_from(
     if path != "demo" {
         return DlrModel::load(std::path::Path::new(path), hash, device);
     }
-    let model = crate::train::demo::demo_model(device)?;
+    let model = crate::model::demo::demo_model(device)?;
     if let Some(want) = hash {
         if want != model.identity.content_hash {
             return Err(crate::model::ModelError::HashMismatch {
@@ -358,7 +358,7 @@ pub async fn serve_source(
 fn capture_loop(
     source: &mut dyn FrameSource,
     frames: &DropOldest<Captured>,
-    heart: &health::Heart,
+    heart: &crate::health::Heart,
     stopping: &AtomicBool,
     counters: &Counters,
 ) {

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc as tokio_mpsc;
 
-use super::health::{systemd, Heart};
 use super::inference::{ScoringDone, ScoringJob};
 use super::queue::DropOldest;
 use crate::capture::frame::Frame;
 use crate::exam::{layout_of, Exam, ExamSettings};
+use crate::health::{systemd, Heart};
 use crate::layout::{Layout, Presets};
 use crate::publish::commands::{Command, Request};
 use crate::publish::messages::{

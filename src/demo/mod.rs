@@ -423,9 +423,9 @@ fn int8_demo_model(state_dir: &std::path::Path) -> Result<PathBuf, DemoError> {
         state_dir.join("demo-f32.gguf"),
         state_dir.join("demo-int8.gguf"),
     );
-    crate::train::demo::write_demo_model(&f32_path)?;
+    crate::model::demo::write_demo_model(&f32_path)?;
     // A fixed creation time: the same demo model gives the same file, run after run.
-    quantize_model(&f32_path, Target::Q8, &int8_path, "1970-01-01T00:00:00Z")?;
+    quantize_model(&f32_path, Target::Q8, &int8_path, None)?;
     let _ = std::fs::remove_file(&f32_path);
     Ok(int8_path)
 }

@@ -3,6 +3,7 @@
 
 pub mod conv;
 pub mod convert;
+pub mod demo;
 pub mod file;
 pub mod gradcam;
 pub mod import;
@@ -23,6 +24,9 @@ pub use conv::ConvEngine;
 pub use file::{read_model, write_model, write_stored_model, ModelFile, StoredTensor, StoredType};
 pub use metadata::{HeadActivation, ModelMetadata, Provenance, ResizeFilter, WeightFormat};
 pub use network::{ForwardOutput, ResNet50Dlr};
+
+/// A model's tensors by name, as a model file stores them.
+pub type NamedTensors = Vec<(String, Tensor)>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

@@ -23,7 +23,7 @@ use super::commands::{parse_command, Request};
 use super::messages::{CommandReply, StatusMessage, Topics};
 use super::outbox::Outbox;
 use crate::config::{BrokerAddress, Config};
-use crate::daemon::health::Heart;
+use crate::health::Heart;
 
 /// Rows of the outbox in flight at once on one connection.
 const OUTBOX_WINDOW: usize = 16;
