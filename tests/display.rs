@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use serde_json::{json, Value};
 use support::{assert_valid, lesion_roi, schema, Daemon, Mosquitto, Subscriber};
 
-const SOURCE: &str = "synthetic:pdac,cp?seed=3&fps=6&duration=130&injection=2";
+const SOURCE: &str = "synthetic:pdac,cp?seed=3&fps=6&duration=100&injection=2";
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -163,9 +163,10 @@ fn the_display_follows_two_exams_in_a_browser() {
         &dir.path().join("state"),
         "[exam]\nauto_start = true\n[preview]\nenabled = true\nfps = 4.0\n",
     );
-    // Real time: after the first exam's result the page has until the exam's end (120 s after
-    // the injection, 78 s after the window) for its steps (mark, start, redraw, rescore,
-    // stop), which took up to 40 s on a busy two-core machine; the next exam begins at 130 s.
+    // Real time: after the first exam's result the page has until the exam's end (98 s after
+    // the injection, about 55 s after the result) for its steps (mark, start, redraw,
+    // rescore, stop), which took up to 40 s on a busy two-core machine; the next exam begins
+    // at 100 s.
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("speed = 4.0", "speed = 1.0");

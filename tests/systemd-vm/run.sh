@@ -86,7 +86,8 @@ echo "{\"id\":\"vm-roi\",\"command\":\"set_roi\",\"roi\":$roi}" > "$root/etc/ceu
 cat > "$root/usr/local/bin/ceusd-vm-test" <<'DRIVER'
 #!/bin/sh
 exec > /dev/ttyS0 2>&1
-say() { echo "VMTEST $*"; }
+# Each line also with the guest's uptime, on a line of its own: where the stage's time goes.
+say() { echo "VMTEST $*"; echo "VMTIME $(cut -d' ' -f1 /proc/uptime) s: $*"; }
 show() { systemctl show ceusd -p "$1" --value; }
 wait_for() { # wait_for SECONDS TOPIC PATTERN: the first retained/live message on TOPIC matching
     end=$(( $(date +%s) + $1 ))
@@ -205,6 +206,7 @@ timeout 1500 qemu-system-x86_64 -accel tcg -cpu max -m 3072 -smp 2 -nographic -n
     -append "console=ttyS0 rdinit=/lib/systemd/systemd panic=-1 quiet systemd.show_status=0" \
     </dev/null > "$work/console.log" 2>&1 || true
 tr -d '\r' < "$work/console.log" | grep -a '^VMTEST' | tee "$work/vmtest.log"
+tr -d '\r' < "$work/console.log" | grep -a '^VMTIME' || true
 
 # 6. What the guest saw.
 failures=0
