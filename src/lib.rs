@@ -4,6 +4,11 @@
 //! deep-learning-radiomics model (PDAC vs chronic pancreatitis, after Tong et al., BMC Medicine
 //! 2022) and explained with a Grad-CAM heatmap.
 
+// Every unsafe operation sits in its own block with the reason it is sound, even inside an
+// unsafe fn (the int8 kernels).
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod analyze;
 pub mod atomic_file;
 pub mod capture;

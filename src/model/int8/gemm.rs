@@ -909,51 +909,55 @@ mod avx2 {
         assert!(acc.len() >= MR * NR);
         // Whole pairs of K pairs, and at least one (the loop tests at its end).
         assert!(k_padded > 0 && k_padded % 4 == 0);
-        let row = |r: usize| a.as_ptr().add(r * k_padded);
-        let mut c = [_mm256_setzero_si256(); 2 * MR];
-        let [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11] = &mut c;
-        // SAFETY: each iteration reads two u32 pairs at `row(r) + i` (i < 2 · k_padded bytes,
-        // within row r's k_padded u16 values) and 64 bytes at `b` (NR · 4 weights, within the
-        // panel's NR · k_padded bytes, which `b` walks in steps of 64 until `i` reaches the
-        // row's end). Registers: ymm0-11 the accumulators, ymm12-15 scratch (declared).
-        std::arch::asm!(
-            "2:",
-            tile_pair!("0", "0"),
-            tile_pair!("32", "4"),
-            "add {b}, 64",
-            "add {i}, 8",
-            "cmp {i}, {end}",
-            "jb 2b",
-            a0 = in(reg) row(0),
-            a1 = in(reg) row(1),
-            a2 = in(reg) row(2),
-            a3 = in(reg) row(3),
-            a4 = in(reg) row(4),
-            a5 = in(reg) row(5),
-            b = inout(reg) b.as_ptr() => _,
-            i = inout(reg) 0usize => _,
-            end = in(reg) 2 * k_padded,
-            inout("ymm0") *c0,
-            inout("ymm1") *c1,
-            inout("ymm2") *c2,
-            inout("ymm3") *c3,
-            inout("ymm4") *c4,
-            inout("ymm5") *c5,
-            inout("ymm6") *c6,
-            inout("ymm7") *c7,
-            inout("ymm8") *c8,
-            inout("ymm9") *c9,
-            inout("ymm10") *c10,
-            inout("ymm11") *c11,
-            out("ymm12") _,
-            out("ymm13") _,
-            out("ymm14") _,
-            out("ymm15") _,
-            options(nostack, readonly),
-        );
-        for (r, pair) in c.chunks_exact(2).enumerate() {
-            _mm256_storeu_si256(acc.as_mut_ptr().add(r * NR) as *mut __m256i, pair[0]);
-            _mm256_storeu_si256(acc.as_mut_ptr().add(r * NR + 8) as *mut __m256i, pair[1]);
+        // SAFETY: the asserts above keep every pointer below within `a`, `b` and `acc` (the
+        // comment on the loop details it); the caller guarantees AVX2.
+        unsafe {
+            let row = |r: usize| a.as_ptr().add(r * k_padded);
+            let mut c = [_mm256_setzero_si256(); 2 * MR];
+            let [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11] = &mut c;
+            // SAFETY: each iteration reads two u32 pairs at `row(r) + i` (i < 2 · k_padded bytes,
+            // within row r's k_padded u16 values) and 64 bytes at `b` (NR · 4 weights, within the
+            // panel's NR · k_padded bytes, which `b` walks in steps of 64 until `i` reaches the
+            // row's end). Registers: ymm0-11 the accumulators, ymm12-15 scratch (declared).
+            std::arch::asm!(
+                "2:",
+                tile_pair!("0", "0"),
+                tile_pair!("32", "4"),
+                "add {b}, 64",
+                "add {i}, 8",
+                "cmp {i}, {end}",
+                "jb 2b",
+                a0 = in(reg) row(0),
+                a1 = in(reg) row(1),
+                a2 = in(reg) row(2),
+                a3 = in(reg) row(3),
+                a4 = in(reg) row(4),
+                a5 = in(reg) row(5),
+                b = inout(reg) b.as_ptr() => _,
+                i = inout(reg) 0usize => _,
+                end = in(reg) 2 * k_padded,
+                inout("ymm0") *c0,
+                inout("ymm1") *c1,
+                inout("ymm2") *c2,
+                inout("ymm3") *c3,
+                inout("ymm4") *c4,
+                inout("ymm5") *c5,
+                inout("ymm6") *c6,
+                inout("ymm7") *c7,
+                inout("ymm8") *c8,
+                inout("ymm9") *c9,
+                inout("ymm10") *c10,
+                inout("ymm11") *c11,
+                out("ymm12") _,
+                out("ymm13") _,
+                out("ymm14") _,
+                out("ymm15") _,
+                options(nostack, readonly),
+            );
+            for (r, pair) in c.chunks_exact(2).enumerate() {
+                _mm256_storeu_si256(acc.as_mut_ptr().add(r * NR) as *mut __m256i, pair[0]);
+                _mm256_storeu_si256(acc.as_mut_ptr().add(r * NR + 8) as *mut __m256i, pair[1]);
+            }
         }
     }
 
@@ -970,47 +974,52 @@ mod avx2 {
     ) {
         assert!(tile.cols == NR && tile.weight_scale.len() >= NR && tile.bias.len() >= NR);
         assert!(acc.len() >= tile.rows * NR);
-        let ws = [
-            _mm256_loadu_ps(tile.weight_scale.as_ptr()),
-            _mm256_loadu_ps(tile.weight_scale.as_ptr().add(8)),
-        ];
-        let bias = [
-            _mm256_loadu_ps(tile.bias.as_ptr()),
-            _mm256_loadu_ps(tile.bias.as_ptr().add(8)),
-        ];
-        let zero = _mm256_setzero_ps();
-        for r in 0..tile.rows {
-            let at = r * tile.stride;
-            let row = &mut out[at..at + NR];
-            let residual = tile.residual.map(|res| &res[at..at + NR]);
-            let row_scale = _mm256_set1_ps(tile.row_scale[r]);
-            let mut row_max = zero;
-            for half in 0..2 {
-                let sums =
-                    _mm256_loadu_si256(acc.as_ptr().add(r * NR + 8 * half) as *const __m256i);
-                let scale = _mm256_mul_ps(row_scale, ws[half]);
-                let mut v =
-                    _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), scale), bias[half]);
-                if let Some(res) = residual {
-                    v = _mm256_add_ps(v, _mm256_loadu_ps(res.as_ptr().add(8 * half)));
+        // SAFETY: the assert above guarantees NR scales, NR biases and the tile's rows of NR
+        // accumulators; each row of `out` and of the shortcut is a slice of NR; the caller
+        // guarantees AVX2.
+        unsafe {
+            let ws = [
+                _mm256_loadu_ps(tile.weight_scale.as_ptr()),
+                _mm256_loadu_ps(tile.weight_scale.as_ptr().add(8)),
+            ];
+            let bias = [
+                _mm256_loadu_ps(tile.bias.as_ptr()),
+                _mm256_loadu_ps(tile.bias.as_ptr().add(8)),
+            ];
+            let zero = _mm256_setzero_ps();
+            for r in 0..tile.rows {
+                let at = r * tile.stride;
+                let row = &mut out[at..at + NR];
+                let residual = tile.residual.map(|res| &res[at..at + NR]);
+                let row_scale = _mm256_set1_ps(tile.row_scale[r]);
+                let mut row_max = zero;
+                for half in 0..2 {
+                    let sums =
+                        _mm256_loadu_si256(acc.as_ptr().add(r * NR + 8 * half) as *const __m256i);
+                    let scale = _mm256_mul_ps(row_scale, ws[half]);
+                    let mut v =
+                        _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), scale), bias[half]);
+                    if let Some(res) = residual {
+                        v = _mm256_add_ps(v, _mm256_loadu_ps(res.as_ptr().add(8 * half)));
+                    }
+                    if tile.relu {
+                        // vmaxps returns its second operand unless the first is greater: `relu`.
+                        v = _mm256_max_ps(v, zero);
+                        row_max = _mm256_max_ps(row_max, v);
+                    }
+                    _mm256_storeu_ps(row.as_mut_ptr().add(8 * half) as *mut f32, v);
                 }
-                if tile.relu {
-                    // vmaxps returns its second operand unless the first is greater: `relu`.
-                    v = _mm256_max_ps(v, zero);
-                    row_max = _mm256_max_ps(row_max, v);
+                if let Some(m) = max.get_mut(r) {
+                    // Eight lanes to one, in registers. Post-ReLU values hold no NaN, so the order
+                    // of the comparisons does not change the result.
+                    let four = _mm_max_ps(
+                        _mm256_castps256_ps128(row_max),
+                        _mm256_extractf128_ps::<1>(row_max),
+                    );
+                    let two = _mm_max_ps(four, _mm_movehl_ps(four, four));
+                    let one = _mm_max_ss(two, _mm_shuffle_ps::<1>(two, two));
+                    *m = m.max(_mm_cvtss_f32(one));
                 }
-                _mm256_storeu_ps(row.as_mut_ptr().add(8 * half) as *mut f32, v);
-            }
-            if let Some(m) = max.get_mut(r) {
-                // Eight lanes to one, in registers. Post-ReLU values hold no NaN, so the order
-                // of the comparisons does not change the result.
-                let four = _mm_max_ps(
-                    _mm256_castps256_ps128(row_max),
-                    _mm256_extractf128_ps::<1>(row_max),
-                );
-                let two = _mm_max_ps(four, _mm_movehl_ps(four, four));
-                let one = _mm_max_ss(two, _mm_shuffle_ps::<1>(two, two));
-                *m = m.max(_mm_cvtss_f32(one));
             }
         }
     }
@@ -1043,28 +1052,32 @@ mod neon {
     pub unsafe fn tile(a: &[i8], b: &[i8], k_padded: usize, acc: &mut [i32]) {
         assert!(a.len() >= MR * k_padded && b.len() >= NR * k_padded);
         assert!(acc.len() >= MR * NR);
-        let mut c = [[vdupq_n_s32(0); 4]; MR];
-        let (a, b) = (a.as_ptr(), b.as_ptr());
-        for q in 0..k_padded / 4 {
-            let wq = b.add(q * NR * 4);
-            let w = [
-                vld1q_s8(wq),
-                vld1q_s8(wq.add(16)),
-                vld1q_s8(wq.add(32)),
-                vld1q_s8(wq.add(48)),
-            ];
-            // Four rows x four bytes: one register, each row a lane.
-            let x = vld1q_s8(a.add(q * MR * 4));
-            for j in 0..4 {
-                sdot_lane!(c[0][j], w[j], x, "0");
-                sdot_lane!(c[1][j], w[j], x, "1");
-                sdot_lane!(c[2][j], w[j], x, "2");
-                sdot_lane!(c[3][j], w[j], x, "3");
+        // SAFETY: the asserts above keep every load within `a` and `b` and every store within
+        // `acc`; the caller guarantees NEON and dotprod.
+        unsafe {
+            let mut c = [[vdupq_n_s32(0); 4]; MR];
+            let (a, b) = (a.as_ptr(), b.as_ptr());
+            for q in 0..k_padded / 4 {
+                let wq = b.add(q * NR * 4);
+                let w = [
+                    vld1q_s8(wq),
+                    vld1q_s8(wq.add(16)),
+                    vld1q_s8(wq.add(32)),
+                    vld1q_s8(wq.add(48)),
+                ];
+                // Four rows x four bytes: one register, each row a lane.
+                let x = vld1q_s8(a.add(q * MR * 4));
+                for j in 0..4 {
+                    sdot_lane!(c[0][j], w[j], x, "0");
+                    sdot_lane!(c[1][j], w[j], x, "1");
+                    sdot_lane!(c[2][j], w[j], x, "2");
+                    sdot_lane!(c[3][j], w[j], x, "3");
+                }
             }
-        }
-        for (r, row) in c.iter().enumerate() {
-            for (j, v) in row.iter().enumerate() {
-                vst1q_s32(acc.as_mut_ptr().add(r * NR + j * 4), *v);
+            for (r, row) in c.iter().enumerate() {
+                for (j, v) in row.iter().enumerate() {
+                    vst1q_s32(acc.as_mut_ptr().add(r * NR + j * 4), *v);
+                }
             }
         }
     }

@@ -414,11 +414,8 @@ mod tests {
         quantize_activations(&values, inv, &mut out);
         for (x, q) in values.iter().zip(&out) {
             // SAFETY: initialised when made.
-            assert_eq!(
-                unsafe { q.assume_init() },
-                quantize_activation(*x, inv),
-                "{x}"
-            );
+            let q = unsafe { q.assume_init() };
+            assert_eq!(q, quantize_activation(*x, inv), "{x}");
         }
         assert_eq!(activation_scale(0.0), 1.0);
     }
