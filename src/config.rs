@@ -284,17 +284,18 @@ fn default_reconnect_min() -> f64 {
 fn default_reconnect_max() -> f64 {
     10.0
 }
+// The exam's defaults are the library's own, written once where they are used.
 fn default_keep() -> usize {
-    8
+    crate::exam::ExamSettings::default().keep
 }
 fn default_transit() -> f64 {
-    15.0
+    crate::timing::arrival::ArrivalSettings::default().transit_s
 }
 fn default_timing_interval() -> f64 {
     0.5
 }
 fn default_exam_timeout() -> f64 {
-    300.0
+    crate::timing::phase::PhaseBoundaries::default().exam_timeout_s
 }
 fn default_state_dir() -> PathBuf {
     "/var/lib/ceusd".into()
@@ -407,24 +408,30 @@ impl Config {
 
     /// Checks every value a parser cannot: ranges, formats, files that must exist.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let bad = |field: &str, reason: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            field: field.to_string(),
-            reason,
-        };
+        self.check_device_source_model()
+            .and_then(|()| self.check_mqtt())
+            .and_then(|()| self.check_limits())
+            .map_err(|(field, reason)| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: field.to_string(),
+                reason,
+            })
+    }
+
+    /// `device`, `source` and `model`; an error names the field.
+    fn check_device_source_model(&self) -> Result<(), (&'static str, String)> {
         if !is_topic_word(&self.device.id) {
-            return Err(bad(
-                "device.id",
+            return Err(("device.id",
                 format!(
                     "'{}': use 1 to 64 letters, digits, '-' or '_' (it becomes an MQTT topic level)",
                     self.device.id
                 ),
             ));
         }
-        self.source_spec().map_err(|e| bad("source.uri", e))?;
+        self.source_spec().map_err(|e| ("source.uri", e))?;
         if !(self.source.speed.is_finite() && self.source.speed > 0.0 && self.source.speed <= 100.0)
         {
-            return Err(bad(
+            return Err((
                 "source.speed",
                 format!(
                     "{}: expected more than 0 and at most 100",
@@ -432,39 +439,34 @@ impl Config {
                 ),
             ));
         }
-        if self.source.layout != "auto" {
-            let presets = self.presets().map_err(|e| bad("source.layouts_file", e))?;
-            presets
-                .get(&self.source.layout)
-                .map_err(|e| bad("source.layout", e.to_string()))?;
-        } else if self.source.layouts_file.is_some() {
-            self.presets().map_err(|e| bad("source.layouts_file", e))?;
-        }
+        self.layout_choice()?;
         if self.model.path.is_empty() {
-            return Err(bad(
-                "model.path",
-                "empty: give a model file or \"demo\"".into(),
-            ));
+            return Err(("model.path", "empty: give a model file or \"demo\"".into()));
         }
         if let Some(h) = &self.model.sha256 {
             let digest = h.strip_prefix("sha256:").unwrap_or(h);
             if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(bad(
+                return Err((
                     "model.sha256",
                     format!("'{h}': expected sha256: and 64 hexadecimal digits"),
                 ));
             }
         }
         crate::model::parse_device(&self.model.device)
-            .map_err(|e| bad("model.device", e.to_string()))?;
-        let broker = self.broker().map_err(|e| bad("mqtt.broker", e))?;
+            .map_err(|e| ("model.device", e.to_string()))?;
+        Ok(())
+    }
+
+    /// `mqtt`: the address, topics, credentials and certificates, reconnection.
+    fn check_mqtt(&self) -> Result<(), (&'static str, String)> {
+        let broker = self.broker().map_err(|e| ("mqtt.broker", e))?;
         if !self
             .mqtt
             .topic_root
             .split('/')
             .all(|level| !level.is_empty() && !level.contains(['+', '#']))
         {
-            return Err(bad(
+            return Err((
                 "mqtt.topic_root",
                 format!(
                     "'{}': expected topic levels without wildcards or empty levels",
@@ -474,17 +476,17 @@ impl Config {
         }
         if let Some(id) = &self.mqtt.client_id {
             if id.is_empty() || id.len() > 128 {
-                return Err(bad("mqtt.client_id", "expected 1 to 128 characters".into()));
+                return Err(("mqtt.client_id", "expected 1 to 128 characters".into()));
             }
         }
         if !(5..=3600).contains(&self.mqtt.keep_alive_s) {
-            return Err(bad(
+            return Err((
                 "mqtt.keep_alive_s",
                 format!("{}: expected 5 to 3600 seconds", self.mqtt.keep_alive_s),
             ));
         }
         if self.mqtt.password_file.is_some() && self.mqtt.username.is_none() {
-            return Err(bad(
+            return Err((
                 "mqtt.password_file",
                 "a password without mqtt.username".into(),
             ));
@@ -497,19 +499,19 @@ impl Config {
         ] {
             if let Some(f) = file {
                 if !f.is_file() {
-                    return Err(bad(field, format!("{}: no such file", f.display())));
+                    return Err((field, format!("{}: no such file", f.display())));
                 }
             }
         }
         if self.mqtt.client_cert_file.is_some() != self.mqtt.client_key_file.is_some() {
-            return Err(bad(
+            return Err((
                 "mqtt.client_cert_file",
                 "a client certificate needs its key (mqtt.client_key_file) and the other way round"
                     .into(),
             ));
         }
         if !broker.tls && (self.mqtt.ca_file.is_some() || self.mqtt.client_cert_file.is_some()) {
-            return Err(bad(
+            return Err((
                 "mqtt.broker",
                 "certificates are configured but the broker address is mqtt://; use mqtts://"
                     .into(),
@@ -517,31 +519,33 @@ impl Config {
         }
         let (lo, hi) = (self.mqtt.reconnect_min_s, self.mqtt.reconnect_max_s);
         if !(lo.is_finite() && lo > 0.0) {
-            return Err(bad(
+            return Err((
                 "mqtt.reconnect_min_s",
                 format!("{lo}: expected more than 0"),
             ));
         }
         if !(hi.is_finite() && hi >= lo && hi <= 600.0) {
-            return Err(bad(
+            return Err((
                 "mqtt.reconnect_max_s",
                 format!("{hi}: expected from reconnect_min_s ({lo}) to 600"),
             ));
         }
+        Ok(())
+    }
+
+    /// The ranges of `exam`, `state`, `pipeline` and `preview`.
+    fn check_limits(&self) -> Result<(), (&'static str, String)> {
         if !(1..=64).contains(&self.exam.keep) {
-            return Err(bad(
-                "exam.keep",
-                format!("{}: expected 1 to 64", self.exam.keep),
-            ));
+            return Err(("exam.keep", format!("{}: expected 1 to 64", self.exam.keep)));
         }
         if !(0.0..=60.0).contains(&self.exam.transit_s) {
-            return Err(bad(
+            return Err((
                 "exam.transit_s",
                 format!("{}: expected 0 to 60 seconds", self.exam.transit_s),
             ));
         }
         if !(0.05..=10.0).contains(&self.exam.timing_interval_s) {
-            return Err(bad(
+            return Err((
                 "exam.timing_interval_s",
                 format!(
                     "{}: expected 0.05 to 10 seconds",
@@ -550,16 +554,16 @@ impl Config {
             ));
         }
         if !(60.0..=3600.0).contains(&self.exam.timeout_s) {
-            return Err(bad(
+            return Err((
                 "exam.timeout_s",
                 format!("{}: expected 60 to 3600 seconds", self.exam.timeout_s),
             ));
         }
         if self.state.dir.as_os_str().is_empty() {
-            return Err(bad("state.dir", "empty".into()));
+            return Err(("state.dir", "empty".into()));
         }
         if !(10..=1_000_000).contains(&self.state.outbox_capacity) {
-            return Err(bad(
+            return Err((
                 "state.outbox_capacity",
                 format!(
                     "{}: expected 10 to 1000000 messages",
@@ -568,19 +572,19 @@ impl Config {
             ));
         }
         if !(1..=1024).contains(&self.pipeline.frame_queue) {
-            return Err(bad(
+            return Err((
                 "pipeline.frame_queue",
                 format!("{}: expected 1 to 1024 frames", self.pipeline.frame_queue),
             ));
         }
         if !(1.0..=600.0).contains(&self.pipeline.stall_s) {
-            return Err(bad(
+            return Err((
                 "pipeline.stall_s",
                 format!("{}: expected 1 to 600 seconds", self.pipeline.stall_s),
             ));
         }
         if !(1.0..=3600.0).contains(&self.pipeline.inference_stall_s) {
-            return Err(bad(
+            return Err((
                 "pipeline.inference_stall_s",
                 format!(
                     "{}: expected 1 to 3600 seconds",
@@ -589,19 +593,19 @@ impl Config {
             ));
         }
         if !(0.1..=10.0).contains(&self.preview.fps) {
-            return Err(bad(
+            return Err((
                 "preview.fps",
                 format!("{}: expected 0.1 to 10 frames per second", self.preview.fps),
             ));
         }
         if !(160..=1920).contains(&self.preview.width) {
-            return Err(bad(
+            return Err((
                 "preview.width",
                 format!("{}: expected 160 to 1920 pixels", self.preview.width),
             ));
         }
         if !(1..=100).contains(&self.preview.quality) {
-            return Err(bad(
+            return Err((
                 "preview.quality",
                 format!("{}: expected 1 to 100", self.preview.quality),
             ));
@@ -622,6 +626,24 @@ impl Config {
             None => Ok(crate::layout::Presets::default()),
             Some(p) => crate::layout::Presets::with_site_file(p).map_err(|e| e.to_string()),
         }
+    }
+
+    /// The scanner presets (built in, and the site's file) and the layout `source.layout`
+    /// fixes: `None` for "auto", where each exam finds its panes on its first frame. An error
+    /// names the field at fault.
+    pub fn layout_choice(
+        &self,
+    ) -> Result<(crate::layout::Presets, Option<crate::layout::Layout>), (&'static str, String)>
+    {
+        let presets = self.presets().map_err(|e| ("source.layouts_file", e))?;
+        if self.source.layout == "auto" {
+            return Ok((presets, None));
+        }
+        let preset = presets
+            .get(&self.source.layout)
+            .map_err(|e| ("source.layout", e.to_string()))?;
+        let layout = preset.layout;
+        Ok((presets, Some(layout)))
     }
 
     pub fn client_id(&self) -> String {

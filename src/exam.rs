@@ -10,6 +10,7 @@ use crate::capture::frame::{Frame, LumaRange};
 use crate::capture::source::{FrameSource, SourceEvent};
 use crate::capture::InputError;
 use crate::layout::{Layout, Presets};
+use crate::median::median;
 use crate::model::preprocess::resize_gray;
 use crate::model::{DlrModel, ModelError, ModelIdentity};
 use crate::quality::{FrameQuality, QualityLimits, QualityTracker};
@@ -240,8 +241,7 @@ impl Exam {
         if before.is_empty() {
             return self.arrival.baseline().map(|(level, _)| level);
         }
-        before.sort_by(f64::total_cmp);
-        Some(before[before.len() / 2])
+        median(&mut before)
     }
 
     /// Scores the kept frames of the window at `roi` (frame coordinates, on the CEUS pane; a
@@ -355,17 +355,13 @@ impl Exam {
             .iter()
             .find(|f| Some(f.sequence) == key_sequence)
             .cloned();
-        let mut scores: Vec<f32> = frames.iter().map(|f| f.score).collect();
-        scores.sort_by(f32::total_cmp);
-        let median_score = (!scores.is_empty()).then(|| {
-            let n = scores.len();
-            if n % 2 == 1 {
-                scores[n / 2]
-            } else {
-                0.5 * (scores[n / 2 - 1] + scores[n / 2])
-            }
-        });
-        let (min_score, max_score) = (scores.first().copied(), scores.last().copied());
+        let mut scores: Vec<f64> = frames.iter().map(|f| f64::from(f.score)).collect();
+        let median_score = median(&mut scores).map(|m| m as f32);
+        // `median` sorted them.
+        let (min_score, max_score) = (
+            scores.first().map(|&s| s as f32),
+            scores.last().map(|&s| s as f32),
+        );
         if let (Some(lo), Some(hi)) = (min_score, max_score) {
             if lo < meta.threshold && hi >= meta.threshold {
                 warnings.push(format!(

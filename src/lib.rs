@@ -20,6 +20,7 @@ pub mod eval;
 pub mod exam;
 pub mod health;
 pub mod layout;
+pub mod median;
 pub mod model;
 pub mod pixels;
 pub mod publish;

@@ -19,6 +19,7 @@
 //!
 //! Black and frozen frames are skipped (a moving probe hardly changes the pane's mean).
 
+use crate::median::median;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -55,16 +56,6 @@ pub struct Arrival {
     pub injection_s: f64,
     pub baseline: f64,
     pub noise: f64,
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -104,7 +95,8 @@ impl ArrivalDetector {
         let lo = self.samples[..i].partition_point(|s| s.0 < t - half);
         let hi = i + self.samples[i..].partition_point(|s| s.0 <= t + half);
         let mut window: Vec<f64> = self.samples[lo..hi].iter().map(|s| s.1).collect();
-        median(&mut window)
+        // The window holds sample i itself, so it is never empty.
+        median(&mut window).unwrap_or(self.samples[i].1)
     }
 
     /// Adds a clean frame's CEUS pane mean; returns the arrival when it is first found.
@@ -119,9 +111,9 @@ impl ArrivalDetector {
                 return None;
             }
             let mut values: Vec<f64> = self.samples.iter().map(|s| s.1).collect();
-            let level = median(&mut values);
+            let level = median(&mut values)?;
             let mut deviations: Vec<f64> = values.iter().map(|v| (v - level).abs()).collect();
-            self.baseline = Some((level, 1.4826 * median(&mut deviations)));
+            self.baseline = Some((level, 1.4826 * median(&mut deviations)?));
         }
         let (level, noise) = self.baseline?;
         let threshold = level + (st.k * noise).max(st.min_rise);
