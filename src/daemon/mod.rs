@@ -131,19 +131,7 @@ pub async fn serve_source(
     source: Option<Box<dyn FrameSource>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {
-    std::fs::create_dir_all(&config.state.dir).map_err(|source| DaemonError::StateDir {
-        path: config.state.dir.clone(),
-        source,
-    })?;
-    let outbox = Outbox::open(
-        &config.state.dir.join("outbox.sqlite"),
-        config.state.outbox_capacity,
-    )?;
-    let waiting = outbox.len()?;
-    if waiting > 0 {
-        log::info!("outbox: {waiting} message(s) from before the restart will be sent");
-    }
-    let outbox = Arc::new(Mutex::new(outbox));
+    let outbox = open_outbox(&config)?;
     let topics = Topics::new(&config.mqtt.topic_root, &config.device.id);
     let model_info = ModelInfo::of(&model);
     log::info!(
@@ -169,25 +157,7 @@ pub async fn serve_source(
     };
     let source_name = source.describe();
     log::info!("source: {source_name}");
-
-    let presets = config.presets().map_err(DaemonError::Source)?;
-    let layout = if config.source.layout == "auto" {
-        None
-    } else {
-        Some(
-            presets
-                .get(&config.source.layout)
-                .map_err(|e| DaemonError::Source(e.to_string()))?
-                .layout,
-        )
-    };
-    let mut exam_settings = ExamSettings {
-        keep: config.exam.keep,
-        use_recorded_injection: config.exam.use_recorded_injection,
-        ..ExamSettings::default()
-    };
-    exam_settings.arrival.transit_s = config.exam.transit_s;
-    exam_settings.boundaries.exam_timeout_s = config.exam.timeout_s;
+    let settings = pipeline_settings(&config, &source_name)?;
 
     let health = Health::new(
         Duration::from_secs_f64(config.pipeline.stall_s),
@@ -210,12 +180,9 @@ pub async fn serve_source(
         let heart = health.capture.clone();
         let stopping = stopping.clone();
         let counters = counters.clone();
-        std::thread::Builder::new()
-            .name("capture".into())
-            .spawn(move || {
-                capture_loop(source.as_mut(), &frames, &heart, &stopping, &counters);
-            })
-            .map_err(|e| DaemonError::Internal(format!("capture thread: {e}")))?;
+        spawn_thread("capture", move || {
+            capture_loop(source.as_mut(), &frames, &heart, &stopping, &counters);
+        })?;
     }
     let inference = {
         let worker = InferenceWorker {
@@ -227,51 +194,22 @@ pub async fn serve_source(
             done: done_tx,
             heart: health.inference.clone(),
         };
-        std::thread::Builder::new()
-            .name("inference".into())
-            .spawn(move || worker.run(job_rx))
-            .map_err(|e| DaemonError::Internal(format!("inference thread: {e}")))?
+        spawn_thread("inference", move || worker.run(job_rx))?
     };
     let pipeline = {
-        let settings = PipelineSettings {
-            device_id: config.device.id.clone(),
-            source: source_name.clone(),
-            exam: exam_settings,
-            layout,
-            presets,
-            auto_start: config.exam.auto_start,
-            speed: source_speed(&config),
-            timing_interval: Duration::from_secs_f64(config.exam.timing_interval_s),
-            outbox_capacity: config.state.outbox_capacity,
-            state_file: config.state.dir.join("state.json"),
-            preview: config.preview.enabled.then(|| {
-                (
-                    PreviewSettings {
-                        width: config.preview.width,
-                        quality: config.preview.quality,
-                    },
-                    Duration::from_secs_f64(1.0 / config.preview.fps),
-                )
-            }),
-        };
-        let p = Pipeline::new(
-            settings,
-            topics.clone(),
-            model_info.clone(),
-            frames.clone(),
-            command_rx,
-            job_tx,
-            done_rx,
-            outbound_tx,
-            outbox.clone(),
+        let links = pipeline::Links {
+            frames: frames.clone(),
+            commands: command_rx,
+            jobs: job_tx,
+            done: done_rx,
+            outbound: outbound_tx,
+            outbox: outbox.clone(),
             counters,
-            health.pipeline.clone(),
-            stopping.clone(),
-        );
-        std::thread::Builder::new()
-            .name("pipeline".into())
-            .spawn(move || p.run())
-            .map_err(|e| DaemonError::Internal(format!("pipeline thread: {e}")))?
+            heart: health.pipeline.clone(),
+            stopping: stopping.clone(),
+        };
+        let p = Pipeline::new(settings, topics.clone(), model_info.clone(), links);
+        spawn_thread("pipeline", move || p.run())?
     };
     let session = Session {
         options: crate::publish::mqtt::options(&config, &topics)?,
@@ -302,57 +240,163 @@ pub async fn serve_source(
         config.mqtt.broker
     );
 
-    let watchdog = systemd::watchdog_interval().map(|every| {
-        let health = health.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            let mut reported = false;
-            loop {
-                tick.tick().await;
-                let stuck = health.stuck();
-                if stuck.is_empty() {
-                    systemd::watchdog();
-                    reported = false;
-                } else if !reported {
-                    log::error!(
-                        "watchdog not fed, stuck: {}; systemd will restart the service",
-                        stuck.join("; ")
-                    );
-                    reported = true;
-                }
-            }
-        })
-    });
+    let watchdog = systemd::watchdog_interval()
+        .map(|every| tokio::spawn(feed_watchdog(health.clone(), every)));
 
     while !*stop.borrow() {
         if stop.changed().await.is_err() {
             break;
         }
     }
-    log::info!("stopping: finishing the result in flight and draining the outbox");
-    systemd::stopping("stopping: finishing results and draining the outbox");
-    stopping.store(true, Ordering::Relaxed);
-    frames.close();
-    let joined = tokio::task::spawn_blocking(move || {
-        let p = pipeline.join().is_ok();
-        let i = inference.join().is_ok();
-        p && i
-    })
+    Running {
+        stopping,
+        frames,
+        pipeline,
+        inference,
+        mqtt_stop: mqtt_stop_tx,
+        session,
+        watchdog,
+        outbox,
+    }
+    .stop()
     .await
-    .unwrap_or(false);
-    if !joined {
-        log::error!("a worker thread panicked while stopping");
+}
+
+/// The service's threads and tasks once started, and how they are stopped: the pipeline
+/// finishes the result in flight, the MQTT session drains the outbox, then the rest ends.
+struct Running {
+    stopping: Arc<AtomicBool>,
+    frames: Arc<DropOldest<Captured>>,
+    pipeline: std::thread::JoinHandle<()>,
+    inference: std::thread::JoinHandle<()>,
+    mqtt_stop: watch::Sender<bool>,
+    session: tokio::task::JoinHandle<()>,
+    watchdog: Option<tokio::task::JoinHandle<()>>,
+    outbox: Arc<Mutex<Outbox>>,
+}
+
+impl Running {
+    async fn stop(self) -> Result<(), DaemonError> {
+        let Running {
+            stopping,
+            frames,
+            pipeline,
+            inference,
+            mqtt_stop,
+            session,
+            watchdog,
+            outbox,
+        } = self;
+        log::info!("stopping: finishing the result in flight and draining the outbox");
+        systemd::stopping("stopping: finishing results and draining the outbox");
+        stopping.store(true, Ordering::Relaxed);
+        frames.close();
+        let joined = tokio::task::spawn_blocking(move || {
+            let p = pipeline.join().is_ok();
+            let i = inference.join().is_ok();
+            p && i
+        })
+        .await
+        .unwrap_or(false);
+        if !joined {
+            log::error!("a worker thread panicked while stopping");
+        }
+        let _ = mqtt_stop.send(true);
+        if let Err(e) = session.await {
+            log::error!("mqtt session: {e}");
+        }
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        let left = outbox.lock().unwrap_or_else(|e| e.into_inner()).len()?;
+        log::info!("stopped; {left} message(s) left in the outbox");
+        Ok(())
     }
-    let _ = mqtt_stop_tx.send(true);
-    if let Err(e) = session.await {
-        log::error!("mqtt session: {e}");
+}
+
+/// A named thread (the name shows in logs, `top -H` and a core dump).
+fn spawn_thread(
+    name: &str,
+    run: impl FnOnce() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, DaemonError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(run)
+        .map_err(|e| DaemonError::Internal(format!("{name} thread: {e}")))
+}
+
+/// The state directory and the outbox in it, saying how many messages wait from before a
+/// restart.
+fn open_outbox(config: &Config) -> Result<Arc<Mutex<Outbox>>, DaemonError> {
+    std::fs::create_dir_all(&config.state.dir).map_err(|source| DaemonError::StateDir {
+        path: config.state.dir.clone(),
+        source,
+    })?;
+    let outbox = Outbox::open(
+        &config.state.dir.join("outbox.sqlite"),
+        config.state.outbox_capacity,
+    )?;
+    let waiting = outbox.len()?;
+    if waiting > 0 {
+        log::info!("outbox: {waiting} message(s) from before the restart will be sent");
     }
-    if let Some(w) = watchdog {
-        w.abort();
+    Ok(Arc::new(Mutex::new(outbox)))
+}
+
+/// What the pipeline thread needs from the configuration: layout, exam settings, preview.
+fn pipeline_settings(config: &Config, source_name: &str) -> Result<PipelineSettings, DaemonError> {
+    let (presets, layout) = config
+        .layout_choice()
+        .map_err(|(field, reason)| DaemonError::Source(format!("{field}: {reason}")))?;
+    let mut exam = ExamSettings {
+        keep: config.exam.keep,
+        use_recorded_injection: config.exam.use_recorded_injection,
+        ..ExamSettings::default()
+    };
+    exam.arrival.transit_s = config.exam.transit_s;
+    exam.boundaries.exam_timeout_s = config.exam.timeout_s;
+    Ok(PipelineSettings {
+        device_id: config.device.id.clone(),
+        source: source_name.to_string(),
+        exam,
+        layout,
+        presets,
+        auto_start: config.exam.auto_start,
+        speed: source_speed(config),
+        timing_interval: Duration::from_secs_f64(config.exam.timing_interval_s),
+        outbox_capacity: config.state.outbox_capacity,
+        state_file: config.state.dir.join("state.json"),
+        preview: config.preview.enabled.then(|| {
+            (
+                PreviewSettings {
+                    width: config.preview.width,
+                    quality: config.preview.quality,
+                },
+                Duration::from_secs_f64(1.0 / config.preview.fps),
+            )
+        }),
+    })
+}
+
+/// Pings systemd's watchdog every `every` while every stage's heart beats; when one stops,
+/// says once which, and lets systemd restart the service.
+async fn feed_watchdog(health: Health, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    let mut reported = false;
+    loop {
+        tick.tick().await;
+        let stuck = health.stuck();
+        if stuck.is_empty() {
+            systemd::watchdog();
+            reported = false;
+        } else if !reported {
+            log::error!(
+                "watchdog not fed, stuck: {}; systemd will restart the service",
+                stuck.join("; ")
+            );
+            reported = true;
+        }
     }
-    let left = outbox.lock().unwrap_or_else(|e| e.into_inner()).len()?;
-    log::info!("stopped; {left} message(s) left in the outbox");
-    Ok(())
 }
 
 fn capture_loop(

@@ -139,22 +139,38 @@ struct PersistedState {
     used_exam_ids: Vec<String>,
 }
 
+/// What connects the pipeline thread to the others: the frame queue, the command, job and
+/// result channels, the MQTT sender, and the state it shares with them.
+pub struct Links {
+    pub frames: Arc<DropOldest<Captured>>,
+    pub commands: Receiver<Request>,
+    pub jobs: SyncSender<ScoringJob>,
+    pub done: Receiver<ScoringDone>,
+    pub outbound: tokio_mpsc::Sender<Outbound>,
+    pub outbox: Arc<Mutex<Outbox>>,
+    pub counters: Arc<Counters>,
+    pub heart: Arc<Heart>,
+    pub stopping: Arc<AtomicBool>,
+}
+
 impl Pipeline {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: PipelineSettings,
         topics: Topics,
         model_info: ModelInfo,
-        frames: Arc<DropOldest<Captured>>,
-        commands: Receiver<Request>,
-        jobs: SyncSender<ScoringJob>,
-        done: Receiver<ScoringDone>,
-        outbound: tokio_mpsc::Sender<Outbound>,
-        outbox: Arc<Mutex<Outbox>>,
-        counters: Arc<Counters>,
-        heart: Arc<Heart>,
-        stopping: Arc<AtomicBool>,
+        links: Links,
     ) -> Self {
+        let Links {
+            frames,
+            commands,
+            jobs,
+            done,
+            outbound,
+            outbox,
+            counters,
+            heart,
+            stopping,
+        } = links;
         let persisted: PersistedState = std::fs::read(&settings.state_file)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
