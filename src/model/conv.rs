@@ -112,20 +112,25 @@ pub fn oihw_to_rows(w: &Tensor) -> candle_core::Result<Tensor> {
         .contiguous()
 }
 
+/// A BatchNorm's per-channel tensors, as PyTorch names them `weight` (gamma), `bias` (beta),
+/// `running_mean` and `running_var`.
+pub struct BatchNorm<'a> {
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub mean: &'a Tensor,
+    pub var: &'a Tensor,
+}
+
 impl FoldedConv {
-    /// Folds `bn` (gamma, beta, running mean, running variance) into the OIHW weight `w`.
-    #[allow(clippy::too_many_arguments)]
+    /// Folds `bn` into the OIHW weight `w`.
     pub fn fold(
         w: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        mean: &Tensor,
-        var: &Tensor,
+        bn: BatchNorm,
         stride: usize,
         padding: usize,
         engine: ConvEngine,
     ) -> candle_core::Result<Self> {
-        let (w, bias) = fold_batchnorm(w, gamma, beta, mean, var)?;
+        let (w, bias) = fold_batchnorm(w, bn.gamma, bn.beta, bn.mean, bn.var)?;
         Self::from_rows(&oihw_to_rows(&w)?, bias, w.dim(2)?, stride, padding, engine)
     }
 

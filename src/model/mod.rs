@@ -244,16 +244,7 @@ impl DlrModel {
             None
         };
         let mut source = weights::WeightSource::with_int8(tensors.into_iter().collect(), int8);
-        let network = ResNet50Dlr::load(
-            &mut source,
-            metadata.weight_format,
-            metadata.input_channels as usize,
-            metadata.head_hidden as usize,
-            metadata.head_activation,
-            device,
-            engine,
-            int8_kernel,
-        )?;
+        let network = ResNet50Dlr::load(&mut source, &metadata, device, engine, int8_kernel)?;
         if let Some(extra) = source.remaining().first() {
             return Err(ModelError::UnexpectedTensor {
                 name: extra.clone(),

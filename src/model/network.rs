@@ -8,10 +8,10 @@
 use candle_core::{DType, Device, Tensor, D};
 use std::sync::Arc;
 
-use super::conv::{max_pool_3x3_s2, output_size, ConvEngine, FeatureMap, FoldedConv};
+use super::conv::{max_pool_3x3_s2, output_size, BatchNorm, ConvEngine, FeatureMap, FoldedConv};
 use super::int8::conv::ActivationScaling;
 use super::int8::{InputHistogram, Int8Conv, Kernel};
-use super::metadata::{HeadActivation, WeightFormat};
+use super::metadata::{HeadActivation, ModelMetadata, WeightFormat};
 use super::weights::{
     block_prefix, WeightSource, DOWNSAMPLE, EXPAND, EXPANSION, FEATURE_CHANNELS, NUM_CLASSES,
     REDUCE, SPATIAL, STAGES, STEM, STEM_BATCHNORM,
@@ -168,16 +168,13 @@ impl ConvLoader<'_> {
         let beta = take(format!("{bn}.bias"), &c)?;
         let mean = take(format!("{bn}.running_mean"), &c)?;
         let var = take(format!("{bn}.running_var"), &c)?;
-        Ok(FoldedConv::fold(
-            &weight,
-            &gamma,
-            &beta,
-            &mean,
-            &var,
-            stride,
-            padding,
-            self.engine,
-        )?)
+        let bn = BatchNorm {
+            gamma: &gamma,
+            beta: &beta,
+            mean: &mean,
+            var: &var,
+        };
+        Ok(FoldedConv::fold(&weight, bn, stride, padding, self.engine)?)
     }
 
     /// A convolution stored folded: `<conv>.weight` [cout, k*k*cin] and `<conv>.bias`.
@@ -230,17 +227,17 @@ impl ResNet50Dlr {
     /// Builds the network from named weights in `format`, folding every BatchNorm that is not
     /// folded yet. Int8 weights run on `int8_kernel` when it is given (CPU only), and are
     /// dequantized for `engine` otherwise.
-    #[allow(clippy::too_many_arguments)]
     pub fn load(
         w: &mut WeightSource,
-        format: WeightFormat,
-        input_channels: usize,
-        hidden: usize,
-        activation: HeadActivation,
+        metadata: &ModelMetadata,
         device: &Device,
         engine: ConvEngine,
         int8_kernel: Option<Kernel>,
     ) -> Result<Self, ModelError> {
+        let format = metadata.weight_format;
+        let input_channels = metadata.input_channels as usize;
+        let hidden = metadata.head_hidden as usize;
+        let activation = metadata.head_activation;
         let mut convs = ConvLoader {
             weights: w,
             format,

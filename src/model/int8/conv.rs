@@ -508,7 +508,6 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     /// Direct f32 convolution on NHWC with (ky, kx, ci)-ordered weights: the definition.
-    #[allow(clippy::too_many_arguments)]
     fn reference(
         x: &[f32],
         (b, h, w, c): (usize, usize, usize, usize),
