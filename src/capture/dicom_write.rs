@@ -58,26 +58,7 @@ pub fn write_cine(
         path: path.to_path_buf(),
         reason,
     };
-    let mut fragments: Vec<Vec<u8>> = Vec::new();
-    let mut size: Option<(u32, u32)> = None;
-    for (i, frame) in frames.into_iter().enumerate() {
-        let dims = frame.dimensions();
-        if *size.get_or_insert(dims) != dims {
-            return Err(fail(format!(
-                "frame {i} is {}x{}, the cine is {:?}",
-                dims.0, dims.1, size
-            )));
-        }
-        let mut jpeg = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
-            .encode_image(&frame)
-            .map_err(|e| fail(format!("frame {i}: JPEG encoding: {e}")))?;
-        if jpeg.len() % 2 == 1 {
-            jpeg.push(0); // fragments have even length
-        }
-        fragments.push(jpeg);
-    }
-    let (w, h) = size.ok_or_else(|| fail("no frames to write".into()))?;
+    let (fragments, (w, h)) = jpeg_fragments(frames).map_err(fail)?;
     // Basic offset table: each frame's item offset from the first item (8-byte item headers).
     let mut offsets = Vec::with_capacity(fragments.len());
     let mut at = 0u32;
@@ -88,147 +69,9 @@ pub fn write_cine(
     let n = fragments.len() as u32;
 
     let mut obj = InMemDicomObject::new_empty();
-    put(
-        &mut obj,
-        tags::SOP_CLASS_UID,
-        VR::UI,
-        uids::ULTRASOUND_MULTI_FRAME_IMAGE_STORAGE,
-    );
-    put(
-        &mut obj,
-        tags::SOP_INSTANCE_UID,
-        VR::UI,
-        uid(info.uid_seed, 3),
-    );
-    put(
-        &mut obj,
-        tags::STUDY_INSTANCE_UID,
-        VR::UI,
-        uid(info.uid_seed, 1),
-    );
-    put(
-        &mut obj,
-        tags::SERIES_INSTANCE_UID,
-        VR::UI,
-        uid(info.uid_seed, 2),
-    );
-    put(&mut obj, tags::MODALITY, VR::CS, "US");
-    put(&mut obj, tags::PATIENT_NAME, VR::PN, "SYNTHETIC^CEUS");
-    put(
-        &mut obj,
-        tags::PATIENT_ID,
-        VR::LO,
-        format!("SYNTH-{}", info.uid_seed),
-    );
-    put(
-        &mut obj,
-        tags::STUDY_DATE,
-        VR::DA,
-        info.acquisition_date.as_str(),
-    );
-    put(
-        &mut obj,
-        tags::STUDY_TIME,
-        VR::TM,
-        info.acquisition_time.as_str(),
-    );
-    put(
-        &mut obj,
-        tags::ACQUISITION_TIME,
-        VR::TM,
-        info.acquisition_time.as_str(),
-    );
-    put(
-        &mut obj,
-        tags::CONTENT_TIME,
-        VR::TM,
-        info.acquisition_time.as_str(),
-    );
-    put(
-        &mut obj,
-        tags::SERIES_DESCRIPTION,
-        VR::LO,
-        info.description.as_str(),
-    );
-    put(&mut obj, tags::INSTANCE_NUMBER, VR::IS, "1");
-    put(
-        &mut obj,
-        tags::SAMPLES_PER_PIXEL,
-        VR::US,
-        PrimitiveValue::from(3u16),
-    );
-    put(
-        &mut obj,
-        tags::PHOTOMETRIC_INTERPRETATION,
-        VR::CS,
-        "YBR_FULL_422",
-    );
-    put(
-        &mut obj,
-        tags::PLANAR_CONFIGURATION,
-        VR::US,
-        PrimitiveValue::from(0u16),
-    );
-    put(&mut obj, tags::NUMBER_OF_FRAMES, VR::IS, n.to_string());
-    put(&mut obj, tags::ROWS, VR::US, PrimitiveValue::from(h as u16));
-    put(
-        &mut obj,
-        tags::COLUMNS,
-        VR::US,
-        PrimitiveValue::from(w as u16),
-    );
-    put(
-        &mut obj,
-        tags::BITS_ALLOCATED,
-        VR::US,
-        PrimitiveValue::from(8u16),
-    );
-    put(
-        &mut obj,
-        tags::BITS_STORED,
-        VR::US,
-        PrimitiveValue::from(8u16),
-    );
-    put(&mut obj, tags::HIGH_BIT, VR::US, PrimitiveValue::from(7u16));
-    put(
-        &mut obj,
-        tags::PIXEL_REPRESENTATION,
-        VR::US,
-        PrimitiveValue::from(0u16),
-    );
-    put(&mut obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "01");
-    put(
-        &mut obj,
-        tags::FRAME_TIME,
-        VR::DS,
-        format!("{:.3}", info.frame_time_ms),
-    );
-    put(
-        &mut obj,
-        tags::CINE_RATE,
-        VR::IS,
-        format!("{}", (1000.0 / info.frame_time_ms).round() as u32),
-    );
-    obj.put(DataElement::new(
-        tags::FRAME_INCREMENT_POINTER,
-        VR::AT,
-        dicom_value!(Tags, [tags::FRAME_TIME]),
-    ));
-    put(&mut obj, tags::CONTRAST_BOLUS_AGENT, VR::LO, "SonoVue");
-    if let Some(inj) = info.injection_s {
-        let start = super::replay::parse_tm(&info.acquisition_time).ok_or_else(|| {
-            fail(format!(
-                "acquisition time '{}' is not a DICOM time",
-                info.acquisition_time
-            ))
-        })?;
-        put(
-            &mut obj,
-            tags::CONTRAST_BOLUS_START_TIME,
-            VR::TM,
-            seconds_to_tm(start + inj),
-        );
-    }
+    put_identity(&mut obj, info);
+    put_image_pixel(&mut obj, w, h, n);
+    put_cine_timing(&mut obj, info).map_err(fail)?;
     obj.put(DataElement::new(
         tags::PIXEL_DATA,
         VR::OB,
@@ -244,4 +87,168 @@ pub fn write_cine(
         }
     })?;
     Ok(n)
+}
+
+/// One baseline JPEG fragment per frame (padded to even length).
+type Fragments = Vec<Vec<u8>>;
+
+/// Each frame as a JPEG fragment, and the frames' size (width, height).
+fn jpeg_fragments(
+    frames: impl IntoIterator<Item = RgbImage>,
+) -> Result<(Fragments, (u32, u32)), String> {
+    let mut fragments: Vec<Vec<u8>> = Vec::new();
+    let mut size: Option<(u32, u32)> = None;
+    for (i, frame) in frames.into_iter().enumerate() {
+        let dims = frame.dimensions();
+        if *size.get_or_insert(dims) != dims {
+            return Err(format!(
+                "frame {i} is {}x{}, the cine is {:?}",
+                dims.0, dims.1, size
+            ));
+        }
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&frame)
+            .map_err(|e| format!("frame {i}: JPEG encoding: {e}"))?;
+        if jpeg.len() % 2 == 1 {
+            jpeg.push(0); // fragments have even length
+        }
+        fragments.push(jpeg);
+    }
+    let size = size.ok_or("no frames to write")?;
+    Ok((fragments, size))
+}
+
+/// Patient, study, series and instance: the synthetic patient and UIDs from the seed.
+fn put_identity(obj: &mut InMemDicomObject, info: &CineInfo) {
+    put(
+        obj,
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        uids::ULTRASOUND_MULTI_FRAME_IMAGE_STORAGE,
+    );
+    put(obj, tags::SOP_INSTANCE_UID, VR::UI, uid(info.uid_seed, 3));
+    put(obj, tags::STUDY_INSTANCE_UID, VR::UI, uid(info.uid_seed, 1));
+    put(
+        obj,
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        uid(info.uid_seed, 2),
+    );
+    put(obj, tags::MODALITY, VR::CS, "US");
+    put(obj, tags::PATIENT_NAME, VR::PN, "SYNTHETIC^CEUS");
+    put(
+        obj,
+        tags::PATIENT_ID,
+        VR::LO,
+        format!("SYNTH-{}", info.uid_seed),
+    );
+    put(
+        obj,
+        tags::STUDY_DATE,
+        VR::DA,
+        info.acquisition_date.as_str(),
+    );
+    put(
+        obj,
+        tags::STUDY_TIME,
+        VR::TM,
+        info.acquisition_time.as_str(),
+    );
+    put(
+        obj,
+        tags::ACQUISITION_TIME,
+        VR::TM,
+        info.acquisition_time.as_str(),
+    );
+    put(
+        obj,
+        tags::CONTENT_TIME,
+        VR::TM,
+        info.acquisition_time.as_str(),
+    );
+    put(
+        obj,
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        info.description.as_str(),
+    );
+    put(obj, tags::INSTANCE_NUMBER, VR::IS, "1");
+}
+
+/// The Image Pixel module: `n` frames of `w`x`h` 8-bit YBR_FULL_422 (baseline JPEG).
+fn put_image_pixel(obj: &mut InMemDicomObject, w: u32, h: u32, n: u32) {
+    put(
+        obj,
+        tags::SAMPLES_PER_PIXEL,
+        VR::US,
+        PrimitiveValue::from(3u16),
+    );
+    put(
+        obj,
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "YBR_FULL_422",
+    );
+    put(
+        obj,
+        tags::PLANAR_CONFIGURATION,
+        VR::US,
+        PrimitiveValue::from(0u16),
+    );
+    put(obj, tags::NUMBER_OF_FRAMES, VR::IS, n.to_string());
+    put(obj, tags::ROWS, VR::US, PrimitiveValue::from(h as u16));
+    put(obj, tags::COLUMNS, VR::US, PrimitiveValue::from(w as u16));
+    put(
+        obj,
+        tags::BITS_ALLOCATED,
+        VR::US,
+        PrimitiveValue::from(8u16),
+    );
+    put(obj, tags::BITS_STORED, VR::US, PrimitiveValue::from(8u16));
+    put(obj, tags::HIGH_BIT, VR::US, PrimitiveValue::from(7u16));
+    put(
+        obj,
+        tags::PIXEL_REPRESENTATION,
+        VR::US,
+        PrimitiveValue::from(0u16),
+    );
+    put(obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "01");
+}
+
+/// Frame timing, and the contrast agent with its injection time when known.
+fn put_cine_timing(obj: &mut InMemDicomObject, info: &CineInfo) -> Result<(), String> {
+    put(
+        obj,
+        tags::FRAME_TIME,
+        VR::DS,
+        format!("{:.3}", info.frame_time_ms),
+    );
+    put(
+        obj,
+        tags::CINE_RATE,
+        VR::IS,
+        format!("{}", (1000.0 / info.frame_time_ms).round() as u32),
+    );
+    obj.put(DataElement::new(
+        tags::FRAME_INCREMENT_POINTER,
+        VR::AT,
+        dicom_value!(Tags, [tags::FRAME_TIME]),
+    ));
+    put(obj, tags::CONTRAST_BOLUS_AGENT, VR::LO, "SonoVue");
+    if let Some(inj) = info.injection_s {
+        let start = super::replay::parse_tm(&info.acquisition_time).ok_or_else(|| {
+            format!(
+                "acquisition time '{}' is not a DICOM time",
+                info.acquisition_time
+            )
+        })?;
+        put(
+            obj,
+            tags::CONTRAST_BOLUS_START_TIME,
+            VR::TM,
+            seconds_to_tm(start + inj),
+        );
+    }
+    Ok(())
 }

@@ -179,87 +179,33 @@ pub fn quantize_model_with(
         });
     }
     let mut tensors: BTreeMap<String, Tensor> = file.tensor_map();
-    let mut take = |name: &str| {
-        tensors
-            .remove(name)
-            .ok_or_else(|| ModelError::MissingTensor { name: name.into() })
-    };
-    let mut stored = Vec::new();
-    let mut reports = Vec::new();
+    let mut out = Converted::default();
     let channels = meta.input_channels as usize;
     for spec in tensor_specs(channels, meta.head_hidden as usize) {
         match spec.role {
-            TensorRole::ConvWeight => {
-                let conv = spec.name.trim_end_matches(".weight");
-                let bn = batchnorm_of(conv).ok_or_else(|| ModelError::MissingTensor {
-                    name: format!("the BatchNorm of {conv}"),
-                })?;
-                let (w, bias) = fold_batchnorm(
-                    &take(&spec.name)?,
-                    &take(&format!("{bn}.weight"))?,
-                    &take(&format!("{bn}.bias"))?,
-                    &take(&format!("{bn}.running_mean"))?,
-                    &take(&format!("{bn}.running_var"))?,
-                )?;
-                let rows = oihw_to_rows(&w)?;
-                let (cout, k) = rows.dims2()?;
-                let values: Vec<f32> = rows.flatten_all()?.to_vec1()?;
-                let is_stem = spec.name == format!("{STEM}.weight");
-                let (tensor, kept, kind) = match target {
-                    Target::Q8 if !is_stem => {
-                        let q = ChannelQuantized::quantize(&values, cout, k)
-                            .map_err(|e| ModelError::Input(format!("{}: {e}", spec.name)))?;
-                        let kept = q.dequantize();
-                        (StoredTensor::Int8(q), kept, "Q8_0")
-                    }
-                    Target::Q8 => (
-                        StoredTensor::Float(rows, StoredType::F32),
-                        values.clone(),
-                        "F32",
-                    ),
-                    Target::F16 => {
-                        let kept = f16_round_trip(&rows)?;
-                        (StoredTensor::Float(rows, StoredType::F16), kept, "F16")
-                    }
-                };
-                reports.push(TensorReport {
-                    name: spec.name.clone(),
-                    stored: kind,
-                    max_relative_error: relative_error(&values, &kept),
-                });
-                stored.push((spec.name.clone(), tensor));
-                reports.push(TensorReport {
-                    name: format!("{conv}.bias"),
-                    stored: "F32",
-                    max_relative_error: 0.0,
-                });
-                stored.push((
-                    format!("{conv}.bias"),
-                    StoredTensor::Float(bias, StoredType::F32),
-                ));
-            }
+            TensorRole::ConvWeight => convert_conv(&mut tensors, &spec.name, target, &mut out)?,
             TensorRole::LinearWeight | TensorRole::LinearBias => {
-                let t = take(&spec.name)?;
+                let t = take(&mut tensors, &spec.name)?;
                 let as_f16 = target == Target::F16 && spec.role == TensorRole::LinearWeight;
-                let (kind, error) = if as_f16 {
+                if as_f16 {
                     let original: Vec<f32> = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-                    ("F16", relative_error(&original, &f16_round_trip(&t)?))
+                    let error = relative_error(&original, &f16_round_trip(&t)?);
+                    out.push(
+                        spec.name,
+                        StoredTensor::Float(t, StoredType::F16),
+                        "F16",
+                        error,
+                    );
                 } else {
-                    ("F32", 0.0)
-                };
-                let stored_type = if as_f16 {
-                    StoredType::F16
-                } else {
-                    StoredType::F32
-                };
-                reports.push(TensorReport {
-                    name: spec.name.clone(),
-                    stored: kind,
-                    max_relative_error: error,
-                });
-                stored.push((spec.name, StoredTensor::Float(t, stored_type)));
+                    out.push(
+                        spec.name,
+                        StoredTensor::Float(t, StoredType::F32),
+                        "F32",
+                        0.0,
+                    );
+                }
             }
-            // Folded into their convolution above.
+            // Folded into their convolution.
             TensorRole::BnWeight
             | TensorRole::BnBias
             | TensorRole::BnMean
@@ -268,25 +214,19 @@ pub fn quantize_model_with(
             | TensorRole::InputScale => {}
         }
     }
+    let Converted {
+        mut stored,
+        mut reports,
+    } = out;
     meta.weight_format = target.format();
     let calibrated = match calibration_set {
-        Some((c, images)) => {
-            let report = calibrate(&meta, &stored, c, &images)?;
-            for (layer, found) in &report.layers {
-                let scale = Tensor::from_vec(vec![found.scale], 1, &Device::Cpu)?;
-                reports.push(TensorReport {
-                    name: format!("{layer}.input_scale"),
-                    stored: "F32",
-                    max_relative_error: 0.0,
-                });
-                stored.push((
-                    format!("{layer}.input_scale"),
-                    StoredTensor::Float(scale, StoredType::F32),
-                ));
-            }
-            meta.weight_format = WeightFormat::FoldedInt8Static;
-            Some(report)
-        }
+        Some((c, images)) => Some(add_input_scales(
+            &mut meta,
+            &mut stored,
+            &mut reports,
+            c,
+            &images,
+        )?),
         None => None,
     };
     if let Some(created) = created {
@@ -317,6 +257,112 @@ pub fn quantize_model_with(
         tensors: reports,
         calibration: calibrated,
     })
+}
+
+/// The converted tensors in the order they are written, and what each lost.
+#[derive(Default)]
+struct Converted {
+    stored: Vec<(String, StoredTensor)>,
+    reports: Vec<TensorReport>,
+}
+
+impl Converted {
+    fn push(&mut self, name: String, tensor: StoredTensor, stored: &'static str, error: f32) {
+        self.reports.push(TensorReport {
+            name: name.clone(),
+            stored,
+            max_relative_error: error,
+        });
+        self.stored.push((name, tensor));
+    }
+}
+
+/// Removes `name` from the input's tensors.
+fn take(tensors: &mut BTreeMap<String, Tensor>, name: &str) -> Result<Tensor, ModelError> {
+    tensors
+        .remove(name)
+        .ok_or_else(|| ModelError::MissingTensor { name: name.into() })
+}
+
+/// The convolution `weight_name` with its BatchNorm folded in: its weight stored as `target`
+/// says (under q8 the stem stays f32), and its new bias.
+fn convert_conv(
+    tensors: &mut BTreeMap<String, Tensor>,
+    weight_name: &str,
+    target: Target,
+    out: &mut Converted,
+) -> Result<(), ModelError> {
+    let conv = weight_name.trim_end_matches(".weight");
+    let bn = batchnorm_of(conv).ok_or_else(|| ModelError::MissingTensor {
+        name: format!("the BatchNorm of {conv}"),
+    })?;
+    let (w, bias) = fold_batchnorm(
+        &take(tensors, weight_name)?,
+        &take(tensors, &format!("{bn}.weight"))?,
+        &take(tensors, &format!("{bn}.bias"))?,
+        &take(tensors, &format!("{bn}.running_mean"))?,
+        &take(tensors, &format!("{bn}.running_var"))?,
+    )?;
+    let rows = oihw_to_rows(&w)?;
+    let (cout, k) = rows.dims2()?;
+    let values: Vec<f32> = rows.flatten_all()?.to_vec1()?;
+    let is_stem = weight_name == format!("{STEM}.weight");
+    let (tensor, kept, kind) = match target {
+        Target::Q8 if !is_stem => {
+            let q = ChannelQuantized::quantize(&values, cout, k)
+                .map_err(|e| ModelError::Input(format!("{weight_name}: {e}")))?;
+            let kept = q.dequantize();
+            (StoredTensor::Int8(q), kept, "Q8_0")
+        }
+        Target::Q8 => (
+            StoredTensor::Float(rows, StoredType::F32),
+            values.clone(),
+            "F32",
+        ),
+        Target::F16 => {
+            let kept = f16_round_trip(&rows)?;
+            (StoredTensor::Float(rows, StoredType::F16), kept, "F16")
+        }
+    };
+    out.push(
+        weight_name.to_string(),
+        tensor,
+        kind,
+        relative_error(&values, &kept),
+    );
+    out.push(
+        format!("{conv}.bias"),
+        StoredTensor::Float(bias, StoredType::F32),
+        "F32",
+        0.0,
+    );
+    Ok(())
+}
+
+/// Runs the calibration and adds each int8 layer's fixed input scale to the file: the format
+/// becomes folded-int8-static.
+fn add_input_scales(
+    meta: &mut ModelMetadata,
+    stored: &mut Vec<(String, StoredTensor)>,
+    reports: &mut Vec<TensorReport>,
+    calibration: &Calibration,
+    images: &[(String, GrayImage)],
+) -> Result<CalibrationReport, ModelError> {
+    let report = calibrate(meta, stored, calibration, images)?;
+    for (layer, found) in &report.layers {
+        let scale = Tensor::from_vec(vec![found.scale], 1, &Device::Cpu)?;
+        reports.push(TensorReport {
+            name: format!("{layer}.input_scale"),
+            stored: "F32",
+            max_relative_error: 0.0,
+        });
+        stored.push((
+            format!("{layer}.input_scale"),
+            StoredTensor::Float(scale, StoredType::F32),
+        ));
+    }
+    meta.weight_format = WeightFormat::FoldedInt8Static;
+    Ok(report)
 }
 
 /// Builds the int8 network from the converted tensors (activations scaled per row, as a
