@@ -6,8 +6,8 @@
 //! `ceusd model build-demo`). The repository holds only the trained head
 //! (`models/demo/head.safetensors`, f16, 2 MB) and a manifest with the metadata and the content
 //! hash of the assembled model; the binary carries both, assembles the model in memory and
-//! refuses it if the hash differs. Only this file is needed to score with it: the service does
-//! not link the training code.
+//! refuses it if the hash differs. Only this file is needed to score with it, so the daemon
+//! reaches no training code (`tests/import_graph.rs` checks).
 //!
 //! It has never seen a patient: not for clinical use.
 
