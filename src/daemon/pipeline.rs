@@ -100,15 +100,7 @@ pub struct Pipeline {
     pub settings: PipelineSettings,
     pub topics: Topics,
     pub model_info: ModelInfo,
-    pub frames: Arc<DropOldest<Captured>>,
-    pub commands: Receiver<Request>,
-    pub jobs: SyncSender<ScoringJob>,
-    pub done: Receiver<ScoringDone>,
-    pub outbound: tokio_mpsc::Sender<Outbound>,
-    pub outbox: Arc<Mutex<Outbox>>,
-    pub counters: Arc<Counters>,
-    pub heart: Arc<Heart>,
-    pub stopping: Arc<AtomicBool>,
+    pub links: Links,
     current: Option<ExamRun>,
     previous_exam_id: Option<String>,
     used_exam_ids: Vec<String>,
@@ -160,17 +152,6 @@ impl Pipeline {
         model_info: ModelInfo,
         links: Links,
     ) -> Self {
-        let Links {
-            frames,
-            commands,
-            jobs,
-            done,
-            outbound,
-            outbox,
-            counters,
-            heart,
-            stopping,
-        } = links;
         let persisted: PersistedState = std::fs::read(&settings.state_file)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -180,15 +161,7 @@ impl Pipeline {
             settings,
             topics,
             model_info,
-            frames,
-            commands,
-            jobs,
-            done,
-            outbound,
-            outbox,
-            counters,
-            heart,
-            stopping,
+            links,
             current: None,
             previous_exam_id: persisted.last_exam_id,
             used_exam_ids: persisted.used_exam_ids,
@@ -208,12 +181,12 @@ impl Pipeline {
     pub fn run(mut self) {
         self.publish_status(true);
         loop {
-            self.heart.beat();
-            while let Ok(request) = self.commands.try_recv() {
+            self.links.heart.beat();
+            while let Ok(request) = self.links.commands.try_recv() {
                 let reply = self.command(request);
-                let _ = self.outbound.blocking_send(Outbound::Reply(reply));
+                let _ = self.links.outbound.blocking_send(Outbound::Reply(reply));
             }
-            while let Ok(done) = self.done.try_recv() {
+            while let Ok(done) = self.links.done.try_recv() {
                 log::info!(
                     "exam {}: result {} {}",
                     done.exam_id,
@@ -225,10 +198,10 @@ impl Pipeline {
                     }
                 );
             }
-            if self.stopping.load(Ordering::Relaxed) {
+            if self.links.stopping.load(Ordering::Relaxed) {
                 break;
             }
-            if let Some(event) = self.frames.pop(Duration::from_millis(200)) {
+            if let Some(event) = self.links.frames.pop(Duration::from_millis(200)) {
                 self.event(event);
             }
             self.publish_status(false);
@@ -241,7 +214,7 @@ impl Pipeline {
                 );
             }
         }
-        self.heart.finish();
+        self.links.heart.finish();
     }
 
     fn event(&mut self, event: Captured) {
@@ -251,7 +224,7 @@ impl Pipeline {
                 recorded_exam,
                 recorded_injection_s,
             } => {
-                self.counters.received.fetch_add(1, Ordering::Relaxed);
+                self.links.counters.received.fetch_add(1, Ordering::Relaxed);
                 let format = (frame.width, frame.height, frame.format);
                 if self.frame_format != Some(format) {
                     // The installer's proof that the capture card delivers what it should.
@@ -382,7 +355,7 @@ impl Pipeline {
             run.last_timing = Some(Instant::now());
             let message = TimingMessage::new(&run.id, &status, &b, exam.window.kept().len());
             if let Ok(payload) = serde_json::to_vec(&message) {
-                let _ = self.outbound.try_send(Outbound::Transient {
+                let _ = self.links.outbound.try_send(Outbound::Transient {
                     topic: self.topics.timing(&run.id),
                     payload,
                 });
@@ -424,7 +397,7 @@ impl Pipeline {
         );
         match message.map(|m| serde_json::to_vec(&m)) {
             Ok(Ok(payload)) => {
-                let _ = self.outbound.try_send(Outbound::Transient {
+                let _ = self.links.outbound.try_send(Outbound::Transient {
                     topic: self.topics.preview(),
                     payload,
                 });
@@ -453,7 +426,7 @@ impl Pipeline {
             roi: run.roi,
             requested: Instant::now(),
         };
-        if self.jobs.send(job).is_err() {
+        if self.links.jobs.send(job).is_err() {
             log::error!("the inference worker is gone; {result_id} is not computed");
             return None;
         }
@@ -497,6 +470,7 @@ impl Pipeline {
                 clear(self.topics.heatmap(&previous)),
             ];
             let stored = self
+                .links
                 .outbox
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -506,7 +480,7 @@ impl Pipeline {
                     "the previous exam's retained result cannot be cleared ({e}); not starting"
                 ));
             }
-            let _ = self.outbound.blocking_send(Outbound::OutboxChanged);
+            let _ = self.links.outbound.blocking_send(Outbound::OutboxChanged);
         }
         self.used_exam_ids.push(id.clone());
         let excess = self.used_exam_ids.len().saturating_sub(1000);
@@ -730,7 +704,7 @@ impl Pipeline {
     pub fn status_message(&self) -> StatusMessage {
         let (state, mut detail) = self.state();
         let outbox = {
-            let o = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+            let o = self.links.outbox.lock().unwrap_or_else(|e| e.into_inner());
             o.len().ok().map(|pending| OutboxState {
                 pending,
                 capacity: self.settings.outbox_capacity,
@@ -756,9 +730,13 @@ impl Pipeline {
             model: Some(self.model_info.clone()),
             software: crate::publish::messages::software(),
             frames: FrameCounters {
-                received: self.counters.received.load(Ordering::Relaxed),
-                dropped_by_source: self.counters.dropped_by_source.load(Ordering::Relaxed),
-                dropped_in_queue: self.frames.dropped(),
+                received: self.links.counters.received.load(Ordering::Relaxed),
+                dropped_by_source: self
+                    .links
+                    .counters
+                    .dropped_by_source
+                    .load(Ordering::Relaxed),
+                dropped_in_queue: self.links.frames.dropped(),
             },
             outbox,
             time_ms: unix_ms(),
@@ -793,6 +771,9 @@ impl Pipeline {
         }
         self.last_status = Some(key);
         self.last_status_sent = Some(Instant::now());
-        let _ = self.outbound.try_send(Outbound::Status(Box::new(message)));
+        let _ = self
+            .links
+            .outbound
+            .try_send(Outbound::Status(Box::new(message)));
     }
 }
