@@ -214,19 +214,9 @@ pub fn quantize_model_with(
             | TensorRole::InputScale => {}
         }
     }
-    let Converted {
-        mut stored,
-        mut reports,
-    } = out;
     meta.weight_format = target.format();
     let calibrated = match calibration_set {
-        Some((c, images)) => Some(add_input_scales(
-            &mut meta,
-            &mut stored,
-            &mut reports,
-            c,
-            &images,
-        )?),
+        Some((c, images)) => Some(add_input_scales(&mut meta, &mut out, c, &images)?),
         None => None,
     };
     if let Some(created) = created {
@@ -250,6 +240,7 @@ pub fn quantize_model_with(
         target.name(),
         file.content_hash
     );
+    let Converted { stored, reports } = out;
     let content_hash = write_stored_model(output, &meta, stored)?;
     Ok(Conversion {
         content_hash,
@@ -343,23 +334,19 @@ fn convert_conv(
 /// becomes folded-int8-static.
 fn add_input_scales(
     meta: &mut ModelMetadata,
-    stored: &mut Vec<(String, StoredTensor)>,
-    reports: &mut Vec<TensorReport>,
+    out: &mut Converted,
     calibration: &Calibration,
     images: &[(String, GrayImage)],
 ) -> Result<CalibrationReport, ModelError> {
-    let report = calibrate(meta, stored, calibration, images)?;
+    let report = calibrate(meta, &out.stored, calibration, images)?;
     for (layer, found) in &report.layers {
         let scale = Tensor::from_vec(vec![found.scale], 1, &Device::Cpu)?;
-        reports.push(TensorReport {
-            name: format!("{layer}.input_scale"),
-            stored: "F32",
-            max_relative_error: 0.0,
-        });
-        stored.push((
+        out.push(
             format!("{layer}.input_scale"),
             StoredTensor::Float(scale, StoredType::F32),
-        ));
+            "F32",
+            0.0,
+        );
     }
     meta.weight_format = WeightFormat::FoldedInt8Static;
     Ok(report)
