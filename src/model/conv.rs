@@ -14,6 +14,7 @@ use candle_core::{
 use rayon::prelude::*;
 
 use super::int8::Int8Conv;
+use super::kernel_io::{contiguous_f32, contiguous_f32_mut, output_size};
 
 /// How convolutions are executed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,22 +308,6 @@ impl Epilogue {
     }
 }
 
-fn contiguous_f32_mut<'a>(
-    storage: &'a mut CpuStorage,
-    layout: &Layout,
-    op: &str,
-) -> candle_core::Result<&'a mut [f32]> {
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: output is not contiguous")))?;
-    match storage {
-        CpuStorage::F32(v) => Ok(&mut v[start..end]),
-        _ => Err(candle_core::Error::Msg(format!(
-            "{op}: expected f32 output"
-        ))),
-    }
-}
-
 impl InplaceOp2 for Epilogue {
     fn name(&self) -> &'static str {
         "conv-epilogue"
@@ -486,34 +471,5 @@ impl CustomOp1 for MaxPool3x3S2 {
                 }
             });
         Ok((CpuStorage::F32(dst), Shape::from((b, ho, wo, c))))
-    }
-}
-
-/// Output height and width of a `kernel` x `kernel` window (convolution or pooling) sliding
-/// with `stride` over an `h` x `w` input padded by `padding` on every side.
-pub fn output_size(
-    h: usize,
-    w: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-) -> (usize, usize) {
-    (
-        (h + 2 * padding - kernel) / stride + 1,
-        (w + 2 * padding - kernel) / stride + 1,
-    )
-}
-
-pub(crate) fn contiguous_f32<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    op: &str,
-) -> candle_core::Result<&'a [f32]> {
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: input is not contiguous")))?;
-    match storage {
-        CpuStorage::F32(v) => Ok(&v[start..end]),
-        _ => Err(candle_core::Error::Msg(format!("{op}: expected f32 input"))),
     }
 }

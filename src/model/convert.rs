@@ -16,14 +16,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::conv::{fold_batchnorm, oihw_to_rows};
+use super::dlr_model::DlrModel;
+use super::error::ModelError;
 use super::file::{read_model, write_stored_model, StoredTensor, StoredType};
+use super::identity::ModelIdentity;
 use super::int8::{ChannelQuantized, LayerCalibration};
 use super::metadata::{ModelMetadata, WeightFormat};
 use super::preprocess::resize_gray;
 use super::weights::{
     tensor_specs, TensorRole, DOWNSAMPLE, EXPAND, REDUCE, SPATIAL, STEM, STEM_BATCHNORM,
 };
-use super::{DlrModel, ModelError, ModelIdentity};
 use crate::capture::Picture;
 use crate::roi::Roi;
 

@@ -17,10 +17,12 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::conv::ConvEngine;
+use super::dlr_model::DlrModel;
+use super::error::ModelError;
 use super::file::{content_hash_of, StoredType};
+use super::identity::ModelIdentity;
 use super::init::seeded_tensors;
 use super::metadata::ModelMetadata;
-use super::{DlrModel, ModelError, ModelIdentity};
 
 /// The backbone's seed (the built-in untrained model's seed as well).
 pub const BACKBONE_SEED: u64 = 7;
@@ -97,7 +99,7 @@ pub fn write_demo_model(path: &std::path::Path) -> Result<String, ModelError> {
 }
 
 /// The demo model's metadata and tensors, checked against the built-in manifest's hash.
-pub fn demo_tensors() -> Result<(ModelMetadata, super::NamedTensors, String), ModelError> {
+pub fn demo_tensors() -> Result<(ModelMetadata, super::file::NamedTensors, String), ModelError> {
     let m = manifest()?;
     let head_sha = sha256_hex(HEAD);
     if head_sha != m.head_sha256 {

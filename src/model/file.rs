@@ -16,14 +16,17 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
+use super::error::ModelError;
 use super::int8::quantize::QuantizeError;
 use super::int8::ChannelQuantized;
 use super::metadata::ModelMetadata;
 use super::weights::{check_complete, learnable_parameters, specs_for, TensorRole};
-use super::ModelError;
 use crate::atomic_file::write_atomically;
 
 pub const HASH_KEY: &str = "ceusd.content_hash";
+
+/// A model's tensors by name, as a model file stores them.
+pub type NamedTensors = Vec<(String, Tensor)>;
 
 /// How a tensor is stored in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -356,4 +359,18 @@ pub fn read_model(path: &Path, expected_hash: Option<&str>) -> Result<ModelFile,
         int8,
         file_bytes,
     })
+}
+
+/// SHA-256 of a file, as `sha256:<hex>`.
+pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
+    let mut f = std::fs::File::open(path).map_err(|e| ModelError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| ModelError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
 }

@@ -13,9 +13,9 @@ use candle_core::Tensor;
 use fast_image_resize as fr;
 use image::{GrayImage, Rgb, RgbImage};
 
+use super::error::ModelError;
 use super::metadata::HeadActivation;
 use super::network::{ForwardOutput, Head};
-use super::ModelError;
 
 /// Grad-CAM maps at feature resolution for every image of the batch: [b, h, w], not normalised.
 pub fn class_activation(

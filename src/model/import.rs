@@ -9,10 +9,10 @@ use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::error::ModelError;
 use super::file::{write_model, StoredType};
 use super::metadata::{HeadActivation, ModelMetadata, Provenance, ResizeFilter, WeightFormat};
 use super::weights::{check_complete, learnable_parameters};
-use super::ModelError;
 
 /// What the user tells the importer; `None` means "use what the checkpoint implies".
 #[derive(Debug, Clone)]
@@ -277,7 +277,7 @@ pub fn import_checkpoint(
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_else(|| "imported".into())
     });
-    let source_hash = super::sha256_file(source)?;
+    let source_hash = super::file::sha256_file(source)?;
     let meta = ModelMetadata {
         input_channels,
         mean,

@@ -10,9 +10,9 @@ use candle_core::{Device, Tensor};
 
 use crate::rng::SplitMix64;
 
+use super::error::ModelError;
 use super::metadata::{ModelMetadata, Provenance};
 use super::weights::{tensor_specs, TensorRole};
-use super::ModelError;
 
 /// FNV-1a, to give each tensor its own stream: adding a tensor never shifts the others.
 fn name_hash(name: &str) -> u64 {

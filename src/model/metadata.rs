@@ -9,7 +9,7 @@ use candle_core::quantized::gguf_file::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-use super::ModelError;
+use super::error::ModelError;
 
 /// The only architecture this crate implements: torchvision ResNet-50 (v1.5) + the DLR head of
 /// Tong et al. (FC 2048→hidden → activation → dropout → FC hidden→2 → softmax).

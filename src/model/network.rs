@@ -8,15 +8,16 @@
 use candle_core::{DType, Device, Tensor, D};
 use std::sync::Arc;
 
-use super::conv::{max_pool_3x3_s2, output_size, BatchNorm, ConvEngine, FeatureMap, FoldedConv};
+use super::conv::{max_pool_3x3_s2, BatchNorm, ConvEngine, FeatureMap, FoldedConv};
+use super::error::ModelError;
 use super::int8::conv::ActivationScaling;
 use super::int8::{InputHistogram, Int8Conv, Kernel};
+use super::kernel_io::output_size;
 use super::metadata::{HeadActivation, ModelMetadata, WeightFormat};
 use super::weights::{
     block_prefix, WeightSource, DOWNSAMPLE, EXPAND, EXPANSION, FEATURE_CHANNELS, NUM_CLASSES,
     REDUCE, SPATIAL, STAGES, STEM, STEM_BATCHNORM,
 };
-use super::ModelError;
 
 /// A convolution of the network, where it sits and what it is given.
 pub struct ConvSite<'a> {

@@ -11,8 +11,8 @@ use candle_core::{Device, Tensor};
 use fast_image_resize as fr;
 use image::GrayImage;
 
+use super::error::ModelError;
 use super::metadata::{ModelMetadata, ResizeFilter};
-use super::ModelError;
 
 /// Resizes a gray image to `size`x`size` as Pillow's `Image.resize((size, size), filter)`.
 ///

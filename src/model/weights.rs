@@ -7,9 +7,9 @@
 use candle_core::Tensor;
 use std::collections::BTreeMap;
 
+use super::error::ModelError;
 use super::int8::ChannelQuantized;
 use super::metadata::WeightFormat;
-use super::ModelError;
 
 /// Bottleneck blocks per stage (ResNet-50) and each stage's middle width.
 pub const STAGES: [(usize, usize); 4] = [(3, 64), (4, 128), (6, 256), (3, 512)];

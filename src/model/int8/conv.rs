@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use super::calibration::InputHistogram;
 use super::gemm::{gemm, Epilogue, Kernel, PackedActivations, PackedWeights, RowWriter};
 use super::quantize::{activation_scale, ChannelQuantized, Range};
-use crate::model::conv::{contiguous_f32, output_size};
+use crate::model::kernel_io::{contiguous_f32, output_size};
 
 /// How activations are given their u8 scale.
 #[derive(Debug, Clone, Copy, PartialEq)]
