@@ -10,7 +10,8 @@ use dicom_pixeldata::{ConvertOptions, PhotometricInterpretation, PixelDecoder};
 use image::{GrayImage, RgbImage};
 use std::path::{Path, PathBuf};
 
-use super::{InputError, LoadedFrame, Picture};
+use super::input_error::InputError;
+use super::picture::{LoadedFrame, Picture};
 
 fn transfer_syntax_name(uid: &str) -> String {
     use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};

@@ -11,7 +11,7 @@ use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use image::RgbImage;
 use std::path::Path;
 
-use super::InputError;
+use super::input_error::InputError;
 use crate::atomic_file::write_atomically;
 use crate::rng::{spread, SplitMix64};
 

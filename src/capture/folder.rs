@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::frame::Frame;
+use super::input_error::InputError;
 use super::source::{FrameSource, Pacer, Pacing, SourceEvent};
-use super::{still, InputError};
+use super::still;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const MANIFEST_VERSION: u32 = 1;

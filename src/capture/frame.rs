@@ -176,11 +176,17 @@ static LIMITED_TO_FULL: [u8; 256] = limited_to_full();
 
 impl Frame {
     /// A decoded picture as a frame: gray as GREY, colour as RGB24.
-    pub fn from_picture(picture: super::Picture, sequence: u64, timestamp: Duration) -> Self {
+    pub fn from_picture(
+        picture: super::picture::Picture,
+        sequence: u64,
+        timestamp: Duration,
+    ) -> Self {
         let (width, height) = (picture.width(), picture.height());
         let (format, stride, data) = match picture {
-            super::Picture::Gray(g) => (PixelFormat::Grey, width as usize, g.into_raw()),
-            super::Picture::Rgb(c) => (PixelFormat::Rgb24, 3 * width as usize, c.into_raw()),
+            super::picture::Picture::Gray(g) => (PixelFormat::Grey, width as usize, g.into_raw()),
+            super::picture::Picture::Rgb(c) => {
+                (PixelFormat::Rgb24, 3 * width as usize, c.into_raw())
+            }
         };
         Frame {
             sequence,

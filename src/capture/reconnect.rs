@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use super::frame::Frame;
+use super::input_error::InputError;
 use super::source::{FrameSource, SourceEvent};
-use super::InputError;
 
 /// How a "no signal" reason starts when the device could not even be opened (`ceusd check`
 /// tells that apart from an open device without a picture).

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::folder::{Manifest, ManifestFrame, MANIFEST, MANIFEST_VERSION};
 use super::frame::{Frame, LumaRange, PixelFormat};
+use super::input_error::InputError;
 use super::source::{FrameSource, SourceEvent};
-use super::InputError;
 use crate::atomic_file::write_atomically;
 use crate::roi::Roi;
 use std::io::Write;

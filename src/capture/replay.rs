@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use super::dicom::DicomFile;
 use super::frame::Frame;
+use super::input_error::InputError;
 use super::source::{FrameSource, Pacer, Pacing, SourceEvent};
-use super::InputError;
 
 /// Timing read from a cine's header.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::frame::Frame;
-use super::InputError;
+use super::input_error::InputError;
 
 /// What a source yields next.
 #[derive(Debug)]

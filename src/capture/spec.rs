@@ -3,8 +3,9 @@
 //! `FrameSource`. It names every kind of source, so it lives apart from the trait they all
 //! implement: the sources import the trait, and only this file imports the sources.
 
+use super::input_error::InputError;
 use super::source::{FrameSource, Pacing};
-use super::{folder, reconnect, replay, synthetic_session, v4l2, InputError};
+use super::{folder, reconnect, replay, synthetic_session, v4l2};
 
 /// Where frames come from, as written in configuration and on the command line:
 /// `v4l2:/dev/video0?format=YUYV&size=1920x1080&fps=60` (a capture card), `dicom:exam.dcm`

@@ -3,7 +3,8 @@
 use image::{DynamicImage, ImageReader};
 use std::path::Path;
 
-use super::{InputError, LoadedFrame, Picture};
+use super::input_error::InputError;
+use super::picture::{LoadedFrame, Picture};
 
 pub fn load(path: &Path, frame: u32) -> Result<LoadedFrame, InputError> {
     let bad = |reason: String| InputError::Image {

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use super::frame::{Frame, PixelFormat};
+use super::input_error::InputError;
 use super::source::{FrameSource, Pacer, Pacing, SourceEvent};
-use super::InputError;
 use crate::rng::{mix64, spread, SplitMix64};
 use crate::roi::Roi;
 use rayon::prelude::*;

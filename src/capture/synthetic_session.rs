@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::input_error::InputError;
 use super::source::{FrameSource, Pacer, Pacing, SourceEvent};
 use super::synthetic::{
     parse_spec, GroundTruth, LesionKind, Span, SyntheticConfig, SyntheticScanner,
 };
-use super::InputError;
 
 /// What the session plays.
 #[derive(Debug, Clone, PartialEq)]
