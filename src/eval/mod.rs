@@ -9,6 +9,7 @@
 
 pub mod cohort;
 pub mod report;
+pub mod results;
 pub mod roc_plot;
 pub mod stats;
 
@@ -19,9 +20,10 @@ use crate::analyze::{analyze, AnalyzeError, AnalyzeRequest};
 use crate::model::{DlrModel, ModelIdentity};
 use cohort::{Cohort, CohortCase};
 use stats::{
-    auc, bootstrap_auc_ci, matched_operating_point, mcnemar, roc_curve, youden, BootstrapCi, Case,
-    Confusion, MatchedOperatingPoint, McNemar, Proportion, RocPoint,
+    auc, bootstrap_auc_ci, matched_operating_point, mcnemar, roc_curve, youden, Case, Confusion,
 };
+
+pub use results::{CohortReport, EvalReport, EvalSettings, ReaderReport, YoudenPoint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -35,62 +37,6 @@ pub enum EvalError {
     },
     #[error("writing {path}: {reason}")]
     Output { path: PathBuf, reason: String },
-}
-
-/// Settings of the statistics.
-#[derive(Debug, Clone, Serialize)]
-pub struct EvalSettings {
-    pub threshold: f64,
-    pub bootstrap_resamples: usize,
-    pub bootstrap_seed: u64,
-    pub positive_class: String,
-    pub negative_class: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct YoudenPoint {
-    pub threshold: f64,
-    pub j: f64,
-    pub sensitivity: f64,
-    pub specificity: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ReaderReport {
-    pub name: String,
-    /// Cases this reader called.
-    pub cases: usize,
-    pub confusion: Confusion,
-    pub sensitivity: Proportion,
-    pub specificity: Proportion,
-    /// The model at its threshold against this reader, on the cases the reader called.
-    pub mcnemar: McNemar,
-    pub model_matched: MatchedOperatingPoint,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CohortReport {
-    pub name: String,
-    pub cases: usize,
-    pub positives: usize,
-    pub negatives: usize,
-    pub auc: Option<f64>,
-    pub auc_ci: Option<BootstrapCi>,
-    pub confusion: Confusion,
-    pub sensitivity: Proportion,
-    pub specificity: Proportion,
-    pub youden: Option<YoudenPoint>,
-    pub readers: Vec<ReaderReport>,
-    pub roc: Vec<RocPoint>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct EvalReport {
-    pub source: PathBuf,
-    pub model: Option<ModelIdentity>,
-    pub settings: EvalSettings,
-    pub cohorts: Vec<CohortReport>,
-    pub warnings: Vec<String>,
 }
 
 /// A case with its score.

@@ -2,8 +2,8 @@
 
 use std::fmt::Write;
 
+use super::results::EvalReport;
 use super::stats::Proportion;
-use super::EvalReport;
 
 fn pct(p: &Proportion) -> String {
     match (p.value, p.ci_low, p.ci_high) {

@@ -6,7 +6,7 @@
 use font8x8::legacy::BASIC_LEGACY;
 use image::{Rgb, RgbImage};
 
-use super::EvalReport;
+use super::results::EvalReport;
 
 const SIZE: u32 = 720;
 const LEFT: f64 = 80.0;
