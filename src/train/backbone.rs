@@ -13,12 +13,15 @@ use crate::model::metadata::{HeadActivation, ModelMetadata};
 use crate::model::preprocess::batch_tensor;
 use crate::rng::{mix64, spread, SplitMix64};
 
+use super::base_model::{named_tensor, network_input};
 use super::data::TrainCase;
+use super::error::TrainError;
 use super::head::{
     class_weight_pair, class_weights, dropout_mask, targets, weighted_loss, EarlyStopping,
     EpochRecord,
 };
-use super::{named_tensor, network_input, NamedTensors, Progress, TrainConfig, TrainError};
+use super::settings::{Progress, TrainConfig};
+use crate::model::NamedTensors;
 
 const STAGES: [(usize, usize); 4] = [(3, 64), (4, 128), (6, 256), (3, 512)];
 const BN_EPS: f64 = 1e-5;

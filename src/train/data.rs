@@ -10,7 +10,7 @@ use crate::rng::{mix64, SplitMix64};
 use crate::roi::Roi;
 
 use super::augment::{margin_box, RoiCrop};
-use super::TrainError;
+use super::error::TrainError;
 
 #[derive(Debug, Clone)]
 pub struct TrainCase {

@@ -9,7 +9,7 @@ use crate::eval::stats::{auc, Case};
 use crate::model::metadata::HeadActivation;
 use crate::rng::{mix64, SplitMix64};
 
-use super::TrainError;
+use super::error::TrainError;
 
 /// Pooled features with labels.
 #[derive(Debug, Clone)]

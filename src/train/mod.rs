@@ -12,112 +12,26 @@
 
 pub mod augment;
 pub mod backbone;
+pub mod base_model;
 pub mod data;
 pub mod demo;
+pub mod error;
 pub mod head;
-
-use std::path::PathBuf;
+pub mod settings;
 
 use candle_core::{Device, Tensor};
 use image::GrayImage;
 
-use crate::eval::cohort::CohortError;
 use crate::model::conv::ConvEngine;
 use crate::model::metadata::ModelMetadata;
-use crate::model::preprocess::resize_gray;
 use crate::model::{DlrModel, ModelError, ModelIdentity};
-use data::{split_cases, Split, TrainCase};
-use head::{EpochRecord, FeatureSet, HeadTraining, HeadWeights};
+use base_model::{head_of, network_input, with_head};
+use data::{split_cases, TrainCase};
+use head::{EpochRecord, FeatureSet, HeadTraining};
 
 pub use crate::model::NamedTensors;
-
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    #[error(transparent)]
-    Cohort(#[from] CohortError),
-    #[error("{path}: {reason}")]
-    Data { path: PathBuf, reason: String },
-    #[error("case {case}: {reason}")]
-    Case { case: String, reason: String },
-    #[error("split: {0}")]
-    Split(String),
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    #[error("training: {0}")]
-    Candle(#[from] candle_core::Error),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TrainMode {
-    Head,
-    Full,
-}
-
-impl std::str::FromStr for TrainMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "head" => Ok(TrainMode::Head),
-            "full" => Ok(TrainMode::Full),
-            other => Err(format!("mode '{other}': expected head or full")),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct TrainConfig {
-    pub mode: TrainMode,
-    pub split: Split,
-    pub seed: u64,
-    /// Head mode: augmented views cached per training case (the first is the plain ROI).
-    pub views: usize,
-    pub max_epochs: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    pub weight_decay: f64,
-    pub patience: usize,
-    /// Name of the new model.
-    pub name: String,
-    /// What the cases are, in words, for the model's provenance.
-    pub data_description: String,
-    /// Overrides the base model's intended-use statement.
-    pub intended_use: Option<String>,
-    /// RFC 3339 creation time to record (default: now).
-    pub created: Option<String>,
-}
-
-impl TrainConfig {
-    pub fn new(mode: TrainMode, name: &str, data_description: &str) -> Self {
-        let head = mode == TrainMode::Head;
-        Self {
-            mode,
-            split: Split::Fraction(0.2),
-            seed: 1,
-            views: 4,
-            max_epochs: if head { 200 } else { 30 },
-            batch_size: if head { 32 } else { 8 },
-            learning_rate: if head { 1e-3 } else { 1e-4 },
-            weight_decay: 1e-4,
-            patience: if head { 20 } else { 5 },
-            name: name.to_string(),
-            data_description: data_description.to_string(),
-            intended_use: None,
-            created: None,
-        }
-    }
-}
-
-/// What training reports as it goes.
-#[derive(Debug)]
-pub enum Progress<'a> {
-    /// Feature extraction (head mode) or a training step (full mode).
-    Images {
-        done: usize,
-        total: usize,
-    },
-    Epoch(&'a EpochRecord),
-}
+pub use error::TrainError;
+pub use settings::{Progress, TrainConfig, TrainMode};
 
 /// A trained model, ready to write.
 #[derive(Debug)]
@@ -130,9 +44,18 @@ pub struct TrainOutcome {
     pub validation_cases: usize,
 }
 
-/// The network-sized input of a ROI crop view.
-fn network_input(gray: &GrayImage, meta: &ModelMetadata) -> Result<GrayImage, ModelError> {
-    resize_gray(gray, meta.input_size, meta.resize_filter)
+/// The cases of a run and which of them train and which validate (indices into `all`).
+struct Partition<'a> {
+    all: &'a [TrainCase],
+    train: Vec<usize>,
+    valid: Vec<usize>,
+}
+
+impl Partition<'_> {
+    /// How many of the cases at `idx` are positive.
+    fn positives(&self, idx: &[usize]) -> usize {
+        idx.iter().filter(|&&i| self.all[i].positive).count()
+    }
 }
 
 /// Pooled features of `images`, in batches.
@@ -154,127 +77,99 @@ fn pooled_features(
     Ok(out)
 }
 
-/// The tensor called `name`, or an error naming it.
-pub(crate) fn named_tensor(tensors: &[(String, Tensor)], name: &str) -> Result<Tensor, ModelError> {
-    tensors
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, t)| t.clone())
-        .ok_or_else(|| ModelError::MissingTensor {
-            name: name.to_string(),
-        })
-}
-
-fn head_of(tensors: &[(String, Tensor)]) -> Result<HeadWeights, TrainError> {
-    let get = |name: &str| named_tensor(tensors, name);
-    Ok(HeadWeights {
-        fc1_weight: get("fc1.weight")?,
-        fc1_bias: get("fc1.bias")?,
-        fc2_weight: get("fc2.weight")?,
-        fc2_bias: get("fc2.bias")?,
-    })
-}
-
-/// Fine-tunes the base model (its metadata, tensors in the model file's names, and identity)
-/// on `cases`.
-pub fn train(
+/// Head mode: the backbone stays as it is, so each case's pooled features are computed once
+/// (per view) and only the head is trained on them; the base tensors come back with the best
+/// epoch's head.
+fn train_head_only(
     base_meta: &ModelMetadata,
     base_tensors: Vec<(String, Tensor)>,
     base_identity: &ModelIdentity,
-    cases: &[TrainCase],
+    cases: &Partition,
     cfg: &TrainConfig,
-    mut progress: impl FnMut(Progress),
-) -> Result<TrainOutcome, TrainError> {
-    if cfg.batch_size == 0 || cfg.max_epochs == 0 || cfg.views == 0 {
-        return Err(TrainError::Split(
-            "batch size, epochs and views must be at least 1".into(),
-        ));
-    }
-    let (train_idx, valid_idx) = split_cases(cases, &cfg.split, cfg.seed)?;
-    let (mut tensors, history) = match cfg.mode {
-        TrainMode::Head => {
-            let model = DlrModel::from_tensors(
-                base_meta.clone(),
-                base_identity.clone(),
-                base_tensors.clone(),
-                &Device::Cpu,
-                ConvEngine::Im2col,
-            )?;
-            let mut train_images = Vec::with_capacity(train_idx.len() * cfg.views);
-            let mut train_labels = Vec::with_capacity(train_idx.len() * cfg.views);
-            for &i in &train_idx {
-                for view in 0..cfg.views {
-                    let crop = &cases[i].crop;
-                    let gray = if view == 0 {
-                        crop.plain()
-                    } else {
-                        crop.augmented(cfg.seed ^ crate::rng::spread(i as u64 * 64 + view as u64))
-                    };
-                    train_images.push(network_input(&gray, base_meta)?);
-                    train_labels.push(cases[i].positive);
-                }
-            }
-            let valid_images = valid_idx
-                .iter()
-                .map(|&i| network_input(&cases[i].crop.plain(), base_meta))
-                .collect::<Result<Vec<_>, _>>()?;
-            let total = train_images.len() + valid_images.len();
-            let train_set = FeatureSet {
-                features: pooled_features(&model, &train_images, 0, total, &mut progress)?,
-                positive: train_labels,
-            };
-            let valid_set = FeatureSet {
-                features: pooled_features(
-                    &model,
-                    &valid_images,
-                    train_images.len(),
-                    total,
-                    &mut progress,
-                )?,
-                positive: valid_idx.iter().map(|&i| cases[i].positive).collect(),
-            };
-            let (trained, history) = head::train_head(
-                &head_of(&base_tensors)?,
-                &train_set,
-                &valid_set,
-                &HeadTraining {
-                    max_epochs: cfg.max_epochs,
-                    batch_size: cfg.batch_size,
-                    learning_rate: cfg.learning_rate,
-                    weight_decay: cfg.weight_decay,
-                    patience: cfg.patience,
-                    dropout: 0.5,
-                    seed: cfg.seed,
-                    positive_index: base_meta.positive_index(),
-                    activation: base_meta.head_activation,
-                },
-                |e| progress(Progress::Epoch(e)),
-            )?;
-            let mut tensors = base_tensors;
-            for (name, t) in [
-                ("fc1.weight", trained.fc1_weight),
-                ("fc1.bias", trained.fc1_bias),
-                ("fc2.weight", trained.fc2_weight),
-                ("fc2.bias", trained.fc2_bias),
-            ] {
-                if let Some(slot) = tensors.iter_mut().find(|(n, _)| n == name) {
-                    slot.1 = t;
-                }
-            }
-            (tensors, history)
-        }
-        TrainMode::Full => backbone::train_full(
-            base_meta,
-            base_tensors,
-            cases,
-            &train_idx,
-            &valid_idx,
-            cfg,
-            &mut progress,
-        )?,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(NamedTensors, Vec<EpochRecord>), TrainError> {
+    let model = DlrModel::from_tensors(
+        base_meta.clone(),
+        base_identity.clone(),
+        base_tensors.clone(),
+        &Device::Cpu,
+        ConvEngine::Im2col,
+    )?;
+    let (train_set, valid_set) = feature_sets(&model, base_meta, cases, cfg, progress)?;
+    let (trained, history) = head::train_head(
+        &head_of(&base_tensors)?,
+        &train_set,
+        &valid_set,
+        &HeadTraining {
+            max_epochs: cfg.max_epochs,
+            batch_size: cfg.batch_size,
+            learning_rate: cfg.learning_rate,
+            weight_decay: cfg.weight_decay,
+            patience: cfg.patience,
+            dropout: 0.5,
+            seed: cfg.seed,
+            positive_index: base_meta.positive_index(),
+            activation: base_meta.head_activation,
+        },
+        |e| progress(Progress::Epoch(e)),
+    )?;
+    Ok((with_head(base_tensors, trained), history))
+}
+
+/// The pooled features the head trains on (every view of each training case) and is
+/// validated on (each validation case's plain ROI), with their labels.
+fn feature_sets(
+    model: &DlrModel,
+    meta: &ModelMetadata,
+    cases: &Partition,
+    cfg: &TrainConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(FeatureSet, FeatureSet), TrainError> {
+    let (train_images, train_labels) = training_views(meta, cases, cfg)?;
+    let valid_images = cases
+        .valid
+        .iter()
+        .map(|&i| network_input(&cases.all[i].crop.plain(), meta))
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = train_images.len() + valid_images.len();
+    let train_set = FeatureSet {
+        features: pooled_features(model, &train_images, 0, total, progress)?,
+        positive: train_labels,
     };
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let best = history
+    let valid_set = FeatureSet {
+        features: pooled_features(model, &valid_images, train_images.len(), total, progress)?,
+        positive: cases.valid.iter().map(|&i| cases.all[i].positive).collect(),
+    };
+    Ok((train_set, valid_set))
+}
+
+/// `cfg.views` network inputs per training case, each with the case's label: the plain ROI,
+/// then augmented views seeded by the case and the view.
+fn training_views(
+    meta: &ModelMetadata,
+    cases: &Partition,
+    cfg: &TrainConfig,
+) -> Result<(Vec<GrayImage>, Vec<bool>), ModelError> {
+    let mut images = Vec::with_capacity(cases.train.len() * cfg.views);
+    let mut labels = Vec::with_capacity(cases.train.len() * cfg.views);
+    for &i in &cases.train {
+        for view in 0..cfg.views {
+            let crop = &cases.all[i].crop;
+            let gray = if view == 0 {
+                crop.plain()
+            } else {
+                crop.augmented(cfg.seed ^ crate::rng::spread(i as u64 * 64 + view as u64))
+            };
+            images.push(network_input(&gray, meta)?);
+            labels.push(cases.all[i].positive);
+        }
+    }
+    Ok((images, labels))
+}
+
+/// The epoch kept: the highest validation AUC, the lower validation loss among equals.
+fn best_epoch(history: &[EpochRecord]) -> Result<EpochRecord, TrainError> {
+    history
         .iter()
         .max_by(|a, b| {
             a.validation_auc
@@ -282,8 +177,20 @@ pub fn train(
                 .then(b.validation_loss.total_cmp(&a.validation_loss))
         })
         .cloned()
-        .ok_or_else(|| TrainError::Split("no epoch ran".into()))?;
-    let positives = |idx: &[usize]| idx.iter().filter(|&&i| cases[i].positive).count();
+        .ok_or_else(|| TrainError::Split("no epoch ran".into()))
+}
+
+/// The base model's metadata under the new name, with provenance that says what it was
+/// trained on, from what, how, and when.
+fn trained_metadata(
+    base_meta: &ModelMetadata,
+    base_identity: &ModelIdentity,
+    cases: &Partition,
+    cfg: &TrainConfig,
+    best: &EpochRecord,
+) -> Result<ModelMetadata, TrainError> {
+    let (train_idx, valid_idx) = (&cases.train, &cases.valid);
+    let positives = |idx: &[usize]| cases.positives(idx);
     let mut metadata = base_meta.clone();
     metadata.name = cfg.name.clone();
     let p = &mut metadata.provenance;
@@ -293,14 +200,14 @@ pub fn train(
          best validation AUC {:.4} at epoch {}",
         cfg.data_description,
         train_idx.len(),
-        positives(&train_idx),
+        positives(train_idx),
         base_meta.positive_class,
-        train_idx.len() - positives(&train_idx),
+        train_idx.len() - positives(train_idx),
         base_meta.classes[1 - base_meta.positive_index()],
         valid_idx.len(),
-        positives(&valid_idx),
+        positives(valid_idx),
         base_meta.positive_class,
-        valid_idx.len() - positives(&valid_idx),
+        valid_idx.len() - positives(valid_idx),
         base_meta.classes[1 - base_meta.positive_index()],
         cfg.split,
         best.validation_auc,
@@ -331,12 +238,58 @@ pub fn train(
     if let Some(u) = &cfg.intended_use {
         p.intended_use = u.clone();
     }
+    Ok(metadata)
+}
+
+/// Fine-tunes the base model (its metadata, tensors in the model file's names, and identity)
+/// on `cases`.
+pub fn train(
+    base_meta: &ModelMetadata,
+    base_tensors: Vec<(String, Tensor)>,
+    base_identity: &ModelIdentity,
+    cases: &[TrainCase],
+    cfg: &TrainConfig,
+    mut progress: impl FnMut(Progress),
+) -> Result<TrainOutcome, TrainError> {
+    if cfg.batch_size == 0 || cfg.max_epochs == 0 || cfg.views == 0 {
+        return Err(TrainError::Split(
+            "batch size, epochs and views must be at least 1".into(),
+        ));
+    }
+    let (train, valid) = split_cases(cases, &cfg.split, cfg.seed)?;
+    let cases = Partition {
+        all: cases,
+        train,
+        valid,
+    };
+    let (mut tensors, history) = match cfg.mode {
+        TrainMode::Head => train_head_only(
+            base_meta,
+            base_tensors,
+            base_identity,
+            &cases,
+            cfg,
+            &mut progress,
+        )?,
+        TrainMode::Full => backbone::train_full(
+            base_meta,
+            base_tensors,
+            cases.all,
+            &cases.train,
+            &cases.valid,
+            cfg,
+            &mut progress,
+        )?,
+    };
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let best = best_epoch(&history)?;
+    let metadata = trained_metadata(base_meta, base_identity, &cases, cfg, &best)?;
     Ok(TrainOutcome {
         metadata,
         tensors,
         best,
         history,
-        training_cases: train_idx.len(),
-        validation_cases: valid_idx.len(),
+        training_cases: cases.train.len(),
+        validation_cases: cases.valid.len(),
     })
 }
