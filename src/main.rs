@@ -4,7 +4,7 @@
 
 mod cli;
 
-use cli::Command;
+use cli::command::Command;
 
 fn main() {
     // A library's error carries a backtrace when RUST_BACKTRACE is set (it is in many shells
@@ -12,7 +12,7 @@ fn main() {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
-    let cli = cli::parse_arguments();
+    let cli = cli::command::parse_arguments();
     cli::init_logging(matches!(cli.command, Command::Demo(_)));
     if let Err(e) = run(cli.command) {
         log::error!("{}", cli::one_line(&e));

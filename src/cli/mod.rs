@@ -1,8 +1,10 @@
-//! The command line: the parser, its subcommands (one module each), and what they share:
-//! the one-line error, logging, model loading, progress bars and the overriding flags.
+//! The command line: its grammar (`command`), its subcommands (one module each), and what they
+//! share: the one-line error, logging, model loading, progress bars and the overriding flags.
+//! The subcommands import what they share from here; only `command` and `main` name the
+//! subcommands, so no import runs back from a subcommand to a file that imports it.
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -12,6 +14,7 @@ use ceusd::model::DlrModel;
 pub mod analyze;
 pub mod capture;
 pub mod check;
+pub mod command;
 pub mod demo;
 pub mod devices;
 pub mod eval;
@@ -24,46 +27,6 @@ pub mod train;
 /// crate's name, as `RUST_LOG` filters and the log's readers know it (the library's lines are
 /// `ceusd::<module>`).
 pub const LOG_TARGET: &str = "ceusd";
-
-#[derive(Parser)]
-#[command(
-    name = "ceusd",
-    version,
-    about = "Contrast-enhanced ultrasound key-frame scoring (PDAC vs chronic pancreatitis)"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Subcommand)]
-pub enum Command {
-    /// Score one image or DICOM frame: P(PDAC), label, Grad-CAM heatmap.
-    Analyze(analyze::AnalyzeArgs),
-    /// Create, import and inspect model files.
-    #[command(subcommand)]
-    Model(model::ModelCommand),
-    /// List video capture devices with their formats, sizes and frame rates.
-    Devices(devices::DevicesArgs),
-    /// Write a synthetic CEUS exam as a frame folder, with its ground truth beside it.
-    Synth(synth::SynthArgs),
-    /// Record a source to a frame folder (PNG frames + manifest.json) that `frames:DIR` replays.
-    Capture(capture::CaptureArgs),
-    /// The paper's statistics on a cohort: AUC with bootstrap CI, sensitivity and specificity,
-    /// Youden threshold, McNemar against readers; Markdown, JSON and a ROC plot.
-    Eval(eval::EvalArgs),
-    /// Fine-tune a model on labeled cases (cohort CSV or PDAC/ and CP/ folders): head only
-    /// (features cached) or the full network.
-    Train(train::TrainArgs),
-    /// The service: capture, exam timing, scoring, MQTT to the bedside (run by systemd).
-    Run(run::RunArgs),
-    /// Everything on this machine, no setup: embedded broker, synthetic scanner with a
-    /// PDAC-like and a CP-like exam, the demo model, and a live view in the terminal.
-    Demo(demo::DemoArgs),
-    /// Checks an installation: configuration, model and hash, capture source, state
-    /// directory, broker connection and permissions. Exit status 1 if any check fails.
-    Check(check::CheckArgs),
-}
 
 /// Flags that override the configuration file for one session.
 #[derive(Args)]
@@ -95,36 +58,6 @@ impl OverrideArgs {
             model: self.model.clone(),
             state_dir: self.state_dir.clone(),
             speed: self.speed,
-        }
-    }
-}
-
-/// The command line, or exit: help and version as clap prints them, a usage error as one
-/// line (clap's message without the usage block) and exit status 2.
-pub fn parse_arguments() -> Cli {
-    use clap::error::ErrorKind;
-    match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e)
-            if matches!(
-                e.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) =>
-        {
-            e.exit()
-        }
-        Err(e) => {
-            let text = e.render().to_string();
-            let said: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-                .filter(|l| !l.is_empty())
-                .collect();
-            let _ = writeln!(std::io::stderr(), "{} (see --help)", said.join(" "));
-            std::process::exit(2);
         }
     }
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use ceusd::model::file::{read_model, ModelFile};
 
-use super::span;
+use super::scales::span;
 
 #[derive(Args)]
 pub struct InspectArgs {

@@ -10,6 +10,7 @@ mod import;
 mod init;
 mod inspect;
 mod quantize;
+mod scales;
 
 #[derive(Subcommand)]
 pub enum ModelCommand {
@@ -39,10 +40,4 @@ pub fn run(command: ModelCommand, out: &mut impl Write) -> Result<()> {
         ModelCommand::Quantize(a) => quantize::run(a, out),
         ModelCommand::Init(a) => init::run(a, out),
     }
-}
-
-/// The smallest and largest of a set of scales (all positive), as the reports print them:
-/// infinity and 0 for none.
-fn span(scales: impl Iterator<Item = f32>) -> (f32, f32) {
-    scales.fold((f32::INFINITY, 0f32), |(lo, hi), s| (lo.min(s), hi.max(s)))
 }

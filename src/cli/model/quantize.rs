@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use ceusd::model::convert::{quantize_model_with, Calibration, Conversion, Target};
 
-use super::span;
+use super::scales::span;
 
 #[derive(Args)]
 pub struct QuantizeArgs {
