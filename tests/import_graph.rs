@@ -2,8 +2,13 @@
 //! top-level modules: `capture`, `model`, `publish`, ...).
 //!
 //! The graph is read from the source text: every `use crate::…`, `use super::…` and
-//! `use self::…` tree and every inline `crate::…` or `super::…` path, resolved to the file that
-//! holds the module it names (the deepest `x.rs` or `x/mod.rs` on the path). Unit-test modules
+//! `use self::…` tree and every inline `crate::…`, `super::…` or `self::…` path, resolved to the
+//! file that holds the module it names (the deepest `x.rs` or `x/mod.rs` on the path). A path
+//! that starts with one of the file's own child modules (`use child::Item;`, `child::f()` in the
+//! file that says `mod child;`) is an import of that child too, so a parent that uses its child
+//! while the child uses `super::` items of the parent is a circle like any other; the `mod
+//! child;` declaration itself is no import. `super` and `self` inside an inline module
+//! (`mod avx2 { use super::…; }`) count from that module. Unit-test modules
 //! (`#[cfg(test)] mod …`) are left out: they may reach anywhere. The library (`src/lib.rs`)
 //! and the binary (`src/main.rs` with `src/cli/`) are two crates and two graphs.
 
@@ -18,9 +23,11 @@ fn import_graph(src: &Path, root_file: &str, files: &[String]) -> Graph {
     for file in files {
         let text = std::fs::read_to_string(src.join(file)).expect("read a source file");
         let module = module_of(file, root_file);
+        let text = strip_tests(&strip_comments(&text));
+        let children = child_modules(&text);
         let mut targets = BTreeSet::new();
-        for path in paths_in(&strip_tests(&strip_comments(&text))) {
-            if let Some(absolute) = absolute(&module, &path) {
+        for (scope, path) in paths_in(&text, &children) {
+            if let Some(absolute) = absolute(&module, &scope, &path, &children) {
                 let target = file_of(src, root_file, &absolute);
                 if &target != file {
                     targets.insert(target);
@@ -49,15 +56,28 @@ fn module_of(file: &str, root_file: &str) -> Vec<String> {
     parts
 }
 
-/// A path as written (`crate::a::b`, `super::c`, `self::d`) made absolute from the crate root.
-fn absolute(module: &[String], path: &[String]) -> Option<Vec<String>> {
+/// A path as written (`crate::a::b`, `super::c`, `self::d`, `child::e`) made absolute from the
+/// crate root. `scope` is the inline module the path is written in (empty at the file's top);
+/// `children` are the modules the file declares with `mod child;`.
+fn absolute(
+    module: &[String],
+    scope: &[String],
+    path: &[String],
+    children: &BTreeSet<String>,
+) -> Option<Vec<String>> {
     let (first, rest) = path.split_first()?;
+    let here = || module.iter().chain(scope).cloned();
     match first.as_str() {
         "crate" => Some(rest.to_vec()),
-        "self" => Some(module.iter().chain(rest).cloned().collect()),
+        "self" => Some(here().chain(rest.iter().cloned()).collect()),
+        // A file's own child, named from the file's top (where `mod child;` puts it in scope).
+        name if scope.is_empty() && children.contains(name) => {
+            Some(here().chain(path.iter().cloned()).collect())
+        }
         "super" => {
-            // `super` in `a/b.rs` (module a::b) is `a`; so is `super` in `a/b/mod.rs`.
-            let mut base = module.to_vec();
+            // `super` in `a/b.rs` (module a::b) is `a`; so is `super` in `a/b/mod.rs`; inside
+            // `mod m { … }` of `a/b.rs` it is `a::b`.
+            let mut base: Vec<String> = here().collect();
             base.pop()?;
             let mut rest = rest;
             while rest.first().map(String::as_str) == Some("super") {
@@ -100,6 +120,10 @@ fn strip_comments(text: &str) -> String {
         } else if rest.starts_with("'\"'") {
             // The character literal '"' opens no string.
             rest = &rest[3..];
+        } else if let Some(len) = char_literal(rest) {
+            // Nor does any other: '{' opens no block, '\u{7f}' no group.
+            out.push(' ');
+            rest = &rest[len..];
         } else if let Some(after) = rest.strip_prefix("r#\"") {
             rest = after.find("\"#").map_or("", |i| &after[i + 2..]);
             out.push_str("\"\"");
@@ -130,6 +154,22 @@ fn strip_comments(text: &str) -> String {
     out
 }
 
+/// The length of the character literal `text` starts with (`'x'`, `'\n'`, `'\u{7f}'`), if it
+/// starts with one rather than a lifetime (`'a`).
+fn char_literal(text: &str) -> Option<usize> {
+    let body = text.strip_prefix('\'')?;
+    let mut chars = body.char_indices();
+    let (_, first) = chars.next()?;
+    if first == '\\' {
+        // After the escaped character: '\'' ends at the second quote.
+        let close = body.get(2..)?.find('\'')? + 2;
+        (close <= 10).then_some(close + 2)
+    } else {
+        let (i, c) = chars.next()?;
+        (c == '\'').then_some(i + 2)
+    }
+}
+
 /// The text before the first unit-test module.
 fn strip_tests(text: &str) -> String {
     let mut search = 0;
@@ -144,20 +184,55 @@ fn strip_tests(text: &str) -> String {
     text.to_string()
 }
 
-/// Every module path the text names: the leaves of its `use` trees and its inline paths.
-fn paths_in(text: &str) -> Vec<Vec<String>> {
+/// The modules a file declares as files of their own: `mod x;` (with any visibility), not
+/// `mod x { … }`.
+fn child_modules(text: &str) -> BTreeSet<String> {
+    tokenize(text)
+        .windows(3)
+        .filter(|w| w[0] == "mod" && is_ident(&w[1]) && w[2] == ";")
+        .map(|w| w[1].clone())
+        .collect()
+}
+
+/// Every module path the text names: the leaves of its `use` trees and its inline paths, each
+/// with the inline module (`mod m { … }`, nested: `[m, n]`) it is written in.
+fn paths_in(text: &str, children: &BTreeSet<String>) -> Vec<(Vec<String>, Vec<String>)> {
     let tokens = tokenize(text);
     let mut paths = Vec::new();
+    // The inline modules open at this point, each with the brace depth inside it.
+    let mut scope: Vec<(String, usize)> = Vec::new();
+    let mut depth = 0;
+    let names = |scope: &[(String, usize)]| scope.iter().map(|(n, _)| n.clone()).collect();
+    let starts_path = |t: &str, scope: &[(String, usize)]| {
+        t == "crate" || t == "super" || t == "self" || (scope.is_empty() && children.contains(t))
+    };
     let mut i = 0;
     while i < tokens.len() {
-        if tokens[i] == "use" {
+        if tokens[i] == "{" {
+            depth += 1;
+            i += 1;
+        } else if tokens[i] == "}" {
+            if scope.last().is_some_and(|(_, d)| *d == depth) {
+                scope.pop();
+            }
+            depth = depth.saturating_sub(1);
+            i += 1;
+        } else if tokens[i] == "mod"
+            && tokens.get(i + 1).is_some_and(|t| is_ident(t))
+            && tokens.get(i + 2).map(String::as_str) == Some("{")
+        {
+            scope.push((tokens[i + 1].clone(), depth + 1));
+            i += 2;
+        } else if tokens[i] == "use" {
             let end = tokens[i..]
                 .iter()
                 .position(|t| t == ";")
                 .map_or(tokens.len(), |p| i + p);
-            use_tree(&tokens[i + 1..end], &[], &mut paths);
+            let mut leaves = Vec::new();
+            use_tree(&tokens[i + 1..end], &[], &mut leaves);
+            paths.extend(leaves.into_iter().map(|p| (names(&scope), p)));
             i = end;
-        } else if (tokens[i] == "crate" || tokens[i] == "super")
+        } else if starts_path(&tokens[i], &scope)
             && tokens.get(i + 1).map(String::as_str) == Some("::")
             && (i == 0 || tokens[i - 1] != "::")
         {
@@ -170,7 +245,7 @@ fn paths_in(text: &str) -> Vec<Vec<String>> {
                 }
                 j += 2;
             }
-            paths.push(path);
+            paths.push((names(&scope), path));
             i = j;
         } else {
             i += 1;
@@ -465,4 +540,64 @@ fn a_circle_is_found() {
     let graph = import_graph(src, "lib.rs", &files);
     assert!(circles(&graph).is_empty());
     assert!(circles(&parts_graph(&graph)).is_empty());
+}
+
+/// A parent that uses its child while the child uses the parent's items is a circle; the
+/// `mod` declaration alone is not, nor is `super` inside the child's own inline module.
+#[test]
+fn a_parent_child_circle_is_found() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let src = dir.path();
+    std::fs::create_dir_all(src.join("m")).expect("mkdir");
+    std::fs::write(src.join("lib.rs"), "pub mod m;\n").expect("write");
+    std::fs::write(
+        src.join("m/mod.rs"),
+        "pub mod error;\nmod kernel;\npub mod plain;\npub use error::Error;\n\
+         pub fn run() { kernel::go(); }\npub struct Shared;\n",
+    )
+    .expect("write");
+    std::fs::write(src.join("m/error.rs"), "pub struct Error;\n").expect("write");
+    std::fs::write(
+        src.join("m/kernel.rs"),
+        "use super::Shared;\npub fn go() { let c = '{'; }\n\
+         mod simd { use super::go; pub fn f() { self::g(); } fn g() {} }\n",
+    )
+    .expect("write");
+    std::fs::write(
+        src.join("m/plain.rs"),
+        "use super::error::Error;\n#[cfg(target_arch = \"x86_64\")]\nmod avx2 {\n    use super::*;\n}\n",
+    )
+    .expect("write");
+    let files = rust_files(src);
+    let graph = import_graph(src, "lib.rs", &files);
+    assert_eq!(
+        graph["m/mod.rs"],
+        BTreeSet::from(["m/error.rs".to_string(), "m/kernel.rs".to_string()])
+    );
+    assert_eq!(
+        graph["m/kernel.rs"],
+        BTreeSet::from(["m/mod.rs".to_string()])
+    );
+    assert_eq!(
+        graph["m/plain.rs"],
+        BTreeSet::from(["m/error.rs".to_string()])
+    );
+    assert_eq!(circles(&graph), vec![vec!["m/kernel.rs", "m/mod.rs"]]);
+
+    // The shared item moves to a file of its own: the circle is gone.
+    std::fs::write(
+        src.join("m/mod.rs"),
+        "pub mod error;\nmod kernel;\npub mod plain;\npub mod shared;\npub use error::Error;\n\
+         pub use shared::Shared;\npub fn run() { kernel::go(); }\n",
+    )
+    .expect("write");
+    std::fs::write(src.join("m/shared.rs"), "pub struct Shared;\n").expect("write");
+    std::fs::write(
+        src.join("m/kernel.rs"),
+        "use super::shared::Shared;\npub fn go() {}\n",
+    )
+    .expect("write");
+    let files = rust_files(src);
+    let graph = import_graph(src, "lib.rs", &files);
+    assert!(circles(&graph).is_empty(), "{graph:?}");
 }
