@@ -289,90 +289,137 @@ fn nchw(images: &[GrayImage], meta: &ModelMetadata) -> Result<Tensor, TrainError
         .contiguous()?)
 }
 
-/// Trains every weight; returns the best epoch's tensors and the history.
-pub fn train_full(
-    meta: &ModelMetadata,
-    base_tensors: Vec<(String, Tensor)>,
-    cases: &[TrainCase],
-    train_idx: &[usize],
-    valid_idx: &[usize],
-    cfg: &TrainConfig,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<(NamedTensors, Vec<EpochRecord>), TrainError> {
-    let net = TrainableNet::new(&base_tensors, meta.head_activation)?;
-    let hidden = net.fc1_weight.dim(0)?;
-    let adamw = |lr: f64| ParamsAdamW {
-        lr,
-        weight_decay: cfg.weight_decay,
-        ..Default::default()
-    };
-    // The head starts further from its optimum than the backbone: ten times the rate.
-    let mut backbone_opt = AdamW::new(net.backbone_vars(), adamw(cfg.learning_rate))?;
-    let mut head_opt = AdamW::new(net.head_vars(), adamw(cfg.learning_rate * 10.0))?;
-    let pos = meta.positive_index();
-    // One weight per class, from the training cases' class balance.
-    let train_positive: Vec<bool> = train_idx.iter().map(|&i| cases[i].positive).collect();
-    let (w_pos, w_neg) = class_weight_pair(&train_positive);
-    let class_weight = |p: bool| if p { w_pos } else { w_neg };
-    let valid_inputs = valid_idx
-        .iter()
-        .map(|&i| network_input(&cases[i].crop.plain(), meta))
-        .collect::<Result<Vec<_>, _>>()?;
-    let steps_per_epoch = train_idx.len().div_ceil(cfg.batch_size);
-    let keep = 0.5f64;
-    let mut order = train_idx.to_vec();
-    let mut history = Vec::new();
-    let mut stopping = EarlyStopping::new(cfg.patience);
-    for epoch in 1..=cfg.max_epochs {
+/// Share of the head's hidden units kept by dropout in a training step.
+const DROPOUT_KEEP: f64 = 0.5;
+
+/// A full fine-tuning run in progress: the trainable network, its two optimizers, and what
+/// every step reads.
+struct FullTraining<'a> {
+    net: TrainableNet,
+    /// Width of the head's hidden layer (the dropout mask's).
+    hidden: usize,
+    backbone_opt: AdamW,
+    head_opt: AdamW,
+    meta: &'a ModelMetadata,
+    cases: &'a [TrainCase],
+    cfg: &'a TrainConfig,
+    /// One weight per class (positive, negative), from the training cases' class balance.
+    class_weights: (f32, f32),
+}
+
+impl<'a> FullTraining<'a> {
+    fn new(
+        meta: &'a ModelMetadata,
+        base_tensors: &[(String, Tensor)],
+        cases: &'a [TrainCase],
+        train_idx: &[usize],
+        cfg: &'a TrainConfig,
+    ) -> Result<Self, TrainError> {
+        let net = TrainableNet::new(base_tensors, meta.head_activation)?;
+        let hidden = net.fc1_weight.dim(0)?;
+        let adamw = |lr: f64| ParamsAdamW {
+            lr,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        };
+        // The head starts further from its optimum than the backbone: ten times the rate.
+        let backbone_opt = AdamW::new(net.backbone_vars(), adamw(cfg.learning_rate))?;
+        let head_opt = AdamW::new(net.head_vars(), adamw(cfg.learning_rate * 10.0))?;
+        let train_positive: Vec<bool> = train_idx.iter().map(|&i| cases[i].positive).collect();
+        Ok(Self {
+            net,
+            hidden,
+            backbone_opt,
+            head_opt,
+            meta,
+            cases,
+            cfg,
+            class_weights: class_weight_pair(&train_positive),
+        })
+    }
+
+    /// One pass over the training cases, in an order shuffled by the epoch's seed, each batch
+    /// augmented afresh; returns the mean training loss.
+    fn epoch(
+        &mut self,
+        epoch: usize,
+        order: &mut [usize],
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<f64, TrainError> {
+        let cfg = self.cfg;
+        let steps_per_epoch = order.len().div_ceil(cfg.batch_size);
         let mut rng = SplitMix64(mix64(cfg.seed ^ spread(epoch as u64)));
-        rng.shuffle(&mut order);
+        rng.shuffle(order);
         let (mut loss_sum, mut steps) = (0.0, 0);
         for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {
             // BatchNorm needs more than one value per channel to compute batch statistics.
             if chunk.len() < 2 {
                 continue;
             }
-            let images = chunk
-                .iter()
-                .map(|&i| {
-                    let view = cases[i]
-                        .crop
-                        .augmented(cfg.seed ^ spread((epoch * 1_000_003 + i) as u64));
-                    network_input(&view, meta)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let x = nchw(&images, meta)?;
-            let positive: Vec<bool> = chunk.iter().map(|&i| cases[i].positive).collect();
-            let targets = Tensor::new(targets(&positive, pos), &Device::Cpu)?;
-            let weights = Tensor::new(
-                positive
-                    .iter()
-                    .map(|&p| class_weight(p))
-                    .collect::<Vec<f32>>(),
-                &Device::Cpu,
-            )?;
-            let mask = dropout_mask(&mut rng, chunk.len(), hidden, keep);
-            let mask = Tensor::from_vec(mask, (chunk.len(), hidden), &Device::Cpu)?;
-            let logits = net.forward(&x, true, Some(&mask))?;
-            let loss = weighted_loss(&logits, &targets, &weights)?;
-            let grads = loss.backward()?;
-            backbone_opt.step(&grads)?;
-            head_opt.step(&grads)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64;
+            loss_sum += self.step(epoch, chunk, &mut rng)? as f64;
             steps += 1;
             progress(Progress::Images {
                 done: (epoch - 1) * steps_per_epoch + step + 1,
                 total: cfg.max_epochs * steps_per_epoch,
             });
         }
-        // Validation: running statistics (BatchNorm in inference mode), no dropout.
+        Ok(loss_sum / steps.max(1) as f64)
+    }
+
+    /// One optimizer step on the cases of `chunk` (BatchNorm in training mode, dropout on the
+    /// head); returns the batch's loss.
+    fn step(
+        &mut self,
+        epoch: usize,
+        chunk: &[usize],
+        rng: &mut SplitMix64,
+    ) -> Result<f32, TrainError> {
+        let (cases, cfg, meta) = (self.cases, self.cfg, self.meta);
+        let images = chunk
+            .iter()
+            .map(|&i| {
+                let view = cases[i]
+                    .crop
+                    .augmented(cfg.seed ^ spread((epoch * 1_000_003 + i) as u64));
+                network_input(&view, meta)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let x = nchw(&images, meta)?;
+        let positive: Vec<bool> = chunk.iter().map(|&i| cases[i].positive).collect();
+        let targets = Tensor::new(targets(&positive, meta.positive_index()), &Device::Cpu)?;
+        let (w_pos, w_neg) = self.class_weights;
+        let weights = Tensor::new(
+            positive
+                .iter()
+                .map(|&p| if p { w_pos } else { w_neg })
+                .collect::<Vec<f32>>(),
+            &Device::Cpu,
+        )?;
+        let mask = dropout_mask(rng, chunk.len(), self.hidden, DROPOUT_KEEP);
+        let mask = Tensor::from_vec(mask, (chunk.len(), self.hidden), &Device::Cpu)?;
+        let logits = self.net.forward(&x, true, Some(&mask))?;
+        let loss = weighted_loss(&logits, &targets, &weights)?;
+        let grads = loss.backward()?;
+        self.backbone_opt.step(&grads)?;
+        self.head_opt.step(&grads)?;
+        Ok(loss.to_scalar::<f32>()?)
+    }
+
+    /// The validation cases' loss (each class weighted by its share) and AUC, with BatchNorm's
+    /// running statistics (inference mode) and no dropout.
+    fn validate(
+        &self,
+        valid_inputs: &[GrayImage],
+        valid_idx: &[usize],
+    ) -> Result<(f64, f64), TrainError> {
+        let pos = self.meta.positive_index();
         let mut logits = Vec::new();
         for batch in valid_inputs.chunks(8) {
-            logits.push(net.forward(&nchw(batch, meta)?, false, None)?);
+            logits.push(self.net.forward(&nchw(batch, self.meta)?, false, None)?);
         }
         let logits = Tensor::cat(&logits, 0)?;
-        let valid_positive: Vec<bool> = valid_idx.iter().map(|&i| cases[i].positive).collect();
-        let validation_loss = weighted_loss(
+        let valid_positive: Vec<bool> = valid_idx.iter().map(|&i| self.cases[i].positive).collect();
+        let loss = weighted_loss(
             &logits,
             &Tensor::new(targets(&valid_positive, pos), &Device::Cpu)?,
             &Tensor::new(class_weights(&valid_positive), &Device::Cpu)?,
@@ -388,14 +435,39 @@ pub fn train_full(
                 positive,
             })
             .collect();
+        Ok((loss, auc(&scores).unwrap_or(0.5)))
+    }
+}
+
+/// Trains every weight; returns the best epoch's tensors and the history.
+pub fn train_full(
+    meta: &ModelMetadata,
+    base_tensors: Vec<(String, Tensor)>,
+    cases: &[TrainCase],
+    train_idx: &[usize],
+    valid_idx: &[usize],
+    cfg: &TrainConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(NamedTensors, Vec<EpochRecord>), TrainError> {
+    let mut run = FullTraining::new(meta, &base_tensors, cases, train_idx, cfg)?;
+    let valid_inputs = valid_idx
+        .iter()
+        .map(|&i| network_input(&cases[i].crop.plain(), meta))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut order = train_idx.to_vec();
+    let mut history = Vec::new();
+    let mut stopping = EarlyStopping::new(cfg.patience);
+    for epoch in 1..=cfg.max_epochs {
+        let train_loss = run.epoch(epoch, &mut order, progress)?;
+        let (validation_loss, validation_auc) = run.validate(&valid_inputs, valid_idx)?;
         let record = EpochRecord {
             epoch,
-            train_loss: loss_sum / steps.max(1) as f64,
+            train_loss,
             validation_loss,
-            validation_auc: auc(&scores).unwrap_or(0.5),
+            validation_auc,
         };
         progress(Progress::Epoch(&record));
-        let stop = stopping.observe(&record, || net.export())?;
+        let stop = stopping.observe(&record, || run.net.export())?;
         history.push(record);
         if stop {
             break;
