@@ -25,7 +25,7 @@ use crate::capture::synthetic::{LesionKind, SyntheticScanner};
 use crate::capture::synthetic_session::{
     parse_session_spec, ExamGate, SessionSpec, SyntheticSession,
 };
-use crate::config::Config;
+use crate::config::{BrokerAddress, Config};
 use view::{Bands, Clock, View};
 
 /// How long each result stays on the screen and the page, at least, before the next exam
@@ -247,34 +247,83 @@ fn serve_display_page(page_port: u16, ws_port: u16) -> Result<String, DemoError>
 
 /// Runs the demo until its exams are done (`exams`) or it is stopped with Ctrl-C or SIGTERM.
 pub fn run(options: DemoOptions, out: &mut dyn std::io::Write) -> Result<DemoSummary, DemoError> {
-    let mut page_url = None;
-    let broker = match &options.broker {
-        Some(b) => b.clone(),
-        None => {
-            let port = match options.port {
-                Some(p) => p,
-                None => free_port(1883)?,
-            };
-            let web = match options.web {
-                Some((page, ws)) => Some((
-                    page.map_or_else(|| free_port(8080), Ok)?,
-                    ws.map_or_else(|| free_port(9001), Ok)?,
-                )),
-                None => None,
-            };
-            start_embedded_broker(port, web.map(|(_, ws)| ws))?;
-            if let Some((page, ws)) = web {
-                page_url = Some(serve_display_page(page, ws)?);
-            }
-            format!("mqtt://127.0.0.1:{port}")
-        }
-    };
+    let (broker, page_url) = connect_broker(&options)?;
     let state_dir = options
         .state_dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("ceusd-demo-{}", std::process::id())));
     let uri = source_uri(&options);
     let model_path = int8_demo_model(&state_dir)?;
+    let config = demo_config(&options, &uri, &broker, &model_path, &state_dir)?;
+    let spec =
+        parse_session_spec(uri.trim_start_matches("synthetic:")).map_err(DemoError::Setup)?;
+    // The scanner's next exam waits for this display: see `RESULT_HOLD`.
+    let gate = ExamGate::new();
+    let pacing = Pacing::real_time(options.speed).map_err(DemoError::Setup)?;
+    let source =
+        SyntheticSession::gated(spec.clone(), pacing, gate.clone()).map_err(DemoError::Setup)?;
+    let model = Arc::new(crate::daemon::load_model(&config)?);
+    let broker_addr = config.broker().map_err(DemoError::Setup)?;
+    let (header, watch) = announce(
+        out,
+        &options,
+        &model.identity.content_hash,
+        &broker,
+        &broker_addr,
+        page_url.as_deref(),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    let show = Show {
+        config,
+        model,
+        source,
+        spec,
+        gate,
+        broker_addr,
+        header,
+        watch,
+    };
+    let seen = runtime.block_on(show.serve_and_follow(&options, out))?;
+    Ok(seen.summary(broker, options.exams))
+}
+
+/// The broker the demo uses: the one `--broker` names, or the embedded one started here
+/// (with the display page, and the URL of that page, unless `--no-web`).
+fn connect_broker(options: &DemoOptions) -> Result<(String, Option<String>), DemoError> {
+    if let Some(b) = &options.broker {
+        return Ok((b.clone(), None));
+    }
+    let port = match options.port {
+        Some(p) => p,
+        None => free_port(1883)?,
+    };
+    let web = match options.web {
+        Some((page, ws)) => Some((
+            page.map_or_else(|| free_port(8080), Ok)?,
+            ws.map_or_else(|| free_port(9001), Ok)?,
+        )),
+        None => None,
+    };
+    start_embedded_broker(port, web.map(|(_, ws)| ws))?;
+    let page_url = match web {
+        Some((page, ws)) => Some(serve_display_page(page, ws)?),
+        None => None,
+    };
+    Ok((format!("mqtt://127.0.0.1:{port}"), page_url))
+}
+
+/// The service's configuration for the demo, checked as `ceusd run` checks a file.
+fn demo_config(
+    options: &DemoOptions,
+    uri: &str,
+    broker: &str,
+    model_path: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> Result<Config, DemoError> {
     let text = format!(
         r#"
 [device]
@@ -302,21 +351,24 @@ enabled = true
     config
         .validate(std::path::Path::new("<demo>"))
         .map_err(|e| DemoError::Setup(e.to_string()))?;
-    let spec =
-        parse_session_spec(uri.trim_start_matches("synthetic:")).map_err(DemoError::Setup)?;
-    // The scanner's next exam waits for this display: see `RESULT_HOLD`.
-    let gate = ExamGate::new();
-    let pacing = Pacing::real_time(options.speed).map_err(DemoError::Setup)?;
-    let source =
-        SyntheticSession::gated(spec.clone(), pacing, gate.clone()).map_err(DemoError::Setup)?;
-    let model = Arc::new(crate::daemon::load_model(&config)?);
-    let broker_addr = config.broker().map_err(DemoError::Setup)?;
+    Ok(config)
+}
+
+/// Says what runs and where to watch it; returns the view's header and its "watch" line.
+fn announce(
+    out: &mut dyn std::io::Write,
+    options: &DemoOptions,
+    model_hash: &str,
+    broker: &str,
+    broker_addr: &BrokerAddress,
+    page_url: Option<&str>,
+) -> (String, String) {
     let exams = match options.exams {
         Some(n) => format!("{n} exam(s)"),
         None => "exams until Ctrl-C".to_string(),
     };
     // The hash's first 12 digits name the model here; the service's log has it whole.
-    let hash = &model.identity.content_hash;
+    let hash = model_hash;
     let header = format!(
         "ceusd demo — NOT FOR CLINICAL USE — device demo, demo model (int8) {}…, synthetic scanner ({exams})",
         &hash[..hash.len().min("sha256:".len() + 12)]
@@ -329,7 +381,7 @@ enabled = true
         out,
         "{header}\nbroker {broker}; watch the topics from another terminal with:\n  {topics}\n"
     );
-    let watch = match &page_url {
+    let watch = match page_url {
         Some(url) => {
             let _ = writeln!(out, "the bedside display, in a browser:\n  {url}\n");
             format!("bedside display: {url}")
@@ -343,13 +395,30 @@ enabled = true
         }
         None => format!("topics: {topics}"),
     };
+    (header, watch)
+}
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| DemoError::Setup(e.to_string()))?;
-    runtime.block_on(async move {
+/// What the demo has set up before it starts: the service with its model and gated synthetic
+/// scanner, and what the display shows and where it connects.
+struct Show {
+    config: Config,
+    model: Arc<crate::model::DlrModel>,
+    source: SyntheticSession,
+    spec: SessionSpec,
+    gate: Arc<ExamGate>,
+    broker_addr: BrokerAddress,
+    header: String,
+    watch: String,
+}
+
+impl Show {
+    /// Runs the service and the display side by side until the display is done or a signal
+    /// stops it, then stops the service in order (the result in flight is finished first).
+    async fn serve_and_follow(
+        self,
+        options: &DemoOptions,
+        out: &mut dyn std::io::Write,
+    ) -> Result<Followed, DemoError> {
         use std::io::IsTerminal;
         use tokio::signal::unix::{signal, SignalKind};
         // Before anything runs: a signal from now on stops the demo in order.
@@ -360,19 +429,19 @@ enabled = true
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let daemon = tokio::spawn(crate::daemon::serve_source(
-            config,
-            model,
-            Some(Box::new(source)),
+            self.config,
+            self.model,
+            Some(Box::new(self.source)),
             stop_rx,
         ));
         let mut view = View::new(options.view && std::io::stdout().is_terminal());
-        view.header(&header, &watch);
+        view.header(&self.header, &self.watch);
         let followed = follow(
-            &broker_addr.host,
-            broker_addr.port,
-            &options,
-            &spec,
-            &gate,
+            &self.broker_addr.host,
+            self.broker_addr.port,
+            options,
+            &self.spec,
+            &self.gate,
             signals,
             &mut view,
         )
@@ -390,24 +459,8 @@ enabled = true
             Ok(r) => r?,
             Err(e) => return Err(DemoError::Setup(format!("daemon task: {e}"))),
         }
-        let f = followed?;
-        let mut exams: Vec<DemoExam> = f
-            .exam_ids
-            .iter()
-            .filter_map(|id| f.results.get(id).cloned())
-            .collect();
-        if let Some(n) = options.exams {
-            exams.truncate(n as usize);
-        }
-        Ok(DemoSummary {
-            broker,
-            started: f.exam_ids.len(),
-            exams,
-            frames_dropped: f.frames_dropped,
-            frames_received: f.frames_received,
-            interrupted: f.interrupted,
-        })
-    })
+        followed
+    }
 }
 
 /// The embedded demo model as a cart runs a model: quantized to int8 (what `ceusd model
@@ -448,6 +501,26 @@ struct Followed {
 }
 
 impl Followed {
+    /// The summary of the exams started, in order (at most `exams` of them).
+    fn summary(self, broker: String, exams: Option<u32>) -> DemoSummary {
+        let mut results: Vec<DemoExam> = self
+            .exam_ids
+            .iter()
+            .filter_map(|id| self.results.get(id).cloned())
+            .collect();
+        if let Some(n) = exams {
+            results.truncate(n as usize);
+        }
+        DemoSummary {
+            broker,
+            started: self.exam_ids.len(),
+            exams: results,
+            frames_dropped: self.frames_dropped,
+            frames_received: self.frames_received,
+            interrupted: self.interrupted,
+        }
+    }
+
     /// Exam `index` has its result, and its heatmap when it was scored.
     fn complete(&self, index: usize) -> bool {
         self.exam_ids
@@ -476,117 +549,190 @@ async fn follow(
     mqtt.set_keep_alive(Duration::from_secs(10));
     mqtt.set_max_packet_size(16 * 1024 * 1024, 64 * 1024);
     let (client, mut eventloop) = AsyncClient::new(mqtt, 64);
-    let mut seen = Followed::default();
-    // The exam whose result is awaited, and since when its result has been on screen.
-    let mut awaiting = 0usize;
-    let mut shown_since: Option<Instant> = None;
-    let mut last_phase: Option<crate::timing::Phase> = None;
-    // A guard for `--exams N` only: an endless demo runs until it is stopped.
-    let deadline = options.exams.map(|n| {
-        Instant::now()
-            + Duration::from_secs_f64(120.0 * n as f64 / options.speed + 120.0)
-            + (options.hold + DELIVERY_SLACK) * n
-    });
+    let mut display = Bedside {
+        client,
+        options,
+        spec,
+        gate,
+        view,
+        seen: Followed::default(),
+        awaiting: 0,
+        shown_since: None,
+        last_phase: None,
+        // A guard for `--exams N` only: an endless demo runs until it is stopped.
+        deadline: options.exams.map(|n| {
+            Instant::now()
+                + Duration::from_secs_f64(120.0 * n as f64 / options.speed + 120.0)
+                + (options.hold + DELIVERY_SLACK) * n
+        }),
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         let event = tokio::select! {
             _ = signals.interrupt.recv() => {
-                seen.interrupted = true;
+                display.seen.interrupted = true;
                 break;
             }
             _ = signals.terminate.recv() => {
-                seen.interrupted = true;
+                display.seen.interrupted = true;
                 break;
             }
             _ = tick.tick() => {
-                if shown_since.is_some_and(|t| t.elapsed() >= options.hold + DELIVERY_SLACK) {
-                    if options.exams.is_some_and(|n| awaiting + 1 >= n as usize) {
-                        break;
-                    }
-                    gate.open(awaiting as u64 + 1);
-                    awaiting += 1;
-                    shown_since = None;
-                }
-                if deadline.is_some_and(|d| Instant::now() > d) {
-                    let _ = client.try_disconnect();
-                    return Err(DemoError::Setup(format!(
-                        "the demo did not finish its {} exam(s) in time",
-                        options.exams.unwrap_or_default()
-                    )));
+                if display.tick()? == Ticked::AllShown {
+                    break;
                 }
                 continue;
             }
             event = eventloop.poll() => event,
         };
-        let event = match event {
-            Ok(e) => e,
+        match event {
+            Ok(event) => display.event(event).await?,
             Err(e) => {
                 // The broker may still be starting; try again shortly.
                 log::debug!("display connection: {e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
             }
-        };
-        let publish = match event {
-            Event::Incoming(Packet::ConnAck(_)) => {
-                client
-                    .subscribe("ceus/demo/#", QoS::AtLeastOnce)
-                    .await
-                    .map_err(|e| DemoError::Setup(e.to_string()))?;
-                continue;
-            }
-            Event::Incoming(Packet::Publish(p)) => p,
-            _ => continue,
-        };
-        let topic = publish.topic.as_str();
-        if topic.ends_with("/heatmap") {
-            let exam = topic.split('/').nth(3).unwrap_or_default().to_string();
-            if !publish.payload.is_empty() {
-                seen.heatmaps.insert(exam.clone(), publish.payload.len());
-                if let Some(r) = seen.results.get_mut(&exam) {
-                    r.heatmap_bytes = publish.payload.len();
-                }
-            }
-        } else if let Ok(v) = serde_json::from_slice::<Value>(&publish.payload) {
-            if topic.ends_with("/status") {
-                seen.frames_received = v["frames"]["received"].as_u64().unwrap_or(0);
-                seen.frames_dropped = v["frames"]["dropped_by_source"].as_u64().unwrap_or(0)
-                    + v["frames"]["dropped_in_queue"].as_u64().unwrap_or(0);
-                if let (true, Some(id)) = (
-                    v["exam_running"].as_bool() == Some(true),
-                    v["exam_id"].as_str(),
-                ) {
-                    if !seen.exam_ids.iter().any(|e| e == id) {
-                        seen.exam_ids.push(id.to_string());
-                        last_phase = None;
-                        exam_started(&client, spec, seen.exam_ids.len() - 1, id, view).await?;
-                    }
-                }
-            } else if topic.ends_with("/cmd/reply") {
-                if v["ok"].as_bool() != Some(true) {
-                    view.note(&format!("command {} refused: {}", v["id"], v["error"]));
-                }
-            } else if topic.ends_with("/timing") {
-                if let Some(clock) = clock_of(&v) {
-                    let exam = v["exam_id"].as_str().unwrap_or_default();
-                    if last_phase != Some(clock.phase) {
-                        last_phase = Some(clock.phase);
-                        view.event(&format!("exam {exam}: {}", view::clock_words(&clock)));
-                    }
-                    view.clock(&clock, seen.results.contains_key(exam));
-                }
-            } else if topic.ends_with("/result") {
-                let r = demo_exam(&v, &seen, spec);
-                view.result(&result_line(&r, &v));
-                seen.results.insert(r.exam_id.clone(), r);
-            }
-        }
-        if shown_since.is_none() && seen.complete(awaiting) {
-            shown_since = Some(Instant::now());
         }
     }
-    let _ = client.try_disconnect();
-    Ok(seen)
+    let _ = display.client.try_disconnect();
+    Ok(display.seen)
+}
+
+/// The bedside display while it follows the device: what it has seen, and which exam's
+/// result it waits for or shows.
+struct Bedside<'a> {
+    client: AsyncClient,
+    options: &'a DemoOptions,
+    spec: &'a SessionSpec,
+    gate: &'a ExamGate,
+    view: &'a mut View,
+    seen: Followed,
+    /// The exam whose result is awaited, and since when its result has been on screen.
+    awaiting: usize,
+    shown_since: Option<Instant>,
+    last_phase: Option<crate::timing::Phase>,
+    deadline: Option<Instant>,
+}
+
+/// What the display's clock found.
+#[derive(PartialEq)]
+enum Ticked {
+    Waiting,
+    /// The last exam's result has been shown long enough.
+    AllShown,
+}
+
+impl Bedside<'_> {
+    /// Once a result has been on screen for the hold, lets the next exam begin (or ends the
+    /// demo after its last exam); fails once the demo runs past its deadline.
+    fn tick(&mut self) -> Result<Ticked, DemoError> {
+        let hold = self.options.hold + DELIVERY_SLACK;
+        if self.shown_since.is_some_and(|t| t.elapsed() >= hold) {
+            if self
+                .options
+                .exams
+                .is_some_and(|n| self.awaiting + 1 >= n as usize)
+            {
+                return Ok(Ticked::AllShown);
+            }
+            self.gate.open(self.awaiting as u64 + 1);
+            self.awaiting += 1;
+            self.shown_since = None;
+        }
+        if self.deadline.is_some_and(|d| Instant::now() > d) {
+            let _ = self.client.try_disconnect();
+            return Err(DemoError::Setup(format!(
+                "the demo did not finish its {} exam(s) in time",
+                self.options.exams.unwrap_or_default()
+            )));
+        }
+        Ok(Ticked::Waiting)
+    }
+
+    /// Subscribes to the device's topics once connected; takes in what is published there.
+    async fn event(&mut self, event: Event) -> Result<(), DemoError> {
+        match event {
+            Event::Incoming(Packet::ConnAck(_)) => self
+                .client
+                .subscribe("ceus/demo/#", QoS::AtLeastOnce)
+                .await
+                .map_err(|e| DemoError::Setup(e.to_string())),
+            Event::Incoming(Packet::Publish(publish)) => {
+                self.message(&publish.topic, &publish.payload).await?;
+                if self.shown_since.is_none() && self.seen.complete(self.awaiting) {
+                    self.shown_since = Some(Instant::now());
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// One message on the device's topics: a heatmap, or status, a command reply, timing or
+    /// a result in JSON (anything else is passed over).
+    async fn message(&mut self, topic: &str, payload: &[u8]) -> Result<(), DemoError> {
+        if topic.ends_with("/heatmap") {
+            let exam = topic.split('/').nth(3).unwrap_or_default().to_string();
+            if !payload.is_empty() {
+                self.seen.heatmaps.insert(exam.clone(), payload.len());
+                if let Some(r) = self.seen.results.get_mut(&exam) {
+                    r.heatmap_bytes = payload.len();
+                }
+            }
+            return Ok(());
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(payload) else {
+            return Ok(());
+        };
+        if topic.ends_with("/status") {
+            self.status(&v).await?;
+        } else if topic.ends_with("/cmd/reply") {
+            if v["ok"].as_bool() != Some(true) {
+                self.view
+                    .note(&format!("command {} refused: {}", v["id"], v["error"]));
+            }
+        } else if topic.ends_with("/timing") {
+            self.timing(&v);
+        } else if topic.ends_with("/result") {
+            let r = demo_exam(&v, &self.seen, self.spec);
+            self.view.result(&result_line(&r, &v));
+            self.seen.results.insert(r.exam_id.clone(), r);
+        }
+        Ok(())
+    }
+
+    /// The frame counters, and a new exam when the status names one not seen before.
+    async fn status(&mut self, v: &Value) -> Result<(), DemoError> {
+        self.seen.frames_received = v["frames"]["received"].as_u64().unwrap_or(0);
+        self.seen.frames_dropped = v["frames"]["dropped_by_source"].as_u64().unwrap_or(0)
+            + v["frames"]["dropped_in_queue"].as_u64().unwrap_or(0);
+        if let (true, Some(id)) = (
+            v["exam_running"].as_bool() == Some(true),
+            v["exam_id"].as_str(),
+        ) {
+            if !self.seen.exam_ids.iter().any(|e| e == id) {
+                self.seen.exam_ids.push(id.to_string());
+                self.last_phase = None;
+                let index = self.seen.exam_ids.len() - 1;
+                exam_started(&self.client, self.spec, index, id, self.view).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The exam's clock on the view, and a line when its phase changes.
+    fn timing(&mut self, v: &Value) {
+        if let Some(clock) = clock_of(v) {
+            let exam = v["exam_id"].as_str().unwrap_or_default();
+            if self.last_phase != Some(clock.phase) {
+                self.last_phase = Some(clock.phase);
+                self.view
+                    .event(&format!("exam {exam}: {}", view::clock_words(&clock)));
+            }
+            self.view
+                .clock(&clock, self.seen.results.contains_key(exam));
+        }
+    }
 }
 
 /// A new exam: says so and, like the sonographer, draws the ROI on the lesion.
