@@ -431,10 +431,11 @@ fn profile_int8_layers() {
 fn window_latency() {
     use ceusd::capture::source::{FrameSource, Pacing};
     use ceusd::capture::synthetic::{LesionKind, SyntheticConfig, SyntheticScanner};
-    use ceusd::daemon::inference::{score_job, ScoringJob};
-    use ceusd::exam::{run_offline, ExamSettings, InjectionHint};
+    use ceusd::daemon::inference::score_job;
+    use ceusd::exam::ExamSettings;
+    use ceusd::exam_lifecycle::{run_offline, InjectionHint, ScoreRequest};
     use ceusd::layout::{Layout, Presets};
-    use ceusd::publish::messages::{ModelInfo, Topics};
+    use ceusd::publish::messages::Topics;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
@@ -475,23 +476,23 @@ fn window_latency() {
     println!("| model | quiet machine | beside a 60 frames/s synthetic scanner | ratio |");
     println!("| --- | --- | --- | --- |");
     for (name, model) in [("demo f32", &demo), ("demo int8", &demo_q8)] {
-        let info = ModelInfo::of(model);
         let time = || {
-            let job = ScoringJob {
+            let requested = Instant::now();
+            let job = ScoreRequest {
                 exam_id: "bench".into(),
                 result_id: "bench-r1".into(),
                 revision: 1,
-                exam: Some(exam.clone()),
+                exam: Some(Box::new(exam.clone())),
                 roi: Some(truth.lesion_ceus),
-                requested: Instant::now(),
+                rescore: false,
             };
-            let (message, heatmap) = score_job(model, &info, &topics, &job);
+            let (message, heatmap) = score_job(model, &topics, &job);
             assert!(
-                message.score.is_some() && heatmap.is_some(),
+                message.result.score.is_some() && heatmap.is_some(),
                 "{:?}",
-                message.reason
+                message.result.reason
             );
-            job.requested.elapsed().as_secs_f64() * 1000.0
+            requested.elapsed().as_secs_f64() * 1000.0
         };
         time();
         let quiet = median_ms((0..5).map(|_| time()).collect());

@@ -246,7 +246,7 @@ fn check_broker(config: &Config, timeout: Duration) -> CheckLine {
     let topics = Topics::new(&config.mqtt.topic_root, &config.device.id);
     // Not the daemon's client id (a running daemon must not be thrown off the broker), and no
     // will (it must not be marked offline).
-    let client_id = format!("{}-check-{}", config.client_id(), std::process::id());
+    let client_id = format!("{}-check-{}", config.mqtt.client_id, std::process::id());
     let options = match crate::publish::mqtt::connection_options(config, &client_id) {
         Ok(o) => o,
         Err(e) => return fail(e.to_string()),

@@ -1,12 +1,22 @@
 //! The daemon's configuration: one TOML file (`/etc/ceusd/ceusd.toml`, documented field by
 //! field in `systemd/ceusd.example.toml`), a few fields overridable by flags for one session.
-//! Unknown keys and wrong types are refused by the parser with the field's name and line;
-//! impossible values by `validate`, which names the field the same way (`mqtt.keep_alive_s`).
+//!
+//! The file deserialises into [`ConfigFile`], its sections as written (strings, numbers);
+//! unknown keys and wrong types are refused by the parser with the field's name and line.
+//! `Config::try_from` then checks every value once and turns it into what the daemon uses (a
+//! parsed source, a fixed layout or presets, a broker address, a content hash, exam settings,
+//! durations), naming the field at fault the same way (`mqtt.keep_alive_s`). Nothing later
+//! parses a configuration string again. Every default is written once, in the raw sections'
+//! `default_*` functions (the exam's come from the library's own defaults).
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use crate::capture::source::Pacing;
 use crate::capture::spec::SourceSpec;
+use crate::exam::ExamSettings;
+use crate::layout::{Layout, Presets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -26,9 +36,10 @@ pub enum ConfigError {
     },
 }
 
+/// The configuration file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub struct ConfigFile {
     pub device: DeviceSection,
     pub source: SourceSection,
     pub model: ModelSection,
@@ -321,6 +332,13 @@ pub struct BrokerAddress {
     pub tls: bool,
 }
 
+impl std::fmt::Display for BrokerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
 impl std::str::FromStr for BrokerAddress {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -364,19 +382,159 @@ pub struct Overrides {
     pub speed: Option<f64>,
 }
 
+/// The configuration, checked: what the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub device: DeviceSection,
+    pub source: Source,
+    pub model: Model,
+    pub mqtt: Mqtt,
+    pub exam: Exam,
+    pub state: StateSection,
+    pub pipeline: Pipeline,
+    /// `None` when the preview is off.
+    pub preview: Option<Preview>,
+}
+
+/// Where frames come from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The source as configured, for status and logs.
+    pub uri: String,
+    pub spec: SourceSpec,
+    /// How a recording is paced (`source.speed`).
+    pub pacing: Pacing,
+    /// Source seconds per wall-clock second: `source.speed` for recordings and the synthetic
+    /// scanner, 1 for live capture (which cannot run faster).
+    pub clock_speed: f64,
+    pub layout: LayoutChoice,
+}
+
+/// The scanner presets (built in, and the site's file) and the layout `source.layout` fixes:
+/// `None` for "auto", where each exam finds its panes on its first frame.
+#[derive(Debug, Clone)]
+pub struct LayoutChoice {
+    pub presets: Presets,
+    pub fixed: Option<Layout>,
+}
+
+/// A model's content hash as a site pins it: `sha256:` and 64 hexadecimal digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentHash(String);
+
+impl ContentHash {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for ContentHash {
+    type Err = String;
+    /// Accepts the digest with or without its "sha256:" prefix.
+    fn from_str(h: &str) -> Result<Self, String> {
+        let digest = h.strip_prefix("sha256:").unwrap_or(h);
+        if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("'{h}': expected sha256: and 64 hexadecimal digits"));
+        }
+        Ok(Self(format!("sha256:{digest}")))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// A model file, or "demo".
+    pub path: String,
+    pub sha256: Option<ContentHash>,
+    /// "cpu" or "cuda[:N]" (checked; the device itself is opened with the model).
+    pub device: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mqtt {
+    pub broker: BrokerAddress,
+    pub topic_root: String,
+    /// `mqtt.client_id`, or `ceusd-<device.id>`.
+    pub client_id: String,
+    pub keep_alive: Duration,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    /// Both or neither (checked).
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Exam {
+    pub settings: ExamSettings,
+    pub auto_start: bool,
+    pub timing_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub frame_queue: usize,
+    pub stall: Duration,
+    pub inference_stall: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Preview {
+    /// Wall-clock time between previews.
+    pub interval: Duration,
+    pub width: u32,
+    pub quality: u8,
+}
+
+/// A value the configuration cannot take: the field (`mqtt.keep_alive_s`) and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> FieldError {
+    FieldError {
+        field,
+        reason: reason.into(),
+    }
+}
+
 impl Config {
-    /// Reads, applies `overrides`, and validates.
+    /// Reads, applies `overrides`, and checks.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config = Self::parse(&text, path)?;
-        config.apply(overrides);
-        config.validate(path)?;
-        Ok(config)
+        let mut file = ConfigFile::parse(&text, path)?;
+        file.apply(overrides);
+        Self::checked(file, path)
     }
 
+    /// Parses and checks TOML text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        Self::checked(ConfigFile::parse(text, path)?, path)
+    }
+
+    fn checked(file: ConfigFile, path: &Path) -> Result<Self, ConfigError> {
+        Self::try_from(file).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field: e.field.to_string(),
+            reason: e.reason,
+        })
+    }
+}
+
+impl ConfigFile {
     /// Parses TOML text; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -405,253 +563,302 @@ impl Config {
             self.source.speed = v;
         }
     }
+}
 
-    /// Checks every value a parser cannot: ranges, formats, files that must exist.
-    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        self.check_device_source_model()
-            .and_then(|()| self.check_mqtt())
-            .and_then(|()| self.check_limits())
-            .map_err(|(field, reason)| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                field: field.to_string(),
-                reason,
-            })
-    }
+impl TryFrom<ConfigFile> for Config {
+    type Error = FieldError;
 
-    /// `device`, `source` and `model`; an error names the field.
-    fn check_device_source_model(&self) -> Result<(), (&'static str, String)> {
-        if !is_topic_word(&self.device.id) {
-            return Err(("device.id",
+    /// Checks every value a parser cannot (ranges, formats, files that must exist) and
+    /// converts it, section by section in the file's order; the first field at fault is named.
+    fn try_from(file: ConfigFile) -> Result<Self, FieldError> {
+        if !is_topic_word(&file.device.id) {
+            return Err(invalid(
+                "device.id",
                 format!(
                     "'{}': use 1 to 64 letters, digits, '-' or '_' (it becomes an MQTT topic level)",
-                    self.device.id
+                    file.device.id
                 ),
             ));
         }
-        self.source_spec().map_err(|e| ("source.uri", e))?;
-        if !(self.source.speed.is_finite() && self.source.speed > 0.0 && self.source.speed <= 100.0)
-        {
-            return Err((
-                "source.speed",
-                format!(
-                    "{}: expected more than 0 and at most 100",
-                    self.source.speed
-                ),
-            ));
-        }
-        self.layout_choice()?;
-        if self.model.path.is_empty() {
-            return Err(("model.path", "empty: give a model file or \"demo\"".into()));
-        }
-        if let Some(h) = &self.model.sha256 {
-            let digest = h.strip_prefix("sha256:").unwrap_or(h);
-            if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err((
-                    "model.sha256",
-                    format!("'{h}': expected sha256: and 64 hexadecimal digits"),
-                ));
-            }
-        }
-        crate::model::parse_device(&self.model.device)
-            .map_err(|e| ("model.device", e.to_string()))?;
-        Ok(())
+        Ok(Self {
+            source: Source::try_from(&file.source)?,
+            model: Model::try_from(&file.model)?,
+            mqtt: Mqtt::checked(&file.mqtt, &file.device.id)?,
+            exam: Exam::try_from(&file.exam)?,
+            state: checked_state(file.state)?,
+            pipeline: Pipeline::try_from(&file.pipeline)?,
+            preview: checked_preview(&file.preview)?,
+            device: file.device,
+        })
     }
+}
 
+impl TryFrom<&SourceSection> for Source {
+    type Error = FieldError;
+
+    fn try_from(raw: &SourceSection) -> Result<Self, FieldError> {
+        let spec: SourceSpec = raw.uri.parse().map_err(|e| invalid("source.uri", e))?;
+        let speed = raw.speed;
+        if !(speed.is_finite() && speed > 0.0 && speed <= 100.0) {
+            return Err(invalid(
+                "source.speed",
+                format!("{speed}: expected more than 0 and at most 100"),
+            ));
+        }
+        let pacing = Pacing::real_time(speed).map_err(|e| invalid("source.speed", e))?;
+        let presets = match &raw.layouts_file {
+            None => Presets::default(),
+            Some(p) => Presets::with_site_file(p)
+                .map_err(|e| invalid("source.layouts_file", e.to_string()))?,
+        };
+        let fixed = match raw.layout.as_str() {
+            "auto" => None,
+            name => Some(
+                presets
+                    .get(name)
+                    .map_err(|e| invalid("source.layout", e.to_string()))?
+                    .layout,
+            ),
+        };
+        Ok(Self {
+            clock_speed: match spec {
+                SourceSpec::V4l2(_) => 1.0,
+                _ => speed,
+            },
+            uri: raw.uri.clone(),
+            spec,
+            pacing,
+            layout: LayoutChoice { presets, fixed },
+        })
+    }
+}
+
+impl TryFrom<&ModelSection> for Model {
+    type Error = FieldError;
+
+    fn try_from(raw: &ModelSection) -> Result<Self, FieldError> {
+        if raw.path.is_empty() {
+            return Err(invalid(
+                "model.path",
+                "empty: give a model file or \"demo\"",
+            ));
+        }
+        let sha256 = match &raw.sha256 {
+            Some(h) => Some(h.parse().map_err(|e| invalid("model.sha256", e))?),
+            None => None,
+        };
+        crate::model::parse_device(&raw.device)
+            .map_err(|e| invalid("model.device", e.to_string()))?;
+        Ok(Self {
+            path: raw.path.clone(),
+            sha256,
+            device: raw.device.clone(),
+        })
+    }
+}
+
+impl Mqtt {
     /// `mqtt`: the address, topics, credentials and certificates, reconnection.
-    fn check_mqtt(&self) -> Result<(), (&'static str, String)> {
-        let broker = self.broker().map_err(|e| ("mqtt.broker", e))?;
-        if !self
-            .mqtt
+    fn checked(raw: &MqttSection, device_id: &str) -> Result<Self, FieldError> {
+        let broker: BrokerAddress = raw.broker.parse().map_err(|e| invalid("mqtt.broker", e))?;
+        if !raw
             .topic_root
             .split('/')
             .all(|level| !level.is_empty() && !level.contains(['+', '#']))
         {
-            return Err((
+            return Err(invalid(
                 "mqtt.topic_root",
                 format!(
                     "'{}': expected topic levels without wildcards or empty levels",
-                    self.mqtt.topic_root
+                    raw.topic_root
                 ),
             ));
         }
-        if let Some(id) = &self.mqtt.client_id {
+        if let Some(id) = &raw.client_id {
             if id.is_empty() || id.len() > 128 {
-                return Err(("mqtt.client_id", "expected 1 to 128 characters".into()));
+                return Err(invalid("mqtt.client_id", "expected 1 to 128 characters"));
             }
         }
-        if !(5..=3600).contains(&self.mqtt.keep_alive_s) {
-            return Err((
+        if !(5..=3600).contains(&raw.keep_alive_s) {
+            return Err(invalid(
                 "mqtt.keep_alive_s",
-                format!("{}: expected 5 to 3600 seconds", self.mqtt.keep_alive_s),
+                format!("{}: expected 5 to 3600 seconds", raw.keep_alive_s),
             ));
         }
-        if self.mqtt.password_file.is_some() && self.mqtt.username.is_none() {
-            return Err((
+        if raw.password_file.is_some() && raw.username.is_none() {
+            return Err(invalid(
                 "mqtt.password_file",
-                "a password without mqtt.username".into(),
+                "a password without mqtt.username",
             ));
         }
         for (field, file) in [
-            ("mqtt.password_file", &self.mqtt.password_file),
-            ("mqtt.ca_file", &self.mqtt.ca_file),
-            ("mqtt.client_cert_file", &self.mqtt.client_cert_file),
-            ("mqtt.client_key_file", &self.mqtt.client_key_file),
+            ("mqtt.password_file", &raw.password_file),
+            ("mqtt.ca_file", &raw.ca_file),
+            ("mqtt.client_cert_file", &raw.client_cert_file),
+            ("mqtt.client_key_file", &raw.client_key_file),
         ] {
             if let Some(f) = file {
                 if !f.is_file() {
-                    return Err((field, format!("{}: no such file", f.display())));
+                    return Err(invalid(field, format!("{}: no such file", f.display())));
                 }
             }
         }
-        if self.mqtt.client_cert_file.is_some() != self.mqtt.client_key_file.is_some() {
-            return Err((
+        if raw.client_cert_file.is_some() != raw.client_key_file.is_some() {
+            return Err(invalid(
                 "mqtt.client_cert_file",
-                "a client certificate needs its key (mqtt.client_key_file) and the other way round"
-                    .into(),
+                "a client certificate needs its key (mqtt.client_key_file) and the other way round",
             ));
         }
-        if !broker.tls && (self.mqtt.ca_file.is_some() || self.mqtt.client_cert_file.is_some()) {
-            return Err((
+        if !broker.tls && (raw.ca_file.is_some() || raw.client_cert_file.is_some()) {
+            return Err(invalid(
                 "mqtt.broker",
-                "certificates are configured but the broker address is mqtt://; use mqtts://"
-                    .into(),
+                "certificates are configured but the broker address is mqtt://; use mqtts://",
             ));
         }
-        let (lo, hi) = (self.mqtt.reconnect_min_s, self.mqtt.reconnect_max_s);
+        let (lo, hi) = (raw.reconnect_min_s, raw.reconnect_max_s);
         if !(lo.is_finite() && lo > 0.0) {
-            return Err((
+            return Err(invalid(
                 "mqtt.reconnect_min_s",
                 format!("{lo}: expected more than 0"),
             ));
         }
         if !(hi.is_finite() && hi >= lo && hi <= 600.0) {
-            return Err((
+            return Err(invalid(
                 "mqtt.reconnect_max_s",
                 format!("{hi}: expected from reconnect_min_s ({lo}) to 600"),
             ));
         }
-        Ok(())
+        Ok(Self {
+            broker,
+            topic_root: raw.topic_root.clone(),
+            client_id: raw
+                .client_id
+                .clone()
+                .unwrap_or_else(|| format!("ceusd-{device_id}")),
+            keep_alive: Duration::from_secs(raw.keep_alive_s),
+            username: raw.username.clone(),
+            password_file: raw.password_file.clone(),
+            ca_file: raw.ca_file.clone(),
+            client_cert_file: raw.client_cert_file.clone(),
+            client_key_file: raw.client_key_file.clone(),
+            reconnect_min: Duration::from_secs_f64(lo),
+            reconnect_max: Duration::from_secs_f64(hi),
+        })
     }
+}
 
-    /// The ranges of `exam`, `state`, `pipeline` and `preview`.
-    fn check_limits(&self) -> Result<(), (&'static str, String)> {
-        if !(1..=64).contains(&self.exam.keep) {
-            return Err(("exam.keep", format!("{}: expected 1 to 64", self.exam.keep)));
+impl TryFrom<&ExamSection> for Exam {
+    type Error = FieldError;
+
+    fn try_from(raw: &ExamSection) -> Result<Self, FieldError> {
+        if !(1..=64).contains(&raw.keep) {
+            return Err(invalid(
+                "exam.keep",
+                format!("{}: expected 1 to 64", raw.keep),
+            ));
         }
-        if !(0.0..=60.0).contains(&self.exam.transit_s) {
-            return Err((
+        if !(0.0..=60.0).contains(&raw.transit_s) {
+            return Err(invalid(
                 "exam.transit_s",
-                format!("{}: expected 0 to 60 seconds", self.exam.transit_s),
+                format!("{}: expected 0 to 60 seconds", raw.transit_s),
             ));
         }
-        if !(0.05..=10.0).contains(&self.exam.timing_interval_s) {
-            return Err((
+        if !(0.05..=10.0).contains(&raw.timing_interval_s) {
+            return Err(invalid(
                 "exam.timing_interval_s",
-                format!(
-                    "{}: expected 0.05 to 10 seconds",
-                    self.exam.timing_interval_s
-                ),
+                format!("{}: expected 0.05 to 10 seconds", raw.timing_interval_s),
             ));
         }
-        if !(60.0..=3600.0).contains(&self.exam.timeout_s) {
-            return Err((
+        if !(60.0..=3600.0).contains(&raw.timeout_s) {
+            return Err(invalid(
                 "exam.timeout_s",
-                format!("{}: expected 60 to 3600 seconds", self.exam.timeout_s),
+                format!("{}: expected 60 to 3600 seconds", raw.timeout_s),
             ));
         }
-        if self.state.dir.as_os_str().is_empty() {
-            return Err(("state.dir", "empty".into()));
-        }
-        if !(10..=1_000_000).contains(&self.state.outbox_capacity) {
-            return Err((
-                "state.outbox_capacity",
-                format!(
-                    "{}: expected 10 to 1000000 messages",
-                    self.state.outbox_capacity
-                ),
-            ));
-        }
-        if !(1..=1024).contains(&self.pipeline.frame_queue) {
-            return Err((
+        let mut settings = ExamSettings {
+            keep: raw.keep,
+            use_recorded_injection: raw.use_recorded_injection,
+            ..ExamSettings::default()
+        };
+        settings.arrival.transit_s = raw.transit_s;
+        settings.boundaries.exam_timeout_s = raw.timeout_s;
+        Ok(Self {
+            settings,
+            auto_start: raw.auto_start,
+            timing_interval: Duration::from_secs_f64(raw.timing_interval_s),
+        })
+    }
+}
+
+fn checked_state(raw: StateSection) -> Result<StateSection, FieldError> {
+    if raw.dir.as_os_str().is_empty() {
+        return Err(invalid("state.dir", "empty"));
+    }
+    if !(10..=1_000_000).contains(&raw.outbox_capacity) {
+        return Err(invalid(
+            "state.outbox_capacity",
+            format!("{}: expected 10 to 1000000 messages", raw.outbox_capacity),
+        ));
+    }
+    Ok(raw)
+}
+
+impl TryFrom<&PipelineSection> for Pipeline {
+    type Error = FieldError;
+
+    fn try_from(raw: &PipelineSection) -> Result<Self, FieldError> {
+        if !(1..=1024).contains(&raw.frame_queue) {
+            return Err(invalid(
                 "pipeline.frame_queue",
-                format!("{}: expected 1 to 1024 frames", self.pipeline.frame_queue),
+                format!("{}: expected 1 to 1024 frames", raw.frame_queue),
             ));
         }
-        if !(1.0..=600.0).contains(&self.pipeline.stall_s) {
-            return Err((
+        if !(1.0..=600.0).contains(&raw.stall_s) {
+            return Err(invalid(
                 "pipeline.stall_s",
-                format!("{}: expected 1 to 600 seconds", self.pipeline.stall_s),
+                format!("{}: expected 1 to 600 seconds", raw.stall_s),
             ));
         }
-        if !(1.0..=3600.0).contains(&self.pipeline.inference_stall_s) {
-            return Err((
+        if !(1.0..=3600.0).contains(&raw.inference_stall_s) {
+            return Err(invalid(
                 "pipeline.inference_stall_s",
-                format!(
-                    "{}: expected 1 to 3600 seconds",
-                    self.pipeline.inference_stall_s
-                ),
+                format!("{}: expected 1 to 3600 seconds", raw.inference_stall_s),
             ));
         }
-        if !(0.1..=10.0).contains(&self.preview.fps) {
-            return Err((
-                "preview.fps",
-                format!("{}: expected 0.1 to 10 frames per second", self.preview.fps),
-            ));
-        }
-        if !(160..=1920).contains(&self.preview.width) {
-            return Err((
-                "preview.width",
-                format!("{}: expected 160 to 1920 pixels", self.preview.width),
-            ));
-        }
-        if !(1..=100).contains(&self.preview.quality) {
-            return Err((
-                "preview.quality",
-                format!("{}: expected 1 to 100", self.preview.quality),
-            ));
-        }
-        Ok(())
+        Ok(Self {
+            frame_queue: raw.frame_queue,
+            stall: Duration::from_secs_f64(raw.stall_s),
+            inference_stall: Duration::from_secs_f64(raw.inference_stall_s),
+        })
     }
+}
 
-    pub fn source_spec(&self) -> Result<SourceSpec, String> {
-        self.source.uri.parse()
+/// The preview's ranges are checked whether it is on or not: a site that turns it on later
+/// must not find the file wrong then.
+fn checked_preview(raw: &PreviewSection) -> Result<Option<Preview>, FieldError> {
+    if !(0.1..=10.0).contains(&raw.fps) {
+        return Err(invalid(
+            "preview.fps",
+            format!("{}: expected 0.1 to 10 frames per second", raw.fps),
+        ));
     }
-
-    pub fn broker(&self) -> Result<BrokerAddress, String> {
-        self.mqtt.broker.parse()
+    if !(160..=1920).contains(&raw.width) {
+        return Err(invalid(
+            "preview.width",
+            format!("{}: expected 160 to 1920 pixels", raw.width),
+        ));
     }
-
-    pub fn presets(&self) -> Result<crate::layout::Presets, String> {
-        match &self.source.layouts_file {
-            None => Ok(crate::layout::Presets::default()),
-            Some(p) => crate::layout::Presets::with_site_file(p).map_err(|e| e.to_string()),
-        }
+    if !(1..=100).contains(&raw.quality) {
+        return Err(invalid(
+            "preview.quality",
+            format!("{}: expected 1 to 100", raw.quality),
+        ));
     }
-
-    /// The scanner presets (built in, and the site's file) and the layout `source.layout`
-    /// fixes: `None` for "auto", where each exam finds its panes on its first frame. An error
-    /// names the field at fault.
-    pub fn layout_choice(
-        &self,
-    ) -> Result<(crate::layout::Presets, Option<crate::layout::Layout>), (&'static str, String)>
-    {
-        let presets = self.presets().map_err(|e| ("source.layouts_file", e))?;
-        if self.source.layout == "auto" {
-            return Ok((presets, None));
-        }
-        let preset = presets
-            .get(&self.source.layout)
-            .map_err(|e| ("source.layout", e.to_string()))?;
-        let layout = preset.layout;
-        Ok((presets, Some(layout)))
-    }
-
-    pub fn client_id(&self) -> String {
-        self.mqtt
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("ceusd-{}", self.device.id))
-    }
+    Ok(raw.enabled.then(|| Preview {
+        interval: Duration::from_secs_f64(1.0 / raw.fps),
+        width: raw.width,
+        quality: raw.quality,
+    }))
 }
 
 /// An id that is safe as one MQTT topic level and in file names.
@@ -660,4 +867,75 @@ pub fn is_topic_word(s: &str) -> bool {
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "[device]\nid = \"cart-1\"\n[source]\nuri = \"synthetic:pdac\"\nspeed = 4.0\n{extra}\n[model]\npath = \"demo\"\n"
+        );
+        Config::parse(&text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn values_are_parsed_once_into_what_the_daemon_uses() {
+        let c = config("").unwrap();
+        assert!(matches!(c.source.spec, SourceSpec::Synthetic(_)));
+        assert_eq!(c.source.pacing, Pacing::RealTime { speed: 4.0 });
+        assert_eq!(c.source.clock_speed, 4.0);
+        assert!(c.source.layout.fixed.is_none());
+        assert_eq!(c.mqtt.broker.to_string(), "mqtt://127.0.0.1:1883");
+        assert_eq!(c.mqtt.client_id, "ceusd-cart-1");
+        assert_eq!(c.mqtt.keep_alive, Duration::from_secs(10));
+        assert_eq!(c.exam.settings.keep, ExamSettings::default().keep);
+        assert_eq!(
+            c.exam.settings.boundaries.exam_timeout_s,
+            crate::timing::PhaseBoundaries::default().exam_timeout_s
+        );
+        assert!(c.preview.is_none());
+
+        let digest = "ab".repeat(32);
+        let c = config(&format!(
+            "layout = \"{}\"\n[model]\n",
+            Presets::default().all()[0].name
+        ));
+        // `[model]` twice is a TOML error, named as such.
+        assert!(matches!(c, Err(ConfigError::Parse { .. })));
+        let text = format!(
+            "[device]\nid = \"cart-1\"\n[source]\nuri = \"v4l2:/dev/video0\"\nspeed = 4.0\nlayout = \"{}\"\n[model]\npath = \"demo\"\nsha256 = \"{digest}\"\n[exam]\nkeep = 3\ntransit_s = 12.0\n[preview]\nenabled = true\nfps = 2.0\n",
+            Presets::default().all()[0].name
+        );
+        let c = Config::parse(&text, Path::new("t.toml")).unwrap();
+        // Live capture's clock runs at wall-clock speed whatever `speed` says.
+        assert_eq!(c.source.clock_speed, 1.0);
+        assert!(c.source.layout.fixed.is_some());
+        assert_eq!(
+            c.model.sha256.as_ref().map(ContentHash::as_str),
+            Some(format!("sha256:{digest}").as_str())
+        );
+        assert_eq!(c.exam.settings.keep, 3);
+        assert_eq!(c.exam.settings.arrival.transit_s, 12.0);
+        assert_eq!(
+            c.preview.map(|p| p.interval),
+            Some(Duration::from_millis(500))
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_its_field() {
+        for (extra, field) in [
+            ("layout = \"no-such-scanner\"", "source.layout"),
+            ("[exam]\ntimeout_s = 5.0", "exam.timeout_s"),
+            ("[mqtt]\nbroker = \"mqtt://:0\"", "mqtt.broker"),
+            ("[preview]\nquality = 0", "preview.quality"),
+        ] {
+            match config(extra) {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field, "{extra}"),
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+    }
 }

@@ -1,13 +1,12 @@
 //! One CEUS exam from frames to result: layout, per-frame quality, the contrast clock (operator
 //! mark, DICOM tag or detected arrival), phases, the key-frame window, and scoring of the key
-//! frame (the paper's method) and of the K best frames of the window. Used offline by
-//! `ceusd analyze` on a cine; the daemon drives the same state frame by frame.
+//! frame (the paper's method) and of the K best frames of the window. `exam_lifecycle` starts,
+//! feeds and stops it, for `ceusd analyze` on a cine and for the daemon alike.
 
 use image::GrayImage;
 use serde::Serialize;
 
 use crate::capture::frame::{Frame, LumaRange};
-use crate::capture::source::{FrameSource, SourceEvent};
 use crate::capture::InputError;
 use crate::layout::{Layout, Presets};
 use crate::median::median;
@@ -87,10 +86,12 @@ pub struct ScoredFrame {
     pub quality: FrameQuality,
 }
 
-/// The exam's result. `score` is `None` when no confident score can be given, and `reason`
-/// says why.
+/// The exam's result: what the outbox stores and the result message carries (inside its
+/// envelope), and what `ceusd analyze` prints. `score` is `None` when no confident score can
+/// be given, and `reason` says why.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExamResult {
+    /// P(positive class) of the key frame (the paper's single-frame score).
     pub score: Option<f32>,
     pub label: Option<String>,
     pub reason: Option<String>,
@@ -99,19 +100,89 @@ pub struct ExamResult {
     pub key_frame: Option<ScoredFrame>,
     /// The K frames, in time order (the key frame among them).
     pub frames: Vec<ScoredFrame>,
-    pub median_score: Option<f32>,
-    pub min_score: Option<f32>,
-    pub max_score: Option<f32>,
-    /// The ROI on the CEUS pane, in frame coordinates.
-    pub roi: Roi,
-    pub injection_s: Option<f64>,
-    pub clock_source: Option<ClockSource>,
-    pub timing_estimated: bool,
-    pub window: crate::timing::window::WindowCounts,
+    pub spread: Spread,
+    /// The ROI on the CEUS pane, in frame coordinates; `None` when none was set.
+    pub roi: Option<Roi>,
+    pub timing: ResultTiming,
     /// Window mean minus pre-contrast baseline, gray levels.
     pub enhancement: Option<f64>,
     pub warnings: Vec<String>,
     pub model: ModelIdentity,
+}
+
+/// How the scores of the window's K frames spread around the key frame's.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Spread {
+    pub frames_scored: usize,
+    pub median: Option<f32>,
+    pub min: Option<f32>,
+    pub max: Option<f32>,
+}
+
+impl Spread {
+    fn of(frames: &[ScoredFrame]) -> Self {
+        let mut scores: Vec<f64> = frames.iter().map(|f| f64::from(f.score)).collect();
+        let median = median(&mut scores).map(|m| m as f32);
+        // `median` sorted them.
+        Self {
+            frames_scored: frames.len(),
+            median,
+            min: scores.first().map(|&s| s as f32),
+            max: scores.last().map(|&s| s as f32),
+        }
+    }
+}
+
+/// The contrast clock behind a result, and what the key-frame window saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ResultTiming {
+    pub injection_s: Option<f64>,
+    pub clock_source: Option<ClockSource>,
+    /// The injection time was estimated from the contrast's arrival.
+    pub estimated: bool,
+    pub window: crate::timing::window::WindowCounts,
+}
+
+impl ResultTiming {
+    /// The timing of `exam` as it stands; empty without an exam (no frame arrived).
+    pub fn of(exam: Option<&Exam>) -> Self {
+        let Some(exam) = exam else {
+            return Self::default();
+        };
+        let injection = exam.clock.injection();
+        Self {
+            injection_s: injection.map(|i| i.at_s),
+            clock_source: injection.map(|i| i.source),
+            estimated: injection.is_some_and(|i| i.estimated),
+            window: exam.window.counts.clone(),
+        }
+    }
+}
+
+impl ExamResult {
+    /// A result without a score: `reason` says why.
+    pub fn unscored(
+        reason: String,
+        roi: Option<Roi>,
+        timing: ResultTiming,
+        model: &DlrModel,
+    ) -> Self {
+        Self {
+            score: None,
+            label: None,
+            reason: Some(reason),
+            threshold: model.metadata.threshold,
+            positive_class: model.metadata.positive_class.clone(),
+            key_frame: None,
+            frames: Vec::new(),
+            spread: Spread::default(),
+            roi,
+            timing,
+            enhancement: None,
+            warnings: Vec::new(),
+            model: model.identity.clone(),
+        }
+    }
 }
 
 /// The running exam. Cloning it is cheap enough to hand a snapshot to the inference worker:
@@ -130,6 +201,8 @@ pub struct Exam {
     levels: Vec<(f64, f64)>,
     pub last_status: Option<TimingStatus>,
     pub frames_seen: u64,
+    /// Source time of the first frame.
+    pub first_s: Option<f64>,
     /// Source time of the last frame.
     pub last_s: Option<f64>,
 }
@@ -159,6 +232,7 @@ impl Exam {
             levels: Vec::new(),
             last_status: None,
             frames_seen: 0,
+            first_s: None,
             last_s: None,
             settings,
             layout,
@@ -191,6 +265,7 @@ impl Exam {
         let t = frame.timestamp.as_secs_f64();
         if self.frames_seen == 0 {
             self.phases.start(t);
+            self.first_s = Some(t);
         }
         self.frames_seen += 1;
         self.last_s = Some(t);
@@ -250,75 +325,8 @@ impl Exam {
     pub fn result(&self, model: &DlrModel, roi: &Roi) -> Result<ExamResult, ExamError> {
         let (ceus_roi, pane_roi) = self.pane_roi(roi)?;
         let meta = &model.metadata;
-        let b = self.settings.boundaries;
-        let injection = self.clock.injection();
-        let counts = self.window.counts.clone();
-        let mut warnings = Vec::new();
-        let mut reason = None;
-        let elapsed_end = self.last_s.and_then(|t| self.clock.elapsed(t));
-        let baseline = self.baseline_level();
-        let enhancement = match (self.window.mean_level(), baseline) {
-            (Some(w), Some(b)) => Some(w - b),
-            _ => None,
-        };
-        match (injection, elapsed_end) {
-            (None, _) => {
-                reason = Some(
-                    "timing unknown: no injection mark, no recorded injection time, and no \
-                     contrast arrival detected"
-                        .to_string(),
-                )
-            }
-            (Some(_), Some(e)) if e < b.window_start_s => {
-                reason = Some(format!(
-                    "the clip ends {e:.1} s after injection, before the key-frame window \
-                     ({}–{} s)",
-                    b.window_start_s, b.window_end_s
-                ))
-            }
-            (Some(_), Some(e)) if e < b.window_end_s => warnings.push(format!(
-                "the clip ends {e:.1} s after injection, inside the key-frame window: only \
-                 {:.1}–{e:.1} s was seen",
-                b.window_start_s
-            )),
-            _ => {}
-        }
-        if injection.is_some_and(|i| i.estimated) {
-            warnings.push(format!(
-                "timing estimated from contrast arrival (transit delay {} s assumed)",
-                self.settings.arrival.transit_s
-            ));
-        }
-        let kept = self.window.kept();
-        if reason.is_none() && kept.is_empty() {
-            reason = Some(format!(
-                "no usable frame in the key-frame window: {} frames, {} black, {} frozen, {} \
-                 with the probe moving, {} next to motion",
-                counts.frames, counts.black, counts.frozen, counts.moving, counts.near_motion
-            ));
-        }
-        if counts.frames > 0 {
-            let share = |n: usize| n as f64 / counts.frames as f64;
-            if share(counts.moving + counts.near_motion) > 0.3 {
-                warnings.push(format!(
-                    "probe moving during the window ({} of {} frames)",
-                    counts.moving + counts.near_motion,
-                    counts.frames
-                ));
-            }
-            if counts.frozen > 0 {
-                warnings.push(format!(
-                    "frozen image during the window ({} frames)",
-                    counts.frozen
-                ));
-            }
-            if counts.black > 0 {
-                warnings.push(format!(
-                    "black frames during the window ({} frames)",
-                    counts.black
-                ));
-            }
-        }
+        let (reason, mut warnings) = self.assess();
+        let enhancement = self.enhancement();
         if let Some(e) = enhancement {
             if e < self.settings.quality.low_enhancement as f64 {
                 warnings.push(format!(
@@ -327,42 +335,17 @@ impl Exam {
                 ));
             }
         }
-        let mut frames = Vec::new();
-        if reason.is_none() {
-            let crops: Vec<GrayImage> = kept
-                .iter()
-                .map(|c| {
-                    let crop = pane_roi.crop(&c.ceus_pane).map_err(|e| ExamError::Roi {
-                        roi: *roi,
-                        reason: e.to_string(),
-                    })?;
-                    Ok(resize_gray(&crop, meta.input_size, meta.resize_filter)?)
-                })
-                .collect::<Result<_, ExamError>>()?;
-            let out = model.forward_images(&crops)?;
-            for (c, s) in kept.iter().zip(model.scores(&out)?) {
-                frames.push(ScoredFrame {
-                    sequence: c.sequence,
-                    at_s: c.at_s,
-                    elapsed_s: c.elapsed_s,
-                    score: s.score,
-                    quality: c.quality,
-                });
-            }
-        }
+        let frames = match reason {
+            None => self.score_kept(model, roi, &pane_roi)?,
+            Some(_) => Vec::new(),
+        };
         let key_sequence = self.window.key().map(|k| k.sequence);
         let key_frame = frames
             .iter()
             .find(|f| Some(f.sequence) == key_sequence)
             .cloned();
-        let mut scores: Vec<f64> = frames.iter().map(|f| f64::from(f.score)).collect();
-        let median_score = median(&mut scores).map(|m| m as f32);
-        // `median` sorted them.
-        let (min_score, max_score) = (
-            scores.first().map(|&s| s as f32),
-            scores.last().map(|&s| s as f32),
-        );
-        if let (Some(lo), Some(hi)) = (min_score, max_score) {
+        let spread = Spread::of(&frames);
+        if let (Some(lo), Some(hi)) = (spread.min, spread.max) {
             if lo < meta.threshold && hi >= meta.threshold {
                 warnings.push(format!(
                     "the window's frames disagree: scores {lo:.3}–{hi:.3} straddle the threshold {}",
@@ -392,18 +375,121 @@ impl Exam {
             positive_class: meta.positive_class.clone(),
             key_frame,
             frames,
-            median_score,
-            min_score,
-            max_score,
-            roi: ceus_roi,
-            injection_s: injection.map(|i| i.at_s),
-            clock_source: injection.map(|i| i.source),
-            timing_estimated: injection.is_some_and(|i| i.estimated),
-            window: counts,
+            spread,
+            roi: Some(ceus_roi),
+            timing: ResultTiming::of(Some(self)),
             enhancement,
             warnings,
             model: model.identity.clone(),
         })
+    }
+
+    /// Window mean minus the pre-contrast baseline.
+    fn enhancement(&self) -> Option<f64> {
+        Some(self.window.mean_level()? - self.baseline_level()?)
+    }
+
+    /// Whether the exam can be scored (else the reason), and the warnings about its timing
+    /// and the window's video.
+    fn assess(&self) -> (Option<String>, Vec<String>) {
+        let b = self.settings.boundaries;
+        let injection = self.clock.injection();
+        let counts = &self.window.counts;
+        let mut warnings = Vec::new();
+        let mut reason = None;
+        let elapsed_end = self.last_s.and_then(|t| self.clock.elapsed(t));
+        match (injection, elapsed_end) {
+            (None, _) => {
+                reason = Some(
+                    "timing unknown: no injection mark, no recorded injection time, and no \
+                     contrast arrival detected"
+                        .to_string(),
+                )
+            }
+            (Some(_), Some(e)) if e < b.window_start_s => {
+                reason = Some(format!(
+                    "the clip ends {e:.1} s after injection, before the key-frame window \
+                     ({}–{} s)",
+                    b.window_start_s, b.window_end_s
+                ))
+            }
+            (Some(_), Some(e)) if e < b.window_end_s => warnings.push(format!(
+                "the clip ends {e:.1} s after injection, inside the key-frame window: only \
+                 {:.1}–{e:.1} s was seen",
+                b.window_start_s
+            )),
+            _ => {}
+        }
+        if injection.is_some_and(|i| i.estimated) {
+            warnings.push(format!(
+                "timing estimated from contrast arrival (transit delay {} s assumed)",
+                self.settings.arrival.transit_s
+            ));
+        }
+        if reason.is_none() && self.window.kept().is_empty() {
+            reason = Some(format!(
+                "no usable frame in the key-frame window: {} frames, {} black, {} frozen, {} \
+                 with the probe moving, {} next to motion",
+                counts.frames, counts.black, counts.frozen, counts.moving, counts.near_motion
+            ));
+        }
+        if counts.frames > 0 {
+            let share = |n: usize| n as f64 / counts.frames as f64;
+            if share(counts.moving + counts.near_motion) > 0.3 {
+                warnings.push(format!(
+                    "probe moving during the window ({} of {} frames)",
+                    counts.moving + counts.near_motion,
+                    counts.frames
+                ));
+            }
+            if counts.frozen > 0 {
+                warnings.push(format!(
+                    "frozen image during the window ({} frames)",
+                    counts.frozen
+                ));
+            }
+            if counts.black > 0 {
+                warnings.push(format!(
+                    "black frames during the window ({} frames)",
+                    counts.black
+                ));
+            }
+        }
+        (reason, warnings)
+    }
+
+    /// The kept frames of the window, each scored at the ROI (`pane_roi`: relative to the
+    /// CEUS pane, as the panes are kept).
+    fn score_kept(
+        &self,
+        model: &DlrModel,
+        roi: &Roi,
+        pane_roi: &Roi,
+    ) -> Result<Vec<ScoredFrame>, ExamError> {
+        let meta = &model.metadata;
+        let kept = self.window.kept();
+        let crops: Vec<GrayImage> = kept
+            .iter()
+            .map(|c| {
+                let crop = pane_roi.crop(&c.ceus_pane).map_err(|e| ExamError::Roi {
+                    roi: *roi,
+                    reason: e.to_string(),
+                })?;
+                Ok(resize_gray(&crop, meta.input_size, meta.resize_filter)?)
+            })
+            .collect::<Result<_, ExamError>>()?;
+        let out = model.forward_images(&crops)?;
+        Ok(kept
+            .iter()
+            .zip(model.scores(&out)?)
+            .map(|(c, s)| ScoredFrame {
+                sequence: c.sequence,
+                at_s: c.at_s,
+                elapsed_s: c.elapsed_s,
+                score: s.score,
+                quality: c.quality,
+            })
+            .collect())
     }
 
     /// The Grad-CAM overlay of the key frame's ROI, when there is a key frame.
@@ -472,68 +558,4 @@ pub fn layout_of(frame: &Frame, presets: &Presets) -> Result<Layout, ExamError> 
                 ))
             }),
     }
-}
-
-/// How an offline run is told about the injection.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct InjectionHint {
-    /// Operator mark: injection at this many seconds from the first frame.
-    pub marked_at_s: Option<f64>,
-}
-
-/// Runs a whole finite source through an exam. The layout comes from `layout` or, when
-/// `None`, from the first frame (detection, then presets); `roi`, when given, is checked
-/// against it at the first frame.
-pub fn run_offline(
-    source: &mut dyn FrameSource,
-    settings: ExamSettings,
-    layout: Option<Layout>,
-    presets: &Presets,
-    hint: InjectionHint,
-    roi: Option<Roi>,
-    mut on_status: impl FnMut(&TimingStatus),
-) -> Result<Exam, ExamError> {
-    let mut exam: Option<Exam> = None;
-    let recorded_offset = if settings.use_recorded_injection {
-        source.injection_offset_s()
-    } else {
-        None
-    };
-    loop {
-        match source.next_event()? {
-            SourceEvent::End => break,
-            SourceEvent::NoSignal { reason } => {
-                // Stamped with the last frame's time: the source's clock has no other.
-                if let Some(e) = exam.as_mut() {
-                    let at_s = e.last_s.unwrap_or_default();
-                    e.timeline.push(TimelineEvent::NoSignal { at_s, reason });
-                }
-            }
-            SourceEvent::Frame(frame) => {
-                let t = frame.timestamp.as_secs_f64();
-                if exam.is_none() {
-                    let l = match layout {
-                        Some(l) => l,
-                        None => layout_of(&frame, presets)?,
-                    };
-                    let mut e = Exam::new(settings.clone(), l)?;
-                    // A ROI that fits neither pane is refused before the cine is read.
-                    if let Some(r) = &roi {
-                        e.ceus_roi(r)?;
-                    }
-                    if let Some(at) = hint.marked_at_s {
-                        e.mark_injection_at(t, t + at);
-                    } else if let Some(offset) = recorded_offset {
-                        e.recorded_injection(t, offset);
-                    }
-                    exam = Some(e);
-                }
-                if let Some(e) = exam.as_mut() {
-                    let status = e.process(&frame)?;
-                    on_status(&status);
-                }
-            }
-        }
-    }
-    exam.ok_or_else(|| ExamError::Settings("the source delivered no frame".into()))
 }

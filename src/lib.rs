@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod demo;
 pub mod eval;
 pub mod exam;
+pub mod exam_lifecycle;
 pub mod health;
 pub mod layout;
 pub mod median;

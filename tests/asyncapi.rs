@@ -5,8 +5,9 @@
 
 mod support;
 
+use ceusd::exam::{ExamResult, ResultTiming};
 use ceusd::publish::commands::parse_command;
-use ceusd::publish::messages::{CommandReply, ResultTiming, StatusMessage};
+use ceusd::publish::messages::{CommandReply, ResultMessage, StatusMessage};
 use serde_json::json;
 use support::{assert_valid, schema};
 
@@ -60,21 +61,13 @@ fn the_last_will_and_refusals_match() {
 #[test]
 fn an_unscored_result_matches() {
     let model = ceusd::model::demo::demo_model(&candle_core::Device::Cpu).unwrap();
-    let info = ceusd::publish::messages::ModelInfo::of(&model);
-    let m = ceusd::publish::messages::ResultMessage::unscored(
-        "e1-r1",
-        "e1",
-        1,
+    let result = ExamResult::unscored(
         "no ROI was set".into(),
         None,
-        ResultTiming {
-            injection_s: None,
-            clock_source: None,
-            estimated: false,
-            window: Default::default(),
-        },
-        info,
+        ResultTiming::default(),
+        &model,
     );
+    let m = ResultMessage::new("e1-r1", "e1", 1, result, None);
     assert_valid(
         &schema("Result"),
         "unscored result",

@@ -89,7 +89,7 @@ fn analyze_a_png_roi_with_heatmap_and_json() {
         r["roi"],
         serde_json::json!({"x": 100, "y": 80, "width": 300, "height": 200})
     );
-    assert_eq!(r["model"]["content_hash"], hash.as_str());
+    assert_eq!(r["model"]["hash"], hash.as_str());
     assert!(r["warnings"]
         .as_array()
         .unwrap()
@@ -510,10 +510,7 @@ fn inspect_describes_the_embedded_demo_model() {
         "--json",
     ]));
     let a: serde_json::Value = serde_json::from_str(&analyze).unwrap();
-    assert_eq!(
-        v["content_hash"], a["model"]["content_hash"],
-        "{json}\n{analyze}"
-    );
+    assert_eq!(v["content_hash"], a["model"]["hash"], "{json}\n{analyze}");
 }
 
 #[test]

@@ -6,7 +6,10 @@ use candle_core::Device;
 use ceusd::capture::source::{FrameSource, Pacing, SourceEvent};
 use ceusd::capture::synthetic::{GroundTruth, LesionKind, Span, SyntheticConfig, SyntheticScanner};
 use ceusd::capture::InputError;
-use ceusd::exam::{run_offline, Exam, ExamSettings, InjectionHint};
+use ceusd::exam::{Exam, ExamSettings};
+use ceusd::exam_lifecycle::{
+    run_offline, Effect, ExamLifecycle, ExamSetup, InjectionHint, Recorded,
+};
 use ceusd::layout::{Layout, Presets};
 use ceusd::model::DlrModel;
 use ceusd::rng::SplitMix64;
@@ -152,6 +155,93 @@ fn a_recorded_injection_is_read_on_the_frames_own_clock_whatever_its_origin() {
         from_zero.iter().any(|s| s.2),
         "the exam reached its key-frame window"
     );
+}
+
+/// The daemon drives the exam lifecycle frame by frame (started by a command, the recorded
+/// injection handed in with each frame, stopped when its time is over); `analyze` drives it
+/// through `run_offline`. On a clock that started a day before the exam, both must read the
+/// same injection and give every frame the same time since it.
+#[test]
+fn the_daemons_lifecycle_and_analyze_agree_on_the_clock_of_a_late_clock_source() {
+    let source = || {
+        let config = small(LesionKind::Pdac, 4, 6.5, 45.0);
+        let inner = SyntheticScanner::new(config, Pacing::AsFastAsPossible).unwrap();
+        let truth = inner.truth().clone();
+        let shift = std::time::Duration::from_secs(86_400);
+        (LateClock { inner, shift }, truth)
+    };
+    let (mut offline_source, truth) = source();
+    let layout = Layout {
+        bmode: truth.bmode_pane,
+        ceus: truth.ceus_pane,
+    };
+    let mut offline = Vec::new();
+    let analyzed = run_offline(
+        &mut offline_source,
+        ExamSettings::default(),
+        Some(layout),
+        &Presets::default(),
+        InjectionHint::default(),
+        Some(truth.lesion_bmode),
+        |s| offline.push(*s),
+    )
+    .unwrap();
+
+    let (mut live_source, _) = source();
+    let setup = ExamSetup {
+        settings: ExamSettings::default(),
+        layout: Some(layout),
+        presets: Presets::default(),
+        speed: 1.0,
+        follow_recorded_exams: true,
+        stop_when_over: true,
+    };
+    let mut lifecycle = ExamLifecycle::new(setup, Some("exam-0".into()), vec!["exam-0".into()]);
+    let plan = lifecycle.plan_start(None, "exam-1".into()).unwrap();
+    assert_eq!(plan.clears(), Some("exam-0"));
+    lifecycle.begin(plan);
+    let mut live = Vec::new();
+    let mut results = Vec::new();
+    while let SourceEvent::Frame(frame) = live_source.next_event().unwrap() {
+        lifecycle.frame(
+            &frame,
+            Recorded::of(&live_source),
+            std::time::Instant::now(),
+        );
+        for effect in lifecycle.take_effects() {
+            match effect {
+                Effect::Timing { status, .. } => live.push(status),
+                Effect::Score(request) => results.push(request),
+                _ => {}
+            }
+        }
+    }
+    let injection = lifecycle.exam().unwrap().clock.injection().unwrap();
+    assert_eq!(injection.source, ClockSource::Recorded);
+    assert!((injection.at_s - 86_400.0 - truth.injection_s).abs() < 1e-6);
+    assert_eq!(
+        Some(injection),
+        analyzed.clock.injection(),
+        "the daemon and analyze disagree on the injection"
+    );
+    assert_eq!(
+        live, offline,
+        "the daemon and analyze disagree on a frame's timing"
+    );
+    // The window closed once: one result asked for, of the exam as it stood then.
+    assert_eq!(results.len(), 1);
+    assert_eq!(
+        (results[0].result_id.as_str(), results[0].revision),
+        ("exam-1-r1", 1)
+    );
+    let kept = |e: &Exam| {
+        e.window
+            .kept()
+            .iter()
+            .map(|c| c.sequence)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kept(results[0].exam.as_ref().unwrap()), kept(&analyzed));
 }
 
 #[test]
@@ -381,7 +471,7 @@ fn a_trained_model_separates_whole_exams_and_rescoring_uses_the_kept_frames() {
         config.duration_s = config.injection_s + 41.0;
         let (exam, truth) = run(config, ExamSettings::default(), InjectionHint::default());
         let result = exam.result(&model, &truth.lesion_bmode).unwrap();
-        let (key, median) = (result.score.unwrap(), result.median_score.unwrap());
+        let (key, median) = (result.score.unwrap(), result.spread.median.unwrap());
         eprintln!(
             "{kind:?} seed {seed}: key frame {key:.4}, median {median:.4} of {} frames",
             result.frames.len()
@@ -390,7 +480,8 @@ fn a_trained_model_separates_whole_exams_and_rescoring_uses_the_kept_frames() {
         assert_eq!(key >= 0.5, pdac, "{kind:?} {seed}: key {key}");
         assert_eq!(median >= 0.5, pdac, "{kind:?} {seed}: median {median}");
         assert_eq!(
-            result.roi, truth.lesion_ceus,
+            result.roi,
+            Some(truth.lesion_ceus),
             "the B-mode ROI maps to the CEUS lesion box"
         );
 
@@ -479,9 +570,9 @@ fn analyze_on_a_dicom_cine_reads_the_injection_tag_and_reports_the_timeline() {
     let report: serde_json::Value =
         serde_json::from_str(&ceusd(&[&["analyze"][..], &common].concat())).unwrap();
     let result = &report["result"];
-    assert_eq!(result["clock_source"], "recorded");
+    assert_eq!(result["timing"]["clock_source"], "recorded");
     assert_eq!(
-        result["injection_s"].as_f64().unwrap(),
+        result["timing"]["injection_s"].as_f64().unwrap(),
         truth["injection_s"].as_f64().unwrap()
     );
     assert_eq!(result["score"], serde_json::Value::Null);
@@ -502,9 +593,11 @@ fn analyze_on_a_dicom_cine_reads_the_injection_tag_and_reports_the_timeline() {
         &[&["analyze", "--ignore-recorded-injection"][..], &common].concat(),
     ))
     .unwrap();
-    assert_eq!(detected["result"]["clock_source"], "automatic");
-    assert_eq!(detected["result"]["timing_estimated"], true);
-    let error = detected["result"]["injection_s"].as_f64().unwrap()
+    assert_eq!(detected["result"]["timing"]["clock_source"], "automatic");
+    assert_eq!(detected["result"]["timing"]["estimated"], true);
+    let error = detected["result"]["timing"]["injection_s"]
+        .as_f64()
+        .unwrap()
         - truth["injection_s"].as_f64().unwrap();
     let transit = truth["arrival_s"].as_f64().unwrap() - truth["injection_s"].as_f64().unwrap();
     // The estimate is off by the difference between the true transit and the assumed 15 s.

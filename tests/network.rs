@@ -11,14 +11,7 @@ fn model(seed: u64, channels: u32, activation: HeadActivation, engine: ConvEngin
     let mut meta = seeded_metadata(seed, channels);
     meta.head_activation = activation;
     let tensors = seeded_tensors(&meta, seed).unwrap();
-    let identity = ModelIdentity {
-        name: meta.name.clone(),
-        content_hash: "test".into(),
-        trained: false,
-        intended_use: String::new(),
-        source: String::new(),
-        path: None,
-    };
+    let identity = ModelIdentity::of(&meta, "test".into(), None);
     DlrModel::from_tensors(meta, identity, tensors, &Device::Cpu, engine).unwrap()
 }
 

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use ceusd::analyze::{analyze, AnalyzeReport, AnalyzeRequest};
 use ceusd::capture::source::Pacing;
 use ceusd::capture::spec::SourceSpec;
-use ceusd::exam::{run_offline, Exam, ExamResult, ExamSettings, InjectionHint, TimelineEvent};
+use ceusd::exam::{Exam, ExamResult, ExamSettings, TimelineEvent};
+use ceusd::exam_lifecycle::{run_offline, InjectionHint};
 use ceusd::model::{parse_device, DlrModel};
 use ceusd::roi::Roi;
 use ceusd::timing::clock::ClockSource;
@@ -288,7 +289,9 @@ impl fmt::Display for CineReport<'_> {
         for e in &exam.timeline {
             write_event(f, e)?;
         }
-        writeln!(f, "roi        {} on the CEUS pane", result.roi)?;
+        if let Some(roi) = result.roi {
+            writeln!(f, "roi        {roi} on the CEUS pane")?;
+        }
         for frame in &result.frames {
             let key = result
                 .key_frame
@@ -311,10 +314,10 @@ impl fmt::Display for CineReport<'_> {
                 "result     {label} (key frame P({}) {score:.4} vs threshold {}; median of {} frames {:.4}, range {:.4}-{:.4})",
                 result.positive_class,
                 result.threshold,
-                result.frames.len(),
-                result.median_score.unwrap_or(f32::NAN),
-                result.min_score.unwrap_or(f32::NAN),
-                result.max_score.unwrap_or(f32::NAN)
+                result.spread.frames_scored,
+                result.spread.median.unwrap_or(f32::NAN),
+                result.spread.min.unwrap_or(f32::NAN),
+                result.spread.max.unwrap_or(f32::NAN)
             )?,
             _ => writeln!(
                 f,

@@ -9,22 +9,17 @@ use std::time::Duration;
 
 use tokio::sync::mpsc as tokio_mpsc;
 
-use crate::exam::Exam;
+use crate::exam::{ExamResult, ResultTiming};
+use crate::exam_lifecycle::ScoreRequest;
 use crate::health::Heart;
 use crate::model::DlrModel;
-use crate::publish::messages::{HeatmapInfo, ModelInfo, ResultMessage, ResultTiming, Topics};
+use crate::publish::messages::{HeatmapInfo, ResultMessage, Topics};
 use crate::publish::mqtt::Outbound;
 use crate::publish::outbox::{Outbox, OutgoingMessage};
-use crate::roi::Roi;
 
 /// One result to compute.
 pub struct ScoringJob {
-    pub exam_id: String,
-    pub result_id: String,
-    pub revision: u32,
-    /// The exam as it stood (`None` when no frame arrived during it).
-    pub exam: Option<Exam>,
-    pub roi: Option<Roi>,
+    pub request: ScoreRequest,
     /// When the result was asked for: the window's close, or the rescore command.
     pub requested: std::time::Instant,
 }
@@ -42,7 +37,6 @@ pub struct ScoringDone {
 
 pub struct InferenceWorker {
     pub model: Arc<DlrModel>,
-    pub model_info: ModelInfo,
     pub topics: Topics,
     pub outbox: Arc<Mutex<Outbox>>,
     pub outbound: tokio_mpsc::Sender<Outbound>,
@@ -61,17 +55,16 @@ impl InferenceWorker {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             self.heart.busy();
-            let (mut message, heatmap) =
-                score_job(&self.model, &self.model_info, &self.topics, &job);
+            let (mut message, heatmap) = score_job(&self.model, &self.topics, &job.request);
             message.window_to_result_ms = Some(job.requested.elapsed().as_millis() as u64);
             let stored = self.store(&message, heatmap);
             let _ = self.outbound.blocking_send(Outbound::OutboxChanged);
             // For the pipeline's log only: never wait for it.
             let _ = self.done.try_send(ScoringDone {
-                exam_id: job.exam_id,
-                result_id: job.result_id,
-                score: message.score,
-                label: message.label,
+                exam_id: job.request.exam_id,
+                result_id: job.request.result_id,
+                score: message.result.score,
+                label: message.result.label,
                 stored,
             });
         }
@@ -113,12 +106,12 @@ impl InferenceWorker {
                         message.exam_id,
                         message.result_id,
                         crate::publish::messages::score_text(
-                            message.score,
-                            message.label.as_deref(),
-                            message.reason.as_deref()
+                            message.result.score,
+                            message.result.label.as_deref(),
+                            message.result.reason.as_deref()
                         )
                     );
-                    for warning in &message.warnings {
+                    for warning in &message.result.warnings {
                         log::warn!(
                             "exam {}: result {}: {warning}",
                             message.exam_id,
@@ -155,50 +148,30 @@ impl InferenceWorker {
 /// benchmark that times a window's close to its result.
 pub fn score_job(
     model: &DlrModel,
-    model_info: &ModelInfo,
     topics: &Topics,
-    job: &ScoringJob,
+    job: &ScoreRequest,
 ) -> (ResultMessage, Option<Vec<u8>>) {
-    let unscored = |reason: String, exam: Option<&Exam>| {
-        let timing = match exam {
-            Some(e) => {
-                let injection = e.clock.injection();
-                ResultTiming {
-                    injection_s: injection.map(|i| i.at_s),
-                    clock_source: injection.map(|i| i.source),
-                    estimated: injection.is_some_and(|i| i.estimated),
-                    window: e.window.counts.clone(),
-                }
-            }
-            None => ResultTiming {
-                injection_s: None,
-                clock_source: None,
-                estimated: false,
-                window: Default::default(),
-            },
-        };
-        ResultMessage::unscored(
-            &job.result_id,
-            &job.exam_id,
-            job.revision,
-            reason,
-            job.roi,
-            timing,
-            model_info.clone(),
-        )
-    };
-    let Some(exam) = job.exam.as_ref() else {
-        return (
-            unscored("no frame arrived during the exam".into(), None),
-            None,
-        );
+    let (result, heatmap) = score_exam(model, topics, job);
+    let (png, info) = heatmap.unzip();
+    let message = ResultMessage::new(&job.result_id, &job.exam_id, job.revision, result, info);
+    (message, png)
+}
+
+/// The exam's result, and its heatmap PNG when it has a score.
+fn score_exam(
+    model: &DlrModel,
+    topics: &Topics,
+    job: &ScoreRequest,
+) -> (ExamResult, Option<(Vec<u8>, HeatmapInfo)>) {
+    let exam = job.exam.as_deref();
+    let unscored =
+        |reason: String| ExamResult::unscored(reason, job.roi, ResultTiming::of(exam), model);
+    let Some(exam) = exam else {
+        return (unscored("no frame arrived during the exam".into()), None);
     };
     let Some(roi) = job.roi else {
         return (
-            unscored(
-                "no ROI was set: draw the lesion's ROI, then rescore".into(),
-                Some(exam),
-            ),
+            unscored("no ROI was set: draw the lesion's ROI, then rescore".into()),
             None,
         );
     };
@@ -206,38 +179,35 @@ pub fn score_job(
         Ok(r) => r,
         Err(e) => {
             log::error!("exam {}: scoring failed: {e}", job.exam_id);
-            return (unscored(format!("scoring failed: {e}"), Some(exam)), None);
+            return (unscored(format!("scoring failed: {e}")), None);
         }
     };
-    let mut heatmap = None;
-    let mut info = None;
-    if result.score.is_some() {
-        match exam.key_frame_heatmap(model, &roi) {
-            Ok(Some(rgb)) => match heatmap_png(&rgb, &job.result_id) {
-                Ok(png) => {
-                    info = Some(HeatmapInfo {
-                        topic: topics.heatmap(&job.exam_id),
-                        sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&png)),
-                        width: rgb.width(),
-                        height: rgb.height(),
-                    });
-                    heatmap = Some(png);
-                }
-                Err(e) => log::error!("exam {}: heatmap PNG: {e}", job.exam_id),
-            },
-            Ok(None) => {}
-            Err(e) => log::error!("exam {}: heatmap: {e}", job.exam_id),
-        }
+    if result.score.is_none() {
+        return (result, None);
     }
-    let message = ResultMessage::new(
-        &job.result_id,
-        &job.exam_id,
-        job.revision,
-        &result,
-        model_info.clone(),
-        info,
-    );
-    (message, heatmap)
+    let heatmap = match exam.key_frame_heatmap(model, &roi) {
+        Ok(Some(rgb)) => match heatmap_png(&rgb, &job.result_id) {
+            Ok(png) => {
+                let info = HeatmapInfo {
+                    topic: topics.heatmap(&job.exam_id),
+                    sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&png)),
+                    width: rgb.width(),
+                    height: rgb.height(),
+                };
+                Some((png, info))
+            }
+            Err(e) => {
+                log::error!("exam {}: heatmap PNG: {e}", job.exam_id);
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            log::error!("exam {}: heatmap: {e}", job.exam_id);
+            None
+        }
+    };
+    (result, heatmap)
 }
 
 /// The heatmap as PNG, its result id in a text chunk (`ceusd:result_id`) so the image can be

@@ -24,13 +24,12 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::capture::source::{FrameSource, Pacing, SourceEvent};
-use crate::capture::spec::SourceSpec;
+use crate::capture::source::{FrameSource, SourceEvent};
 use crate::config::Config;
-use crate::exam::ExamSettings;
+use crate::exam_lifecycle::{ExamSetup, Recorded};
 use crate::health::{systemd, Health};
 use crate::model::DlrModel;
-use crate::publish::messages::{ModelInfo, Topics};
+use crate::publish::messages::Topics;
 use crate::publish::mqtt::{Outbound, Session};
 use crate::publish::outbox::Outbox;
 use crate::publish::preview::PreviewSettings;
@@ -63,15 +62,8 @@ pub enum DaemonError {
 /// embedded demo model.
 pub fn load_model(config: &Config) -> Result<DlrModel, crate::model::ModelError> {
     let device = crate::model::parse_device(&config.model.device)?;
-    // The configuration accepts the digest with or without its "sha256:" prefix.
-    let hash = config.model.sha256.as_deref().map(|h| {
-        if h.starts_with("sha256:") {
-            h.to_string()
-        } else {
-            format!("sha256:{h}")
-        }
-    });
-    load_model_from(&config.model.path, hash.as_deref(), &device)
+    let hash = config.model.sha256.as_ref().map(|h| h.as_str());
+    load_model_from(&config.model.path, hash, &device)
 }
 
 /// A model file, or the embedded demo model for "demo"; `hash`, when given, must equal the
@@ -99,18 +91,11 @@ pub fn load_model_from(
 
 /// Opens the configured source (replays paced at `source.speed`).
 pub fn open_source(config: &Config) -> Result<Box<dyn FrameSource>, DaemonError> {
-    let spec: SourceSpec = config.source_spec().map_err(DaemonError::Source)?;
-    let pacing = Pacing::real_time(config.source.speed).map_err(DaemonError::Source)?;
-    spec.open(pacing)
+    config
+        .source
+        .spec
+        .open(config.source.pacing)
         .map_err(|e| DaemonError::Source(e.to_string()))
-}
-
-/// Source seconds per wall second.
-fn source_speed(config: &Config) -> f64 {
-    match config.source_spec() {
-        Ok(SourceSpec::V4l2(_)) => 1.0,
-        _ => config.source.speed,
-    }
 }
 
 /// Runs the service until `stop` becomes true. `model` is loaded by the caller (it takes
@@ -133,13 +118,13 @@ pub async fn serve_source(
 ) -> Result<(), DaemonError> {
     let outbox = open_outbox(&config)?;
     let topics = Topics::new(&config.mqtt.topic_root, &config.device.id);
-    let model_info = ModelInfo::of(&model);
+    let identity = model.identity.clone();
     log::info!(
         "model {} ({}), {}{}",
-        model_info.name,
-        model_info.hash,
-        model_info.intended_use,
-        if model_info.not_for_clinical_use {
+        identity.name,
+        identity.content_hash,
+        identity.intended_use,
+        if identity.not_for_clinical_use {
             " — NOT FOR CLINICAL USE"
         } else {
             ""
@@ -157,12 +142,9 @@ pub async fn serve_source(
     };
     let source_name = source.describe();
     log::info!("source: {source_name}");
-    let settings = pipeline_settings(&config, &source_name)?;
+    let settings = pipeline_settings(&config, &source_name);
 
-    let health = Health::new(
-        Duration::from_secs_f64(config.pipeline.stall_s),
-        Duration::from_secs_f64(config.pipeline.inference_stall_s),
-    );
+    let health = Health::new(config.pipeline.stall, config.pipeline.inference_stall);
     let stopping = Arc::new(AtomicBool::new(false));
     let frames = Arc::new(DropOldest::new(config.pipeline.frame_queue));
     let counters = Arc::new(Counters::default());
@@ -187,7 +169,6 @@ pub async fn serve_source(
     let inference = {
         let worker = InferenceWorker {
             model: model.clone(),
-            model_info: model_info.clone(),
             topics: topics.clone(),
             outbox: outbox.clone(),
             outbound: outbound_tx.clone(),
@@ -208,7 +189,7 @@ pub async fn serve_source(
             heart: health.pipeline.clone(),
             stopping: stopping.clone(),
         };
-        let p = Pipeline::new(settings, topics.clone(), model_info.clone(), links);
+        let p = Pipeline::new(settings, topics.clone(), identity.clone(), links);
         spawn_thread("pipeline", move || p.run())?
     };
     let session = Session {
@@ -219,10 +200,7 @@ pub async fn serve_source(
         commands: command_tx,
         stopping: mqtt_stop_rx,
         drain_limit: DRAIN_LIMIT,
-        reconnect: (
-            Duration::from_secs_f64(config.mqtt.reconnect_min_s),
-            Duration::from_secs_f64(config.mqtt.reconnect_max_s),
-        ),
+        reconnect: (config.mqtt.reconnect_min, config.mqtt.reconnect_max),
         heart: health.mqtt.clone(),
         connected: connected_tx,
         outbound_open: true,
@@ -231,7 +209,7 @@ pub async fn serve_source(
 
     systemd::ready(&format!(
         "idle; source {source_name}; model {}",
-        model_info.name
+        identity.name
     ));
     log::info!(
         "ready: device {}, topics under {}/, broker {}",
@@ -344,38 +322,32 @@ fn open_outbox(config: &Config) -> Result<Arc<Mutex<Outbox>>, DaemonError> {
 }
 
 /// What the pipeline thread needs from the configuration: layout, exam settings, preview.
-fn pipeline_settings(config: &Config, source_name: &str) -> Result<PipelineSettings, DaemonError> {
-    let (presets, layout) = config
-        .layout_choice()
-        .map_err(|(field, reason)| DaemonError::Source(format!("{field}: {reason}")))?;
-    let mut exam = ExamSettings {
-        keep: config.exam.keep,
-        use_recorded_injection: config.exam.use_recorded_injection,
-        ..ExamSettings::default()
-    };
-    exam.arrival.transit_s = config.exam.transit_s;
-    exam.boundaries.exam_timeout_s = config.exam.timeout_s;
-    Ok(PipelineSettings {
+fn pipeline_settings(config: &Config, source_name: &str) -> PipelineSettings {
+    let layout = config.source.layout.clone();
+    PipelineSettings {
         device_id: config.device.id.clone(),
         source: source_name.to_string(),
-        exam,
-        layout,
-        presets,
-        auto_start: config.exam.auto_start,
-        speed: source_speed(config),
-        timing_interval: Duration::from_secs_f64(config.exam.timing_interval_s),
+        exam: ExamSetup {
+            settings: config.exam.settings.clone(),
+            layout: layout.fixed,
+            presets: layout.presets,
+            speed: config.source.clock_speed,
+            follow_recorded_exams: config.exam.auto_start,
+            stop_when_over: true,
+        },
+        timing_interval: config.exam.timing_interval,
         outbox_capacity: config.state.outbox_capacity,
         state_file: config.state.dir.join("state.json"),
-        preview: config.preview.enabled.then(|| {
+        preview: config.preview.map(|p| {
             (
                 PreviewSettings {
-                    width: config.preview.width,
-                    quality: config.preview.quality,
+                    width: p.width,
+                    quality: p.quality,
                 },
-                Duration::from_secs_f64(1.0 / config.preview.fps),
+                p.interval,
             )
         }),
-    })
+    }
 }
 
 /// Pings systemd's watchdog every `every` while every stage's heart beats; when one stops,
@@ -412,25 +384,16 @@ fn capture_loop(
         counters
             .dropped_by_source
             .store(source.dropped(), Ordering::Relaxed);
-        match event {
-            Ok(SourceEvent::Frame(frame)) => {
-                frames.push(Captured::Frame {
-                    frame,
-                    recorded_exam: source.recorded_exam(),
-                    recorded_injection_s: source.injection_offset_s(),
-                });
-            }
-            Ok(SourceEvent::NoSignal { reason }) => {
-                frames.push(Captured::NoSignal(reason));
-            }
-            Ok(SourceEvent::End) => {
-                frames.push(Captured::End);
-                break;
-            }
-            Err(e) => {
-                frames.push(Captured::Failed(e.to_string()));
-                break;
-            }
+        let last = !matches!(
+            event,
+            Ok(SourceEvent::Frame(_) | SourceEvent::NoSignal { .. })
+        );
+        frames.push(Captured {
+            event,
+            recorded: Recorded::of(source),
+        });
+        if last {
+            break;
         }
     }
     heart.finish();

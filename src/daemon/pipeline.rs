@@ -1,7 +1,8 @@
-//! The frame pipeline thread: owns the exam lifecycle. It takes frames from the capture queue
-//! and commands from the MQTT session, runs the exam (quality, contrast clock, phases,
-//! key-frame window), publishes timing and status, and hands results to the inference worker
-//! when the key-frame window closes, when the exam stops, or on a rescore.
+//! The frame pipeline thread: drives the exam lifecycle (`exam_lifecycle`) and performs
+//! what it asks for. It takes frames from the capture queue and commands from the MQTT
+//! session, feeds them to the lifecycle, publishes timing and status, and hands results to the
+//! inference worker when the lifecycle asks for one (the key-frame window closed, the exam
+//! stopped, a rescore).
 //!
 //! Exam rules that keep results with their patients:
 //! - an exam id is used once; starting an exam first queues, in the durable outbox, the
@@ -19,31 +20,28 @@ use tokio::sync::mpsc as tokio_mpsc;
 use super::inference::{ScoringDone, ScoringJob};
 use super::queue::DropOldest;
 use crate::capture::frame::Frame;
-use crate::exam::{layout_of, Exam, ExamSettings};
+use crate::capture::source::SourceEvent;
+use crate::capture::InputError;
+use crate::exam_lifecycle::{
+    Accepted, Effect, ExamLifecycle, ExamSetup, ExamState, InjectionMark, Recorded, Refusal,
+    ScoreRequest, StopReason,
+};
 use crate::health::{systemd, Heart};
-use crate::layout::{Layout, Presets};
+use crate::model::ModelIdentity;
 use crate::publish::commands::{Command, Request};
 use crate::publish::messages::{
-    unix_ms, CommandReply, DaemonState, FrameCounters, ModelInfo, OutboxState, StatusMessage,
-    TimingMessage, Topics, CONTRACT_VERSION,
+    unix_ms, CommandReply, DaemonState, FrameCounters, OutboxState, StatusMessage, TimingMessage,
+    Topics, CONTRACT_VERSION,
 };
 use crate::publish::mqtt::Outbound;
 use crate::publish::outbox::{Outbox, OutgoingMessage};
 use crate::publish::preview::{Panes, PreviewMessage, PreviewSettings};
-use crate::roi::Roi;
-use crate::timing::Phase;
 
-/// What the capture thread hands on.
-pub enum Captured {
-    Frame {
-        frame: Frame,
-        /// The source's recorded exam and injection time at this frame.
-        recorded_exam: Option<u64>,
-        recorded_injection_s: Option<f64>,
-    },
-    NoSignal(String),
-    End,
-    Failed(String),
+/// What the capture thread hands on: the source's next event, or why it cannot go on, with
+/// what the source records at that moment.
+pub struct Captured {
+    pub event: Result<SourceEvent, InputError>,
+    pub recorded: Recorded,
 }
 
 /// Counters shared with the capture thread.
@@ -57,35 +55,14 @@ pub struct Counters {
 pub struct PipelineSettings {
     pub device_id: String,
     pub source: String,
-    pub exam: ExamSettings,
-    /// A fixed layout, or `None` to find it on each exam's first frame.
-    pub layout: Option<Layout>,
-    pub presets: Presets,
-    pub auto_start: bool,
-    /// Source seconds per wall-clock second (replays and synthetic sources).
-    pub speed: f64,
+    /// How exams are set up and when they start and stop.
+    pub exam: ExamSetup,
     pub timing_interval: Duration,
     pub outbox_capacity: usize,
     /// Where the last exam id is kept across restarts.
     pub state_file: std::path::PathBuf,
     /// The preview for displays, and its wall-clock interval; `None` when turned off.
     pub preview: Option<(PreviewSettings, Duration)>,
-}
-
-struct ExamRun {
-    id: String,
-    exam: Option<Exam>,
-    roi: Option<Roi>,
-    running: bool,
-    revision: u32,
-    /// The first result (window closed or exam stopped) was handed to the worker.
-    scored: bool,
-    recorded_exam: Option<u64>,
-    /// An injection marked before the first frame: its wall-clock time.
-    pending_mark: Option<Instant>,
-    last_timing: Option<Instant>,
-    /// Why the scanner's panes could not be found, while they cannot.
-    layout_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -99,19 +76,18 @@ enum SourceState {
 pub struct Pipeline {
     pub settings: PipelineSettings,
     pub topics: Topics,
-    pub model_info: ModelInfo,
+    /// The model that scores, as every status says.
+    pub model: ModelIdentity,
     pub links: Links,
-    current: Option<ExamRun>,
-    previous_exam_id: Option<String>,
-    used_exam_ids: Vec<String>,
+    lifecycle: ExamLifecycle,
     source_state: SourceState,
-    last_frame: Option<(f64, Instant, u32, u32)>,
+    /// The last frame's source time and when it was taken.
+    last_frame: Option<(f64, Instant)>,
     /// Size and pixel format of the last frame, to log each change once.
     frame_format: Option<(u32, u32, crate::capture::frame::PixelFormat)>,
-    /// The recorded exam of the last frame: an exam started by hand during it belongs to it.
-    last_recorded_exam: Option<u64>,
     last_status: Option<(String, Option<String>, Option<String>, bool)>,
     last_status_sent: Option<Instant>,
+    last_timing: Option<Instant>,
     last_preview: Option<Instant>,
     /// Replies to the latest commands, by id: MQTT delivers a command at least once, and a
     /// display re-sends an unacknowledged one after a reconnection, so a repeated id is
@@ -149,7 +125,7 @@ impl Pipeline {
     pub fn new(
         settings: PipelineSettings,
         topics: Topics,
-        model_info: ModelInfo,
+        model: ModelIdentity,
         links: Links,
     ) -> Self {
         let persisted: PersistedState = std::fs::read(&settings.state_file)
@@ -157,20 +133,23 @@ impl Pipeline {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         let seed = unix_ms() ^ ((std::process::id() as u64) << 32);
+        let lifecycle = ExamLifecycle::new(
+            settings.exam.clone(),
+            persisted.last_exam_id,
+            persisted.used_exam_ids,
+        );
         Self {
             settings,
             topics,
-            model_info,
+            model,
             links,
-            current: None,
-            previous_exam_id: persisted.last_exam_id,
-            used_exam_ids: persisted.used_exam_ids,
+            lifecycle,
             source_state: SourceState::Live,
             last_frame: None,
             frame_format: None,
-            last_recorded_exam: None,
             last_status: None,
             last_status_sent: None,
+            last_timing: None,
             last_preview: None,
             recent_replies: std::collections::VecDeque::new(),
             rng: crate::rng::SplitMix64(seed),
@@ -206,169 +185,134 @@ impl Pipeline {
             }
             self.publish_status(false);
         }
-        if let Some(run) = &self.current {
-            if run.running && !run.scored {
-                log::warn!(
-                    "exam {} was running when the daemon stopped, before its key-frame window closed: it has no result",
-                    run.id
-                );
-            }
+        if let ExamState::AwaitingFrame { run, .. } | ExamState::Running { run, .. } =
+            self.lifecycle.state()
+        {
+            log::warn!(
+                "exam {} was running when the daemon stopped, before its key-frame window closed: it has no result",
+                run.id
+            );
         }
         self.links.heart.finish();
     }
 
-    fn event(&mut self, event: Captured) {
-        match event {
-            Captured::Frame {
-                frame,
-                recorded_exam,
-                recorded_injection_s,
-            } => {
-                self.links.counters.received.fetch_add(1, Ordering::Relaxed);
-                let format = (frame.width, frame.height, frame.format);
-                if self.frame_format != Some(format) {
-                    // The installer's proof that the capture card delivers what it should.
-                    log::info!(
-                        "source: frames of {}x{} {}",
-                        frame.width,
-                        frame.height,
-                        frame.format
-                    );
-                    self.frame_format = Some(format);
-                }
-                let t = frame.timestamp.as_secs_f64();
-                self.last_frame = Some((t, Instant::now(), frame.width, frame.height));
-                if self.source_state != SourceState::Live {
-                    log::info!("source: frames again");
-                    self.source_state = SourceState::Live;
-                }
-                self.last_recorded_exam = recorded_exam;
-                if self.settings.auto_start && recorded_exam.is_some() {
-                    // A recorded exam starts one exam: stopped by hand, it is not restarted.
-                    let same = self
-                        .current
-                        .as_ref()
-                        .is_some_and(|r| r.recorded_exam == recorded_exam);
-                    if !same {
-                        if self.current.as_ref().is_some_and(|r| r.running) {
-                            self.stop_exam("the recording's next exam began");
-                        }
-                        match self.start_exam(None) {
-                            Ok(id) => log::debug!(
-                                "exam {id}: follows recorded exam {}",
-                                recorded_exam.unwrap_or_default()
-                            ),
-                            Err(e) => log::error!("automatic exam start refused: {e}"),
-                        }
-                        if let Some(run) = self.current.as_mut() {
-                            run.recorded_exam = recorded_exam;
-                        }
-                    }
-                }
-                self.frame(&frame, recorded_injection_s);
-                self.preview(&frame);
-            }
-            Captured::NoSignal(reason) => {
+    fn event(&mut self, captured: Captured) {
+        match captured.event {
+            Ok(SourceEvent::Frame(frame)) => self.frame(&frame, captured.recorded),
+            Ok(SourceEvent::NoSignal { reason }) => {
                 if self.source_state != SourceState::NoSignal(reason.clone()) {
                     log::warn!("source: {reason}");
-                    self.source_state = SourceState::NoSignal(reason);
+                    self.source_state = SourceState::NoSignal(reason.clone());
                 }
+                self.lifecycle.no_signal(reason);
             }
-            Captured::End => {
+            Ok(SourceEvent::End) => {
                 log::info!("source: the recording ended");
-                if self.current.as_ref().is_some_and(|r| r.running) {
-                    self.stop_exam("the recording ended");
-                }
+                self.lifecycle.stop(StopReason::RecordingEnded);
                 self.source_state = SourceState::Ended;
+                let _ = self.perform_effects();
             }
-            Captured::Failed(reason) => {
-                log::error!("source failed: {reason}");
-                if self.current.as_ref().is_some_and(|r| r.running) {
-                    self.stop_exam("the source failed");
-                }
-                self.source_state = SourceState::Failed(reason);
+            Err(e) => {
+                log::error!("source failed: {e}");
+                self.lifecycle.stop(StopReason::SourceFailed);
+                self.source_state = SourceState::Failed(e.to_string());
+                let _ = self.perform_effects();
             }
         }
     }
 
-    fn frame(&mut self, frame: &Frame, recorded_injection_s: Option<f64>) {
-        let t = frame.timestamp.as_secs_f64();
-        let speed = self.settings.speed;
-        let Some(run) = self.current.as_mut() else {
-            return;
-        };
-        if !run.running {
-            return;
+    fn frame(&mut self, frame: &Frame, recorded: Recorded) {
+        self.links.counters.received.fetch_add(1, Ordering::Relaxed);
+        let format = (frame.width, frame.height, frame.format);
+        if self.frame_format != Some(format) {
+            // The installer's proof that the capture card delivers what it should.
+            log::info!(
+                "source: frames of {}x{} {}",
+                frame.width,
+                frame.height,
+                frame.format
+            );
+            self.frame_format = Some(format);
         }
-        if run.exam.is_none() {
-            let layout = match self.settings.layout {
-                Some(l) => Ok(l),
-                None => layout_of(frame, &self.settings.presets),
-            };
-            let exam = layout.and_then(|l| Exam::new(self.settings.exam.clone(), l));
-            match exam {
-                Ok(mut e) => {
-                    if self.settings.exam.use_recorded_injection {
-                        if let Some(at) = recorded_injection_s {
-                            e.recorded_injection(t, at);
-                        }
-                    }
-                    if let Some(marked) = run.pending_mark.take() {
-                        let ago = marked.elapsed().as_secs_f64() * speed;
-                        e.mark_injection(t, ago);
-                    }
-                    if let Some(roi) = run.roi {
-                        if let Err(err) = e.ceus_roi(&roi) {
-                            log::warn!("exam {}: ROI set before the first frame: {err}", run.id);
-                            run.roi = None;
-                        }
-                    }
-                    run.exam = Some(e);
+        self.last_frame = Some((frame.timestamp.as_secs_f64(), Instant::now()));
+        if self.source_state != SourceState::Live {
+            log::info!("source: frames again");
+            self.source_state = SourceState::Live;
+        }
+        if self.lifecycle.recording_moved_on(recorded.exam) {
+            self.lifecycle.stop(StopReason::NextRecordedExam);
+            let _ = self.perform_effects();
+            match self.start_exam(None) {
+                Ok(_) => log::debug!(
+                    "exam {}: follows recorded exam {}",
+                    self.lifecycle.exam_id().unwrap_or_default(),
+                    recorded.exam.unwrap_or_default()
+                ),
+                Err(e) => log::error!("automatic exam start refused: {e}"),
+            }
+        }
+        self.lifecycle.frame(frame, recorded, Instant::now());
+        let _ = self.perform_effects();
+        self.preview(frame);
+    }
+
+    /// Performs what the lifecycle asked for, in order. Fails when a result could not be
+    /// handed to the inference worker.
+    fn perform_effects(&mut self) -> Result<(), Refusal> {
+        let mut outcome = Ok(());
+        for effect in self.lifecycle.take_effects() {
+            match effect {
+                Effect::Started {
+                    exam_id,
+                    used_exam_ids,
+                } => {
+                    self.persist(&exam_id, used_exam_ids);
+                    self.last_timing = None;
+                    log::info!("exam {exam_id}: started");
+                    self.publish_status(true);
                 }
-                Err(e) => {
-                    // Tried again on the next frame (a CEUS pane can be too dark to find
-                    // before the contrast arrives); said once.
-                    let message = e.to_string();
-                    if run.layout_error.as_deref() != Some(message.as_str()) {
-                        log::error!("exam {}: {message}", run.id);
-                        run.layout_error = Some(message);
+                Effect::Timing {
+                    exam_id,
+                    status,
+                    boundaries,
+                    frames_kept,
+                } => {
+                    if self
+                        .last_timing
+                        .is_some_and(|last| last.elapsed() < self.settings.timing_interval)
+                    {
+                        continue;
                     }
-                    return;
+                    self.last_timing = Some(Instant::now());
+                    let message = TimingMessage::new(&exam_id, &status, &boundaries, frames_kept);
+                    if let Ok(payload) = serde_json::to_vec(&message) {
+                        let _ = self.links.outbound.try_send(Outbound::Transient {
+                            topic: self.topics.timing(&exam_id),
+                            payload,
+                        });
+                    }
                 }
+                Effect::Score(request) => {
+                    if !self.submit(request) {
+                        outcome = Err(Refusal::WorkerGone);
+                    }
+                }
+                Effect::Stopped { exam_id, reason } => {
+                    log::info!("exam {exam_id}: stopped ({reason})");
+                    self.publish_status(true);
+                }
+                Effect::NotOpened { exam_id, error } => log::error!("exam {exam_id}: {error}"),
+                Effect::RoiDropped { exam_id, error } => {
+                    log::warn!("exam {exam_id}: ROI set before the first frame: {error}")
+                }
+                Effect::FrameRejected {
+                    exam_id,
+                    sequence,
+                    error,
+                } => log::warn!("exam {exam_id}: frame {sequence}: {error}"),
             }
         }
-        let Some(exam) = run.exam.as_mut() else {
-            return;
-        };
-        let status = match exam.process(frame) {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("exam {}: frame {}: {e}", run.id, frame.sequence);
-                return;
-            }
-        };
-        let b = exam.settings.boundaries;
-        if run
-            .last_timing
-            .is_none_or(|last| last.elapsed() >= self.settings.timing_interval)
-        {
-            run.last_timing = Some(Instant::now());
-            let message = TimingMessage::new(&run.id, &status, &b, exam.window.kept().len());
-            if let Ok(payload) = serde_json::to_vec(&message) {
-                let _ = self.links.outbound.try_send(Outbound::Transient {
-                    topic: self.topics.timing(&run.id),
-                    payload,
-                });
-            }
-        }
-        let window_over = status.elapsed_s.is_some_and(|e| e >= b.window_end_s);
-        let done = status.phase == Phase::Done || exam.phases.timed_out;
-        if window_over && !run.scored {
-            self.submit(false);
-        }
-        if done {
-            self.stop_exam("the exam's time is over");
-        }
+        outcome
     }
 
     /// Publishes a preview of `frame` when the preview is on and its interval has passed.
@@ -384,9 +328,12 @@ impl Pipeline {
             return;
         }
         self.last_preview = Some(Instant::now());
-        let run = self.current.as_ref().filter(|r| r.running);
-        let panes = run
-            .and_then(|r| r.exam.as_ref())
+        let running = self.lifecycle.is_running();
+        let run = self.lifecycle.run().filter(|_| running);
+        let panes = self
+            .lifecycle
+            .exam()
+            .filter(|_| running)
             .map(|e| Panes::from(e.layout));
         let message = PreviewMessage::new(
             frame,
@@ -407,30 +354,28 @@ impl Pipeline {
         }
     }
 
-    /// Hands the exam to the inference worker.
-    fn submit(&mut self, rescore: bool) -> Option<String> {
-        let run = self.current.as_mut()?;
-        run.revision += 1;
-        run.scored = true;
-        let result_id = format!("{}-r{}", run.id, run.revision);
+    /// Hands a result to compute to the inference worker; false when the worker is gone.
+    fn submit(&mut self, request: ScoreRequest) -> bool {
         log::info!(
-            "exam {}: {} as {result_id}",
-            run.id,
-            if rescore { "rescoring" } else { "scoring" }
+            "exam {}: {} as {}",
+            request.exam_id,
+            if request.rescore {
+                "rescoring"
+            } else {
+                "scoring"
+            },
+            request.result_id
         );
+        let result_id = request.result_id.clone();
         let job = ScoringJob {
-            exam_id: run.id.clone(),
-            result_id: result_id.clone(),
-            revision: run.revision,
-            exam: run.exam.clone(),
-            roi: run.roi,
+            request,
             requested: Instant::now(),
         };
         if self.links.jobs.send(job).is_err() {
             log::error!("the inference worker is gone; {result_id} is not computed");
-            return None;
+            return false;
         }
-        Some(result_id)
+        true
     }
 
     fn new_exam_id(&mut self) -> String {
@@ -441,53 +386,44 @@ impl Pipeline {
     }
 
     /// Starts an exam: clears what the previous one left retained, then begins.
-    fn start_exam(&mut self, requested: Option<String>) -> Result<String, String> {
-        if let Some(run) = self.current.as_ref().filter(|r| r.running) {
-            return Err(format!("exam {} is running; stop it first", run.id));
+    fn start_exam(&mut self, requested: Option<String>) -> Result<Accepted, Refusal> {
+        let generated = self.new_exam_id();
+        let plan = self.lifecycle.plan_start(requested, generated)?;
+        if let Some(previous) = plan.clears() {
+            self.clear_retained(previous)
+                .map_err(Refusal::PreviousNotCleared)?;
         }
-        let id = match requested {
-            Some(id) => {
-                if self.previous_exam_id.as_deref() == Some(id.as_str())
-                    || self.used_exam_ids.contains(&id)
-                    || self.current.as_ref().is_some_and(|r| r.id == id)
-                {
-                    return Err(format!(
-                        "exam id {id} was used already; results of two exams must never share an id"
-                    ));
-                }
-                id
-            }
-            None => self.new_exam_id(),
+        let accepted = self.lifecycle.begin(plan);
+        self.perform_effects()?;
+        Ok(accepted)
+    }
+
+    /// Queues, durably, the clearing of what exam `previous` left retained.
+    fn clear_retained(&mut self, previous: &str) -> Result<(), String> {
+        let clear = |topic: String| OutgoingMessage {
+            topic,
+            payload: Vec::new(),
+            retain: true,
         };
-        if let Some(previous) = self.previous_exam_id.clone() {
-            let clear = |topic: String| OutgoingMessage {
-                topic,
-                payload: Vec::new(),
-                retain: true,
-            };
-            let messages = [
-                clear(self.topics.result(&previous)),
-                clear(self.topics.heatmap(&previous)),
-            ];
-            let stored = self
-                .links
-                .outbox
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .enqueue(&format!("clear-{previous}"), &messages);
-            if let Err(e) = stored {
-                return Err(format!(
-                    "the previous exam's retained result cannot be cleared ({e}); not starting"
-                ));
-            }
-            let _ = self.links.outbound.blocking_send(Outbound::OutboxChanged);
-        }
-        self.used_exam_ids.push(id.clone());
-        let excess = self.used_exam_ids.len().saturating_sub(1000);
-        self.used_exam_ids.drain(..excess);
+        let messages = [
+            clear(self.topics.result(previous)),
+            clear(self.topics.heatmap(previous)),
+        ];
+        self.links
+            .outbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .enqueue(&format!("clear-{previous}"), &messages)
+            .map_err(|e| e.to_string())?;
+        let _ = self.links.outbound.blocking_send(Outbound::OutboxChanged);
+        Ok(())
+    }
+
+    /// Keeps the exam ids used, so that none is used again after a restart.
+    fn persist(&self, last_exam_id: &str, used_exam_ids: Vec<String>) {
         let state = PersistedState {
-            last_exam_id: Some(id.clone()),
-            used_exam_ids: self.used_exam_ids.clone(),
+            last_exam_id: Some(last_exam_id.to_string()),
+            used_exam_ids,
         };
         if let Ok(bytes) = serde_json::to_vec(&state) {
             if let Err(e) = crate::atomic_file::write_atomically(&self.settings.state_file, |w| {
@@ -496,43 +432,12 @@ impl Pipeline {
                 log::warn!("{}: {e}", self.settings.state_file.display());
             }
         }
-        self.previous_exam_id = Some(id.clone());
-        self.current = Some(ExamRun {
-            id: id.clone(),
-            exam: None,
-            roi: None,
-            running: true,
-            revision: 0,
-            scored: false,
-            recorded_exam: self.last_recorded_exam,
-            pending_mark: None,
-            last_timing: None,
-            layout_error: None,
-        });
-        log::info!("exam {id}: started");
-        self.publish_status(true);
-        Ok(id)
-    }
-
-    fn stop_exam(&mut self, why: &str) {
-        let Some(run) = self.current.as_mut() else {
-            return;
-        };
-        if !run.running {
-            return;
-        }
-        run.running = false;
-        log::info!("exam {}: stopped ({why})", run.id);
-        if !run.scored {
-            self.submit(false);
-        }
-        self.publish_status(true);
     }
 
     /// Source time now: the last frame's time plus the wall time since, at the source's speed.
     fn source_now(&self) -> Option<f64> {
         self.last_frame
-            .map(|(t, at, _, _)| t + at.elapsed().as_secs_f64() * self.settings.speed)
+            .map(|(t, at)| t + at.elapsed().as_secs_f64() * self.settings.exam.speed)
     }
 
     fn command(&mut self, request: Request) -> CommandReply {
@@ -557,147 +462,61 @@ impl Pipeline {
     fn carry_out(&mut self, request: Request) -> CommandReply {
         let name = request.command.name();
         let id = request.id.clone();
-        let current = self.current.as_ref().map(|r| r.id.as_str());
-        let outcome = match request.exam_id.as_deref() {
-            Some(meant) if current != Some(meant) => Err(format!(
-                "exam {meant} is not the current exam ({}); nothing was changed",
-                current.map_or_else(|| "there is none".to_string(), |c| format!("{c} is"))
-            )),
+        let current = self.lifecycle.exam_id();
+        let outcome = match request.exam_id {
+            Some(meant) if current != Some(meant.as_str()) => Err(Refusal::NotCurrentExam {
+                meant,
+                current: current.map(String::from),
+            }),
             _ => self.apply(request.command),
         };
-        let exam_id = self.current.as_ref().map(|r| r.id.clone());
+        let exam_id = self.lifecycle.exam_id().map(String::from);
         match outcome {
             Ok(data) => {
                 log::info!("command {name} ({id}): ok");
                 CommandReply::ok(&id, name, exam_id, data)
             }
-            Err(reason) => {
-                log::warn!("command {name} ({id}) refused: {reason}");
-                let mut reply = CommandReply::error(Some(id), Some(name.into()), reason);
+            Err(refusal) => {
+                log::warn!("command {name} ({id}) refused: {refusal}");
+                let mut reply =
+                    CommandReply::error(Some(id), Some(name.into()), refusal.to_string());
                 reply.exam_id = exam_id;
                 reply
             }
         }
     }
 
-    fn apply(&mut self, command: Command) -> Result<Option<serde_json::Value>, String> {
-        use serde_json::json;
-        match command {
-            Command::Status => Ok(Some(
-                serde_json::to_value(self.status_message()).map_err(|e| e.to_string())?,
-            )),
-            Command::StartExam { exam_id } => {
-                let id = self.start_exam(exam_id)?;
-                Ok(Some(json!({ "exam_id": id })))
-            }
-            Command::StopExam => {
-                let run = self
-                    .current
-                    .as_ref()
-                    .filter(|r| r.running)
-                    .ok_or("no exam is running")?;
-                let id = run.id.clone();
-                self.stop_exam("stop command");
-                Ok(Some(json!({ "exam_id": id })))
-            }
+    fn apply(&mut self, command: Command) -> Result<Option<serde_json::Value>, Refusal> {
+        let accepted = match command {
+            Command::Status => return Ok(serde_json::to_value(self.status_message()).ok()),
+            Command::StartExam { exam_id } => self.start_exam(exam_id)?,
+            Command::StopExam => self.lifecycle.stop_command()?,
             Command::MarkInjection { seconds_ago } => {
-                let now = self.source_now();
-                let speed = self.settings.speed;
-                let run = self
-                    .current
-                    .as_mut()
-                    .filter(|r| r.running)
-                    .ok_or("no exam is running: start an exam first")?;
-                if run.scored {
-                    return Err(
-                        "the key-frame window has passed and the exam was scored; the clock cannot change now"
-                            .into(),
-                    );
-                }
-                match (run.exam.as_mut(), now) {
-                    (Some(exam), Some(now)) => {
-                        let at = now - seconds_ago * speed;
-                        exam.mark_injection_at(now, at);
-                        Ok(Some(json!({ "injection_s": at, "source_now_s": now })))
-                    }
-                    _ => {
-                        run.pending_mark =
-                            Instant::now().checked_sub(Duration::from_secs_f64(seconds_ago));
-                        if run.pending_mark.is_none() {
-                            return Err(format!(
-                                "seconds_ago {seconds_ago}: before this machine started"
-                            ));
-                        }
-                        Ok(Some(json!({ "pending": true, "seconds_ago": seconds_ago })))
-                    }
-                }
+                self.lifecycle.mark_injection(InjectionMark::SecondsAgo {
+                    seconds: seconds_ago,
+                    wall: Instant::now(),
+                    source_now: self.source_now(),
+                })?
             }
-            Command::SetRoi { roi } => {
-                let run = self
-                    .current
-                    .as_mut()
-                    .ok_or("no exam: start an exam first")?;
-                let exam = match (run.exam.as_ref(), &run.layout_error) {
-                    (Some(e), _) => e,
-                    (None, Some(layout)) => {
-                        return Err(format!(
-                            "the scanner's panes were not found, so the ROI cannot be checked: {layout}"
-                        ))
-                    }
-                    (None, None) => return Err(
-                        "no frame has arrived in this exam yet: the ROI cannot be checked against the scanner's panes"
-                            .into(),
-                    ),
-                };
-                let ceus = exam.ceus_roi(&roi).map_err(|e| e.to_string())?;
-                run.roi = Some(roi);
-                Ok(Some(json!({ "roi": roi, "ceus_roi": ceus })))
-            }
-            Command::Rescore { roi } => {
-                let run = self
-                    .current
-                    .as_mut()
-                    .ok_or("no exam: start an exam first")?;
-                if !run.scored {
-                    return Err(
-                        "the exam has not been scored yet: rescoring is for after the key-frame window"
-                            .into(),
-                    );
-                }
-                let exam = run
-                    .exam
-                    .as_ref()
-                    .ok_or("no frame arrived in this exam: nothing to rescore")?;
-                let roi = roi.or(run.roi).ok_or("no ROI: give one with the rescore")?;
-                let ceus = exam.ceus_roi(&roi).map_err(|e| e.to_string())?;
-                run.roi = Some(roi);
-                let result_id = self.submit(true).ok_or("the inference worker is gone")?;
-                Ok(Some(json!({ "result_id": result_id, "ceus_roi": ceus })))
-            }
-        }
+            Command::SetRoi { roi } => self.lifecycle.set_roi(roi)?,
+            Command::Rescore { roi } => self.lifecycle.rescore(roi)?,
+        };
+        self.perform_effects()?;
+        Ok(Some(reply_data(&accepted)))
     }
 
     fn state(&self) -> (DaemonState, Option<String>) {
         match &self.source_state {
             SourceState::Failed(r) => (DaemonState::Error, Some(format!("source failed: {r}"))),
             SourceState::NoSignal(r) => (DaemonState::NoSignal, Some(r.clone())),
-            SourceState::Ended if !self.current.as_ref().is_some_and(|r| r.running) => {
+            SourceState::Ended if !self.lifecycle.is_running() => {
                 (DaemonState::Idle, Some("the recording ended".into()))
             }
-            _ => {
-                if let Some(e) = self
-                    .current
-                    .as_ref()
-                    .filter(|r| r.running)
-                    .and_then(|r| r.layout_error.as_ref().filter(|_| r.exam.is_none()))
-                {
-                    (DaemonState::Exam, Some(e.clone()))
-                } else if self.current.as_ref().is_some_and(|r| r.running) {
-                    (DaemonState::Exam, None)
-                } else {
-                    (DaemonState::Idle, None)
-                }
-            }
+            _ => match self.lifecycle.layout_error() {
+                Some(e) if self.lifecycle.is_running() => (DaemonState::Exam, Some(e.to_string())),
+                _ if self.lifecycle.is_running() => (DaemonState::Exam, None),
+                _ => (DaemonState::Idle, None),
+            },
         }
     }
 
@@ -724,10 +543,10 @@ impl Pipeline {
             online: true,
             state: state.as_str().into(),
             detail,
-            exam_id: self.current.as_ref().map(|r| r.id.clone()),
-            exam_running: self.current.as_ref().is_some_and(|r| r.running),
+            exam_id: self.lifecycle.exam_id().map(String::from),
+            exam_running: self.lifecycle.is_running(),
             source: self.settings.source.clone(),
-            model: Some(self.model_info.clone()),
+            model: Some(self.model.clone()),
             software: crate::publish::messages::software(),
             frames: FrameCounters {
                 received: self.links.counters.received.load(Ordering::Relaxed),
@@ -749,8 +568,8 @@ impl Pipeline {
         let key = (
             state.as_str().to_string(),
             detail.clone(),
-            self.current.as_ref().map(|r| r.id.clone()),
-            self.current.as_ref().is_some_and(|r| r.running),
+            self.lifecycle.exam_id().map(String::from),
+            self.lifecycle.is_running(),
         );
         let changed = self.last_status.as_ref() != Some(&key);
         let due = self
@@ -775,5 +594,30 @@ impl Pipeline {
             .links
             .outbound
             .try_send(Outbound::Status(Box::new(message)));
+    }
+}
+
+/// The data of a command's reply.
+fn reply_data(accepted: &Accepted) -> serde_json::Value {
+    use serde_json::json;
+    match accepted {
+        Accepted::Started { exam_id } | Accepted::Stopped { exam_id } => {
+            json!({ "exam_id": exam_id })
+        }
+        Accepted::Marked {
+            injection_s,
+            source_now_s,
+        } => json!({ "injection_s": injection_s, "source_now_s": source_now_s }),
+        Accepted::MarkPending {
+            mark: InjectionMark::SecondsAgo { seconds, .. },
+        } => json!({ "pending": true, "seconds_ago": seconds }),
+        Accepted::MarkPending {
+            mark: InjectionMark::AfterFirstFrame(at),
+        } => json!({ "pending": true, "after_first_frame_s": at }),
+        Accepted::RoiSet { roi, ceus_roi } => json!({ "roi": roi, "ceus_roi": ceus_roi }),
+        Accepted::Rescoring {
+            result_id,
+            ceus_roi,
+        } => json!({ "result_id": result_id, "ceus_roi": ceus_roi }),
     }
 }

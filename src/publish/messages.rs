@@ -4,9 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::exam::{ExamResult, ScoredFrame};
-use crate::model::DlrModel;
-use crate::roi::Roi;
+use crate::exam::ExamResult;
+use crate::model::ModelIdentity;
 use crate::timing::{ClockSource, Phase, PhaseBoundaries, TimingStatus};
 
 /// Version of the payloads; bumped on any incompatible change.
@@ -72,42 +71,6 @@ impl DaemonState {
     }
 }
 
-/// Which model scores, in every status and result.
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelInfo {
-    pub name: String,
-    pub hash: String,
-    /// Weights as computed: "f32" today.
-    pub quantization: String,
-    pub trained: bool,
-    pub intended_use: String,
-    /// True when the intended use says the model must not guide care (the demo model).
-    pub not_for_clinical_use: bool,
-    pub classes: Vec<String>,
-    pub positive_class: String,
-    pub threshold: f32,
-}
-
-impl ModelInfo {
-    pub fn of(model: &DlrModel) -> Self {
-        let use_ = model.identity.intended_use.to_lowercase();
-        Self {
-            name: model.identity.name.clone(),
-            hash: model.identity.content_hash.clone(),
-            quantization: model.metadata.weight_format.quantization().into(),
-            trained: model.identity.trained,
-            intended_use: model.identity.intended_use.clone(),
-            not_for_clinical_use: !model.identity.trained
-                || use_.contains("not for clinical")
-                || use_.contains("research only")
-                || use_.contains("demonstration"),
-            classes: model.metadata.classes.clone(),
-            positive_class: model.metadata.positive_class.clone(),
-            threshold: model.metadata.threshold,
-        }
-    }
-}
-
 /// Frame counters.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct FrameCounters {
@@ -139,7 +102,7 @@ pub struct StatusMessage {
     pub exam_id: Option<String>,
     pub exam_running: bool,
     pub source: String,
-    pub model: Option<ModelInfo>,
+    pub model: Option<ModelIdentity>,
     pub software: String,
     pub frames: FrameCounters,
     pub outbox: Option<OutboxState>,
@@ -241,7 +204,8 @@ impl TimingMessage {
     }
 }
 
-/// `…/exam/<id>/result`, QoS 1, retained. No patient-identifying data.
+/// `…/exam/<id>/result`, QoS 1, retained: the exam's result in its envelope. No
+/// patient-identifying data.
 #[derive(Debug, Clone, Serialize)]
 pub struct ResultMessage {
     pub contract: u32,
@@ -250,43 +214,13 @@ pub struct ResultMessage {
     pub exam_id: String,
     /// 1 for the exam's first result, then counting rescores.
     pub revision: u32,
-    /// P(positive class) of the key frame (the paper's single-frame score); null with `reason`
-    /// when no confident score can be given.
-    pub score: Option<f32>,
-    pub label: Option<String>,
-    pub reason: Option<String>,
-    pub threshold: f32,
-    pub positive_class: String,
-    pub key_frame: Option<ScoredFrame>,
-    pub frames: Vec<ScoredFrame>,
-    pub spread: Spread,
-    /// The ROI on the CEUS pane, frame pixels; null when none was set.
-    pub roi: Option<Roi>,
-    pub timing: ResultTiming,
-    pub enhancement: Option<f64>,
-    pub warnings: Vec<String>,
-    pub model: ModelInfo,
+    #[serde(flatten)]
+    pub result: ExamResult,
     /// The heatmap published with this result, when there is one.
     pub heatmap: Option<HeatmapInfo>,
     /// Wall-clock ms from the window's close (or the rescore command) to the result.
     pub window_to_result_ms: Option<u64>,
     pub time_ms: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Spread {
-    pub frames_scored: usize,
-    pub median: Option<f32>,
-    pub min: Option<f32>,
-    pub max: Option<f32>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ResultTiming {
-    pub injection_s: Option<f64>,
-    pub clock_source: Option<ClockSource>,
-    pub estimated: bool,
-    pub window: crate::timing::window::WindowCounts,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -303,8 +237,7 @@ impl ResultMessage {
         result_id: &str,
         exam_id: &str,
         revision: u32,
-        r: &ExamResult,
-        model: ModelInfo,
+        result: ExamResult,
         heatmap: Option<HeatmapInfo>,
     ) -> Self {
         Self {
@@ -312,71 +245,8 @@ impl ResultMessage {
             result_id: result_id.to_string(),
             exam_id: exam_id.to_string(),
             revision,
-            score: r.score,
-            label: r.label.clone(),
-            reason: r.reason.clone(),
-            threshold: r.threshold,
-            positive_class: r.positive_class.clone(),
-            key_frame: r.key_frame.clone(),
-            frames: r.frames.clone(),
-            spread: Spread {
-                frames_scored: r.frames.len(),
-                median: r.median_score,
-                min: r.min_score,
-                max: r.max_score,
-            },
-            roi: Some(r.roi),
-            timing: ResultTiming {
-                injection_s: r.injection_s,
-                clock_source: r.clock_source,
-                estimated: r.timing_estimated,
-                window: r.window.clone(),
-            },
-            enhancement: r.enhancement,
-            warnings: r.warnings.clone(),
-            model,
+            result,
             heatmap,
-            window_to_result_ms: None,
-            time_ms: unix_ms(),
-        }
-    }
-}
-
-impl ResultMessage {
-    /// A result without a score: the exam could not be scored, and `reason` says why.
-    pub fn unscored(
-        result_id: &str,
-        exam_id: &str,
-        revision: u32,
-        reason: String,
-        roi: Option<Roi>,
-        timing: ResultTiming,
-        model: ModelInfo,
-    ) -> Self {
-        Self {
-            contract: CONTRACT_VERSION,
-            result_id: result_id.to_string(),
-            exam_id: exam_id.to_string(),
-            revision,
-            score: None,
-            label: None,
-            reason: Some(reason),
-            threshold: model.threshold,
-            positive_class: model.positive_class.clone(),
-            key_frame: None,
-            frames: Vec::new(),
-            spread: Spread {
-                frames_scored: 0,
-                median: None,
-                min: None,
-                max: None,
-            },
-            roi,
-            timing,
-            enhancement: None,
-            warnings: Vec::new(),
-            model,
-            heatmap: None,
             window_to_result_ms: None,
             time_ms: unix_ms(),
         }

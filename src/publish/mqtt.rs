@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use super::commands::{parse_command, Request};
 use super::messages::{CommandReply, StatusMessage, Topics};
 use super::outbox::Outbox;
-use crate::config::{BrokerAddress, Config};
+use crate::config::Config;
 use crate::health::Heart;
 
 /// Rows of the outbox in flight at once on one connection.
@@ -54,7 +54,7 @@ pub type CommandSender = std::sync::mpsc::SyncSender<Request>;
 
 /// Connection options of the service: the configured broker, with the will set.
 pub fn options(config: &Config, topics: &Topics) -> Result<MqttOptions, MqttError> {
-    let mut o = connection_options(config, &config.client_id())?;
+    let mut o = connection_options(config, &config.mqtt.client_id)?;
     let will = serde_json::to_vec(&StatusMessage::last_will(&config.device.id))
         .map_err(|e| MqttError::Setup(e.to_string()))?;
     o.set_last_will(LastWill::new(topics.status(), will, QoS::AtLeastOnce, true));
@@ -64,9 +64,9 @@ pub fn options(config: &Config, topics: &Topics) -> Result<MqttOptions, MqttErro
 /// The configured broker, TLS and credentials, without a will (for `ceusd check`, which must
 /// never mark a running service offline).
 pub fn connection_options(config: &Config, client_id: &str) -> Result<MqttOptions, MqttError> {
-    let broker: BrokerAddress = config.broker().map_err(MqttError::Setup)?;
+    let broker = &config.mqtt.broker;
     let mut o = MqttOptions::new(client_id, broker.host.clone(), broker.port);
-    o.set_keep_alive(Duration::from_secs(config.mqtt.keep_alive_s));
+    o.set_keep_alive(config.mqtt.keep_alive);
     o.set_clean_session(true);
     // Heatmaps are PNG files of a few hundred kilobytes; commands are small.
     o.set_max_packet_size(256 * 1024, 16 * 1024 * 1024);
