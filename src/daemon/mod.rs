@@ -118,7 +118,7 @@ pub async fn serve_source(
 ) -> Result<(), DaemonError> {
     let outbox = open_outbox(&config)?;
     let topics = Topics::new(&config.mqtt.topic_root, &config.device.id);
-    let identity = model.identity.clone();
+    let identity = &model.identity;
     log::info!(
         "model {} ({}), {}{}",
         identity.name,
@@ -130,8 +130,7 @@ pub async fn serve_source(
             ""
         }
     );
-
-    let mut source = match source {
+    let source = match source {
         Some(s) => s,
         None => {
             let source_config = config.clone();
@@ -142,8 +141,37 @@ pub async fn serve_source(
     };
     let source_name = source.describe();
     log::info!("source: {source_name}");
-    let settings = pipeline_settings(&config, &source_name);
+    let model_name = identity.name.clone();
+    let mut running = start(&config, model, source, outbox, &topics)?;
 
+    systemd::ready(&format!("idle; source {source_name}; model {model_name}"));
+    log::info!(
+        "ready: device {}, topics under {}/, broker {}",
+        config.device.id,
+        topics.base,
+        config.mqtt.broker
+    );
+    running.watchdog = systemd::watchdog_interval()
+        .map(|every| tokio::spawn(feed_watchdog(running.health.clone(), every)));
+
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            break;
+        }
+    }
+    running.stop().await
+}
+
+/// Starts the threads (capture, pipeline, inference) and the MQTT session, linked by their
+/// queues and channels.
+fn start(
+    config: &Config,
+    model: Arc<DlrModel>,
+    mut source: Box<dyn FrameSource>,
+    outbox: Arc<Mutex<Outbox>>,
+    topics: &Topics,
+) -> Result<Running, DaemonError> {
+    let settings = pipeline_settings(config, &source.describe());
     let health = Health::new(config.pipeline.stall, config.pipeline.inference_stall);
     let stopping = Arc::new(AtomicBool::new(false));
     let frames = Arc::new(DropOldest::new(config.pipeline.frame_queue));
@@ -166,9 +194,10 @@ pub async fn serve_source(
             capture_loop(source.as_mut(), &frames, &heart, &stopping, &counters);
         })?;
     }
+    let identity = model.identity.clone();
     let inference = {
         let worker = InferenceWorker {
-            model: model.clone(),
+            model,
             topics: topics.clone(),
             outbox: outbox.clone(),
             outbound: outbound_tx.clone(),
@@ -189,11 +218,11 @@ pub async fn serve_source(
             heart: health.pipeline.clone(),
             stopping: stopping.clone(),
         };
-        let p = Pipeline::new(settings, topics.clone(), identity.clone(), links);
+        let p = Pipeline::new(settings, topics.clone(), identity, links);
         spawn_thread("pipeline", move || p.run())?
     };
     let session = Session {
-        options: crate::publish::mqtt::options(&config, &topics)?,
+        options: crate::publish::mqtt::options(config, topics)?,
         topics: topics.clone(),
         outbox: outbox.clone(),
         outbound: outbound_rx,
@@ -205,39 +234,17 @@ pub async fn serve_source(
         connected: connected_tx,
         outbound_open: true,
     };
-    let session = tokio::spawn(session.run());
-
-    systemd::ready(&format!(
-        "idle; source {source_name}; model {}",
-        identity.name
-    ));
-    log::info!(
-        "ready: device {}, topics under {}/, broker {}",
-        config.device.id,
-        topics.base,
-        config.mqtt.broker
-    );
-
-    let watchdog = systemd::watchdog_interval()
-        .map(|every| tokio::spawn(feed_watchdog(health.clone(), every)));
-
-    while !*stop.borrow() {
-        if stop.changed().await.is_err() {
-            break;
-        }
-    }
-    Running {
+    Ok(Running {
         stopping,
         frames,
         pipeline,
         inference,
         mqtt_stop: mqtt_stop_tx,
-        session,
-        watchdog,
+        session: tokio::spawn(session.run()),
+        watchdog: None,
         outbox,
-    }
-    .stop()
-    .await
+        health,
+    })
 }
 
 /// The service's threads and tasks once started, and how they are stopped: the pipeline
@@ -251,6 +258,8 @@ struct Running {
     session: tokio::task::JoinHandle<()>,
     watchdog: Option<tokio::task::JoinHandle<()>>,
     outbox: Arc<Mutex<Outbox>>,
+    /// Every stage's heartbeat, for the watchdog.
+    health: Health,
 }
 
 impl Running {
@@ -264,6 +273,7 @@ impl Running {
             session,
             watchdog,
             outbox,
+            health: _,
         } = self;
         log::info!("stopping: finishing the result in flight and draining the outbox");
         systemd::stopping("stopping: finishing results and draining the outbox");
