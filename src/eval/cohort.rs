@@ -112,6 +112,167 @@ fn check_date(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A cohort file's header row: what the file holds, and where each column is.
+struct Header {
+    names: Vec<String>,
+    kind: CohortKind,
+    /// `image` or `score`, as `kind` says.
+    main: usize,
+    label: usize,
+    roi: Option<usize>,
+    frame: Option<usize>,
+    cohort: Option<usize>,
+    date: Option<usize>,
+    case: Option<usize>,
+    /// Every column whose name starts with `reader`, in order.
+    readers: Vec<usize>,
+}
+
+impl Header {
+    /// Finds the columns (names in any case); the error names a required column that is
+    /// missing.
+    fn read(names: Vec<String>, kind: CohortKind) -> Result<Self, String> {
+        let column = |name: &str| names.iter().position(|h| h.eq_ignore_ascii_case(name));
+        let required = |name: &str| {
+            column(name)
+                .ok_or_else(|| format!("no '{name}' column (columns: {})", names.join(", ")))
+        };
+        let main = required(Self::main_name(kind))?;
+        let label = required("label")?;
+        let readers = names
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.to_ascii_lowercase().starts_with("reader"))
+            .map(|(i, _)| i)
+            .collect();
+        Ok(Self {
+            kind,
+            main,
+            label,
+            roi: column("roi"),
+            frame: column("frame"),
+            cohort: column("cohort"),
+            date: column("admission_date"),
+            case: column("case"),
+            readers,
+            names,
+        })
+    }
+
+    /// The column a row cannot do without: the image, or the score.
+    fn main_name(kind: CohortKind) -> &'static str {
+        match kind {
+            CohortKind::Images => "image",
+            CohortKind::Scores => "score",
+        }
+    }
+
+    /// The columns that are read neither as a field nor as a reader's calls.
+    fn ignored(&self) -> Vec<&str> {
+        let known = [
+            Some(self.main),
+            Some(self.label),
+            self.roi,
+            self.frame,
+            self.cohort,
+            self.date,
+            self.case,
+        ];
+        self.names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !known.contains(&Some(*i)) && !self.readers.contains(i))
+            .map(|(_, h)| h.as_str())
+            .collect()
+    }
+
+    fn reader_names(&self) -> Vec<String> {
+        self.readers
+            .iter()
+            .map(|&i| self.names[i].clone())
+            .collect()
+    }
+
+    /// The case on one row (at `line`), its image resolved against `base`; the error is the
+    /// reason alone, without the file and line.
+    fn case(
+        &self,
+        record: &csv::StringRecord,
+        line: u64,
+        classes: &ClassNames,
+        base: &Path,
+    ) -> Result<CohortCase, String> {
+        let field = |i: Option<usize>| i.and_then(|i| record.get(i)).unwrap_or("");
+        let main = field(Some(self.main));
+        if main.is_empty() {
+            return Err(format!("empty '{}'", Self::main_name(self.kind)));
+        }
+        let (image, score) = match self.kind {
+            CohortKind::Images => (Some(base.join(main)), None),
+            CohortKind::Scores => (None, Some(parse_score(main)?)),
+        };
+        let positive = classes
+            .parse(field(Some(self.label)))
+            .map_err(|e| format!("label {e}"))?;
+        let roi = match field(self.roi) {
+            "" => None,
+            r => Some(r.parse::<Roi>().map_err(|e| e.to_string())?),
+        };
+        let frame = match field(self.frame) {
+            "" => 0,
+            f => f
+                .parse()
+                .map_err(|_| format!("frame '{f}' is not a frame index (from 0)"))?,
+        };
+        let admission_date = match field(self.date) {
+            "" => None,
+            d => {
+                check_date(d)?;
+                Some(d.to_string())
+            }
+        };
+        let reader_calls = self
+            .readers
+            .iter()
+            .map(|&i| match field(Some(i)) {
+                "" => Ok(None),
+                v => classes
+                    .parse(v)
+                    .map(Some)
+                    .map_err(|e| format!("{}: {e}", self.names[i])),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CohortCase {
+            id: match field(self.case) {
+                "" => format!("line {line}"),
+                c => c.to_string(),
+            },
+            image,
+            score,
+            positive,
+            roi,
+            frame,
+            cohort: match field(self.cohort) {
+                "" => "all".to_string(),
+                c => c.to_string(),
+            },
+            admission_date,
+            reader_calls,
+        })
+    }
+}
+
+/// A score column's value: P(positive), 0..1.
+fn parse_score(text: &str) -> Result<f64, String> {
+    let s: f64 = text
+        .parse()
+        .map_err(|_| format!("score '{text}' is not a number"))?;
+    if !(0.0..=1.0).contains(&s) {
+        return Err(format!("score {s} is outside 0..1"));
+    }
+    Ok(s)
+}
+
 /// Reads and checks a whole cohort file: every error names the file and line.
 pub fn read_cohort(
     path: &Path,
@@ -126,57 +287,14 @@ pub fn read_cohort(
         .trim(csv::Trim::All)
         .from_path(path)
         .map_err(|e| file_error(e.to_string()))?;
-    let headers: Vec<String> = reader
+    let names: Vec<String> = reader
         .headers()
         .map_err(|e| file_error(e.to_string()))?
         .iter()
         .map(|h| h.to_string())
         .collect();
-    let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
-    let required = match kind {
-        CohortKind::Images => "image",
-        CohortKind::Scores => "score",
-    };
-    let main_col = column(required).ok_or_else(|| {
-        file_error(format!(
-            "no '{required}' column (columns: {})",
-            headers.join(", ")
-        ))
-    })?;
-    let label_col = column("label").ok_or_else(|| {
-        file_error(format!(
-            "no 'label' column (columns: {})",
-            headers.join(", ")
-        ))
-    })?;
-    let (roi_col, frame_col, cohort_col, date_col, case_col) = (
-        column("roi"),
-        column("frame"),
-        column("cohort"),
-        column("admission_date"),
-        column("case"),
-    );
-    let reader_cols: Vec<usize> = headers
-        .iter()
-        .enumerate()
-        .filter(|(_, h)| h.to_ascii_lowercase().starts_with("reader"))
-        .map(|(i, _)| i)
-        .collect();
-    let known = [
-        Some(main_col),
-        Some(label_col),
-        roi_col,
-        frame_col,
-        cohort_col,
-        date_col,
-        case_col,
-    ];
-    let ignored: Vec<&str> = headers
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !known.contains(&Some(*i)) && !reader_cols.contains(i))
-        .map(|(_, h)| h.as_str())
-        .collect();
+    let header = Header::read(names, kind).map_err(file_error)?;
+    let ignored = header.ignored();
     if !ignored.is_empty() {
         log::info!(
             "{}: ignoring columns {}",
@@ -189,82 +307,21 @@ pub fn read_cohort(
     for record in reader.records() {
         let record = record.map_err(|e| file_error(e.to_string()))?;
         let line = record.position().map(|p| p.line()).unwrap_or(0);
-        let row_error = |reason: String| CohortError::Row {
-            path: path.to_path_buf(),
-            line,
-            reason,
-        };
-        let field = |i: Option<usize>| i.and_then(|i| record.get(i)).unwrap_or("");
-        let main = field(Some(main_col));
-        if main.is_empty() {
-            return Err(row_error(format!("empty '{required}'")));
-        }
-        let (image, score) = match kind {
-            CohortKind::Images => (Some(base.join(main)), None),
-            CohortKind::Scores => {
-                let s: f64 = main
-                    .parse()
-                    .map_err(|_| row_error(format!("score '{main}' is not a number")))?;
-                if !(0.0..=1.0).contains(&s) {
-                    return Err(row_error(format!("score {s} is outside 0..1")));
-                }
-                (None, Some(s))
-            }
-        };
-        let positive = classes
-            .parse(field(Some(label_col)))
-            .map_err(|e| row_error(format!("label {e}")))?;
-        let roi = match field(roi_col) {
-            "" => None,
-            r => Some(r.parse::<Roi>().map_err(|e| row_error(e.to_string()))?),
-        };
-        let frame = match field(frame_col) {
-            "" => 0,
-            f => f
-                .parse()
-                .map_err(|_| row_error(format!("frame '{f}' is not a frame index (from 0)")))?,
-        };
-        let admission_date = match field(date_col) {
-            "" => None,
-            d => {
-                check_date(d).map_err(row_error)?;
-                Some(d.to_string())
-            }
-        };
-        let reader_calls = reader_cols
-            .iter()
-            .map(|&i| match field(Some(i)) {
-                "" => Ok(None),
-                v => classes
-                    .parse(v)
-                    .map(Some)
-                    .map_err(|e| row_error(format!("{}: {e}", headers[i]))),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        cases.push(CohortCase {
-            id: match field(case_col) {
-                "" => format!("line {line}"),
-                c => c.to_string(),
-            },
-            image,
-            score,
-            positive,
-            roi,
-            frame,
-            cohort: match field(cohort_col) {
-                "" => "all".to_string(),
-                c => c.to_string(),
-            },
-            admission_date,
-            reader_calls,
-        });
+        let case = header
+            .case(&record, line, classes, base)
+            .map_err(|reason| CohortError::Row {
+                path: path.to_path_buf(),
+                line,
+                reason,
+            })?;
+        cases.push(case);
     }
     if cases.is_empty() {
         return Err(file_error("no cases".into()));
     }
     Ok(Cohort {
         path: path.to_path_buf(),
-        readers: reader_cols.iter().map(|&i| headers[i].clone()).collect(),
+        readers: header.reader_names(),
         cases,
     })
 }

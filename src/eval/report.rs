@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::results::EvalReport;
+use super::results::{CohortReport, EvalReport, EvalSettings, ReaderReport};
 use super::stats::Proportion;
 
 fn pct(p: &Proportion) -> String {
@@ -27,8 +27,18 @@ fn p_value(p: f64) -> String {
     }
 }
 
+/// The report: what was evaluated and how, then one section per cohort.
 pub fn markdown(r: &EvalReport) -> String {
     let mut s = String::new();
+    preamble(&mut s, r);
+    for c in &r.cohorts {
+        cohort_section(&mut s, c, &r.settings);
+    }
+    s
+}
+
+/// The title, the model (or the scores file), the methods in one paragraph, and the warnings.
+fn preamble(s: &mut String, r: &EvalReport) {
     let _ = writeln!(s, "# Evaluation of {}\n", r.source.display());
     match &r.model {
         Some(m) => {
@@ -58,79 +68,86 @@ pub fn markdown(r: &EvalReport) -> String {
     for w in &r.warnings {
         let _ = writeln!(s, "> **Warning:** {w}\n");
     }
-    for c in &r.cohorts {
+}
+
+/// One cohort: the model's figures, then the readers' table when there are readers.
+fn cohort_section(s: &mut String, c: &CohortReport, st: &EvalSettings) {
+    let _ = writeln!(
+        s,
+        "## {} ({} cases: {} {}, {} {})\n",
+        c.name, c.cases, c.positives, st.positive_class, c.negatives, st.negative_class
+    );
+    let auc = match (c.auc, &c.auc_ci) {
+        (Some(a), Some(ci)) => format!("{a:.3} (95% CI {:.3}–{:.3})", ci.low, ci.high),
+        (Some(a), None) => format!("{a:.3}"),
+        _ => "–".into(),
+    };
+    let _ = writeln!(s, "| | |\n|---|---|");
+    let _ = writeln!(s, "| AUC | {auc} |");
+    let _ = writeln!(
+        s,
+        "| Sensitivity at {} | {} |",
+        st.threshold,
+        pct(&c.sensitivity)
+    );
+    let _ = writeln!(
+        s,
+        "| Specificity at {} | {} |",
+        st.threshold,
+        pct(&c.specificity)
+    );
+    let cm = &c.confusion;
+    let _ = writeln!(
+        s,
+        "| Confusion (TP, FN, TN, FP) | {}, {}, {}, {} |",
+        cm.true_positive, cm.false_negative, cm.true_negative, cm.false_positive
+    );
+    if let Some(y) = &c.youden {
         let _ = writeln!(
             s,
-            "## {} ({} cases: {} {}, {} {})\n",
-            c.name, c.cases, c.positives, st.positive_class, c.negatives, st.negative_class
+            "| Youden-optimal threshold | {:.4} (J {:.3}; sensitivity {:.1}%, specificity {:.1}%) |",
+            y.threshold,
+            y.j,
+            100.0 * y.sensitivity,
+            100.0 * y.specificity
         );
-        let auc = match (c.auc, &c.auc_ci) {
-            (Some(a), Some(ci)) => format!("{a:.3} (95% CI {:.3}–{:.3})", ci.low, ci.high),
-            (Some(a), None) => format!("{a:.3}"),
-            _ => "–".into(),
-        };
-        let _ = writeln!(s, "| | |\n|---|---|");
-        let _ = writeln!(s, "| AUC | {auc} |");
-        let _ = writeln!(
-            s,
-            "| Sensitivity at {} | {} |",
-            st.threshold,
-            pct(&c.sensitivity)
-        );
-        let _ = writeln!(
-            s,
-            "| Specificity at {} | {} |",
-            st.threshold,
-            pct(&c.specificity)
-        );
-        let cm = &c.confusion;
-        let _ = writeln!(
-            s,
-            "| Confusion (TP, FN, TN, FP) | {}, {}, {}, {} |",
-            cm.true_positive, cm.false_negative, cm.true_negative, cm.false_positive
-        );
-        if let Some(y) = &c.youden {
-            let _ = writeln!(
-                s,
-                "| Youden-optimal threshold | {:.4} (J {:.3}; sensitivity {:.1}%, specificity {:.1}%) |",
-                y.threshold,
-                y.j,
-                100.0 * y.sensitivity,
-                100.0 * y.specificity
-            );
-        }
-        let _ = writeln!(s);
-        if !c.readers.is_empty() {
-            let _ = writeln!(
-                s,
-                "| Reader | Cases | Sensitivity | Specificity | Model right / reader right (discordant) | McNemar p | Model sensitivity at reader's specificity | Model specificity at reader's sensitivity |"
-            );
-            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
-            for rd in &c.readers {
-                let m = &rd.mcnemar;
-                let matched = |v: Option<(f64, f64)>| match v {
-                    Some((value, threshold)) => {
-                        format!("{:.1}% (threshold {threshold:.4})", 100.0 * value)
-                    }
-                    None => "–".into(),
-                };
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {} | {} / {} | {}{} | {} | {} |",
-                    rd.name,
-                    rd.cases,
-                    pct(&rd.sensitivity),
-                    pct(&rd.specificity),
-                    m.model_only_correct,
-                    m.reader_only_correct,
-                    p_value(m.p_value),
-                    if m.exact { " (exact)" } else { "" },
-                    matched(rd.model_matched.sensitivity_at_reader_specificity),
-                    matched(rd.model_matched.specificity_at_reader_sensitivity),
-                );
-            }
-            let _ = writeln!(s);
-        }
     }
-    s
+    let _ = writeln!(s);
+    if !c.readers.is_empty() {
+        readers_table(s, &c.readers);
+    }
+}
+
+/// Each reader against the model: the reader's figures, McNemar, and the model's operating
+/// points matched to the reader.
+fn readers_table(s: &mut String, readers: &[ReaderReport]) {
+    let _ = writeln!(
+        s,
+        "| Reader | Cases | Sensitivity | Specificity | Model right / reader right (discordant) | McNemar p | Model sensitivity at reader's specificity | Model specificity at reader's sensitivity |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    for rd in readers {
+        let m = &rd.mcnemar;
+        let matched = |v: Option<(f64, f64)>| match v {
+            Some((value, threshold)) => {
+                format!("{:.1}% (threshold {threshold:.4})", 100.0 * value)
+            }
+            None => "–".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} / {} | {}{} | {} | {} |",
+            rd.name,
+            rd.cases,
+            pct(&rd.sensitivity),
+            pct(&rd.specificity),
+            m.model_only_correct,
+            m.reader_only_correct,
+            p_value(m.p_value),
+            if m.exact { " (exact)" } else { "" },
+            matched(rd.model_matched.sensitivity_at_reader_specificity),
+            matched(rd.model_matched.specificity_at_reader_sensitivity),
+        );
+    }
+    let _ = writeln!(s);
 }
