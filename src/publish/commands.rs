@@ -91,32 +91,7 @@ struct WireRoi {
 
 /// Parses one payload. Never panics, whatever the bytes (fuzzed in `tests/commands.rs`).
 pub fn parse_command(payload: &[u8]) -> Result<Request, Refusal> {
-    let refuse = |id: Option<String>, command: Option<String>, reason: String| Refusal {
-        id,
-        command,
-        reason,
-    };
-    if payload.len() > MAX_COMMAND_BYTES {
-        return Err(refuse(
-            None,
-            None,
-            format!(
-                "command of {} bytes: at most {MAX_COMMAND_BYTES} are accepted",
-                payload.len()
-            ),
-        ));
-    }
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| refuse(None, None, format!("not UTF-8 text: {e}")))?;
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| refuse(None, None, format!("not JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(refuse(
-            None,
-            None,
-            "expected a JSON object {\"id\", \"command\", …}".into(),
-        ));
-    }
+    let value = json_object(payload)?;
     // The id first, so that even a command refused for its other fields is answered with it.
     let id = value
         .get("id")
@@ -127,109 +102,168 @@ pub fn parse_command(payload: &[u8]) -> Result<Request, Refusal> {
         .get("command")
         .and_then(|v| v.as_str())
         .map(str::to_string);
-    let wire: Wire = serde_json::from_value(value).map_err(|e| {
-        refuse(
-            id.clone(),
-            name.clone(),
-            format!("expected {{\"id\", \"command\", …}}: {e}"),
-        )
+    let wire: Wire = serde_json::from_value(value).map_err(|e| Refusal {
+        id: id.clone(),
+        command: name.clone(),
+        reason: format!("expected {{\"id\", \"command\", …}}: {e}"),
     })?;
     let Some(id) = id else {
-        return Err(refuse(
-            None,
-            name,
-            format!(
+        return Err(Refusal {
+            id: None,
+            command: name,
+            reason: format!(
                 "\"id\" must be a string of 1 to 128 characters, got {}",
                 wire.id
             ),
-        ));
+        });
     };
     let Some(name) = name else {
-        return Err(refuse(
-            Some(id),
-            None,
-            format!("\"command\" must be a string, got {}", wire.command),
-        ));
+        return Err(Refusal {
+            id: Some(id),
+            command: None,
+            reason: format!("\"command\" must be a string, got {}", wire.command),
+        });
     };
-    let bad = |reason: String| refuse(Some(id.clone()), Some(name.clone()), reason);
-    let unexpected = |field: &str, present: bool| -> Result<(), Refusal> {
+    let addressed = Addressed { id, name };
+    let (command, exam_id) = addressed.command(wire)?;
+    Ok(Request {
+        id: addressed.id,
+        command,
+        exam_id,
+    })
+}
+
+/// The payload as a JSON object: at most `MAX_COMMAND_BYTES` of UTF-8 text.
+fn json_object(payload: &[u8]) -> Result<serde_json::Value, Refusal> {
+    let refuse = |reason: String| Refusal {
+        id: None,
+        command: None,
+        reason,
+    };
+    if payload.len() > MAX_COMMAND_BYTES {
+        return Err(refuse(format!(
+            "command of {} bytes: at most {MAX_COMMAND_BYTES} are accepted",
+            payload.len()
+        )));
+    }
+    let text = std::str::from_utf8(payload).map_err(|e| refuse(format!("not UTF-8 text: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| refuse(format!("not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(refuse(
+            "expected a JSON object {\"id\", \"command\", …}".into(),
+        ));
+    }
+    Ok(value)
+}
+
+/// A payload whose id and command name are known: every refusal from here on carries both.
+struct Addressed {
+    id: String,
+    name: String,
+}
+
+impl Addressed {
+    fn refuse(&self, reason: String) -> Refusal {
+        Refusal {
+            id: Some(self.id.clone()),
+            command: Some(self.name.clone()),
+            reason,
+        }
+    }
+
+    /// Refuses a field the command does not take.
+    fn unexpected(&self, field: &str, present: bool) -> Result<(), Refusal> {
         if present {
-            Err(bad(format!("\"{field}\" does not belong to {name}")))
+            Err(self.refuse(format!("\"{field}\" does not belong to {}", self.name)))
         } else {
             Ok(())
         }
-    };
-    let exam_id = match wire.exam_id.clone() {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) if is_topic_word(&s) => Some(s),
-        Some(other) => {
-            return Err(bad(format!(
-                "exam_id {other}: use 1 to 64 letters, digits, '-' or '_'"
-            )))
-        }
-    };
-    // Set below for the commands on the running exam.
-    let mut meant_exam = None;
-    let command = match name.as_str() {
-        "start_exam" => {
-            unexpected("seconds_ago", wire.seconds_ago.is_some())?;
-            unexpected("roi", wire.roi.is_some())?;
-            Command::StartExam { exam_id }
-        }
-        "mark_injection" => {
-            meant_exam = exam_id;
-            unexpected("roi", wire.roi.is_some())?;
-            let seconds_ago = match wire.seconds_ago {
-                None | Some(serde_json::Value::Null) => 0.0,
-                Some(v) => v
-                    .as_f64()
-                    .ok_or_else(|| bad(format!("seconds_ago {v}: expected a number")))?,
-            };
-            if !(0.0..=MAX_BACKDATE_S).contains(&seconds_ago) {
-                return Err(bad(format!(
-                    "seconds_ago {seconds_ago}: expected 0 to {MAX_BACKDATE_S} seconds"
-                )));
+    }
+
+    /// The command with its fields checked, and for a command on the running exam the exam
+    /// the sender means.
+    fn command(&self, wire: Wire) -> Result<(Command, Option<String>), Refusal> {
+        let exam_id = self.exam_id(wire.exam_id.clone())?;
+        // Set below for the commands on the running exam.
+        let mut meant_exam = None;
+        let command = match self.name.as_str() {
+            "start_exam" => {
+                self.unexpected("seconds_ago", wire.seconds_ago.is_some())?;
+                self.unexpected("roi", wire.roi.is_some())?;
+                Command::StartExam { exam_id }
             }
-            Command::MarkInjection { seconds_ago }
-        }
-        "set_roi" | "rescore" => {
-            meant_exam = exam_id;
-            unexpected("seconds_ago", wire.seconds_ago.is_some())?;
-            let roi = match wire.roi {
-                None | Some(serde_json::Value::Null) => None,
-                Some(v) => Some(parse_roi(v).map_err(&bad)?),
-            };
-            if name == "set_roi" {
-                Command::SetRoi {
-                    roi: roi.ok_or_else(|| bad("set_roi needs \"roi\": {x, y, width, height}".into()))?,
+            "mark_injection" => {
+                meant_exam = exam_id;
+                self.unexpected("roi", wire.roi.is_some())?;
+                Command::MarkInjection {
+                    seconds_ago: self.seconds_ago(wire.seconds_ago)?,
                 }
-            } else {
-                Command::Rescore { roi }
             }
+            "set_roi" | "rescore" => {
+                meant_exam = exam_id;
+                self.unexpected("seconds_ago", wire.seconds_ago.is_some())?;
+                let roi = match wire.roi {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(v) => Some(parse_roi(v).map_err(|e| self.refuse(e))?),
+                };
+                if self.name == "set_roi" {
+                    Command::SetRoi {
+                        roi: roi.ok_or_else(|| {
+                            self.refuse("set_roi needs \"roi\": {x, y, width, height}".into())
+                        })?,
+                    }
+                } else {
+                    Command::Rescore { roi }
+                }
+            }
+            "stop_exam" => {
+                meant_exam = exam_id;
+                self.unexpected("seconds_ago", wire.seconds_ago.is_some())?;
+                self.unexpected("roi", wire.roi.is_some())?;
+                Command::StopExam
+            }
+            "status" => {
+                self.unexpected("exam_id", wire.exam_id.is_some())?;
+                self.unexpected("seconds_ago", wire.seconds_ago.is_some())?;
+                self.unexpected("roi", wire.roi.is_some())?;
+                Command::Status
+            }
+            other => {
+                return Err(self.refuse(format!(
+                    "unknown command '{other}' (expected start_exam, mark_injection, set_roi, rescore, stop_exam or status)"
+                )))
+            }
+        };
+        Ok((command, meant_exam))
+    }
+
+    /// The `exam_id` field: absent or null, or a topic word.
+    fn exam_id(&self, value: Option<serde_json::Value>) -> Result<Option<String>, Refusal> {
+        match value {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) if is_topic_word(&s) => Ok(Some(s)),
+            Some(other) => Err(self.refuse(format!(
+                "exam_id {other}: use 1 to 64 letters, digits, '-' or '_'"
+            ))),
         }
-        "stop_exam" => {
-            meant_exam = exam_id;
-            unexpected("seconds_ago", wire.seconds_ago.is_some())?;
-            unexpected("roi", wire.roi.is_some())?;
-            Command::StopExam
+    }
+
+    /// mark_injection's `seconds_ago`: absent or null is now, else 0 to `MAX_BACKDATE_S`.
+    fn seconds_ago(&self, value: Option<serde_json::Value>) -> Result<f64, Refusal> {
+        let seconds_ago = match value {
+            None | Some(serde_json::Value::Null) => 0.0,
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| self.refuse(format!("seconds_ago {v}: expected a number")))?,
+        };
+        if !(0.0..=MAX_BACKDATE_S).contains(&seconds_ago) {
+            return Err(self.refuse(format!(
+                "seconds_ago {seconds_ago}: expected 0 to {MAX_BACKDATE_S} seconds"
+            )));
         }
-        "status" => {
-            unexpected("exam_id", wire.exam_id.is_some())?;
-            unexpected("seconds_ago", wire.seconds_ago.is_some())?;
-            unexpected("roi", wire.roi.is_some())?;
-            Command::Status
-        }
-        other => {
-            return Err(bad(format!(
-                "unknown command '{other}' (expected start_exam, mark_injection, set_roi, rescore, stop_exam or status)"
-            )))
-        }
-    };
-    Ok(Request {
-        id,
-        command,
-        exam_id: meant_exam,
-    })
+        Ok(seconds_ago)
+    }
 }
 
 fn parse_roi(v: serde_json::Value) -> Result<Roi, String> {
