@@ -254,6 +254,26 @@ impl QualityTracker {
 
     /// The quality of the frame at `t` seconds, from its CEUS and B-mode panes.
     pub fn assess(&mut self, t: f64, ceus: &GrayImage, bmode: &GrayImage) -> FrameQuality {
+        let (mean, black, frozen) = self.black_or_frozen(ceus);
+        // Black and frozen frames carry no motion information.
+        let informative = !(black || frozen);
+        let motion_speed = self.motion_speed(t, bmode, informative);
+        let floor = self.noise_floor();
+        let moving = !(black || frozen)
+            && motion_speed.is_some_and(|v| v > self.limits.motion_speed.max(floor));
+        FrameQuality {
+            mean,
+            sharpness: sharpness(ceus),
+            motion_speed,
+            black,
+            frozen,
+            moving,
+        }
+    }
+
+    /// The CEUS pane's mean, and whether the frame is black or a repeat of the one before
+    /// (judged on block means; a black frame is never frozen).
+    fn black_or_frozen(&mut self, ceus: &GrayImage) -> (f32, bool, bool) {
         let thumb = Thumbnail::of(ceus);
         let mean = thumb.mean();
         let max = thumb.values.iter().cloned().fold(0.0f32, f32::max);
@@ -271,13 +291,13 @@ impl QualityTracker {
                         < self.limits.frozen_change
             });
         self.previous = Some(thumb);
+        (mean, black, frozen)
+    }
 
+    /// The probe's speed at `t` (the median of the last few raw estimates), remembering the
+    /// B-mode profiles of an `informative` frame and the speed for the exam's noise floor.
+    fn motion_speed(&mut self, t: f64, bmode: &GrayImage, informative: bool) -> Option<f32> {
         let profiles = Profiles::of(bmode);
-        let width = bmode.width().max(1) as f32;
-        let max_shift = (bmode.width().min(bmode.height()) / 16) as usize;
-        // Profiles are averaged over `AVERAGE_S` (speckle that changes between frames
-        // averages out), now and `MOTION_SPAN_S` earlier; the shift between the two averages
-        // is the displacement.
         while self
             .recent
             .front()
@@ -285,58 +305,8 @@ impl QualityTracker {
         {
             self.recent.pop_front();
         }
-        // Black and frozen frames carry no motion information.
-        let informative = !(black || frozen);
-        // The mean profile of the frames in [from, to] (and the current one), at their mean
-        // time.
-        let average = |from: f64, to: f64, current: Option<&Profiles>| -> Option<(Profiles, f64)> {
-            let members: Vec<(f64, &Profiles)> = self
-                .recent
-                .iter()
-                .filter(|(ts, p)| {
-                    *ts >= from && *ts <= to && p.columns.len() == profiles.columns.len()
-                })
-                .map(|(ts, p)| (*ts, p))
-                .chain(current.map(|p| (t, p)))
-                .collect();
-            let mean_t = members.iter().map(|m| m.0).sum::<f64>() / members.len().max(1) as f64;
-            let members: Vec<&Profiles> = members.into_iter().map(|m| m.1).collect();
-            if members.is_empty() {
-                return None;
-            }
-            let n = members.len() as f32;
-            let mean = |pick: fn(&Profiles) -> &Vec<f32>| -> Vec<f32> {
-                let mut acc = vec![0f32; pick(members[0]).len()];
-                for m in &members {
-                    for (a, v) in acc.iter_mut().zip(pick(m)) {
-                        *a += v / n;
-                    }
-                }
-                acc
-            };
-            Some((
-                Profiles {
-                    columns: mean(|p| &p.columns),
-                    rows: mean(|p| &p.rows),
-                },
-                mean_t,
-            ))
-        };
-        let span_covered = self
-            .recent
-            .front()
-            .is_some_and(|(t0, _)| t - t0 >= MOTION_SPAN_S);
-        let raw_speed = if informative && span_covered {
-            let now = average(t - AVERAGE_S, t, Some(&profiles));
-            let before = average(t - MOTION_SPAN_S - AVERAGE_S, t - MOTION_SPAN_S, None);
-            match (before, now) {
-                (Some((b, tb)), Some((n, tn))) if tn - tb > 0.5 * MOTION_SPAN_S => {
-                    let dx = best_shift(&b.columns, &n.columns, max_shift);
-                    let dy = best_shift(&b.rows, &n.rows, max_shift);
-                    Some((dx * dx + dy * dy).sqrt() / width / (tn - tb) as f32)
-                }
-                _ => None,
-            }
+        let raw_speed = if informative {
+            self.raw_speed(t, &profiles, bmode)
         } else {
             None
         };
@@ -362,20 +332,86 @@ impl QualityTracker {
             let at = self.history.partition_point(|x| *x < v);
             self.history.insert(at, v);
         }
-        let floor = if self.history.len() >= 10 {
+        motion_speed
+    }
+
+    /// One estimate of the probe's speed, in pane widths per second: profiles are averaged
+    /// over `AVERAGE_S` (speckle that changes between frames averages out), now and
+    /// `MOTION_SPAN_S` earlier; the shift between the two averages is the displacement.
+    /// `None` until the profiles kept reach that far back.
+    fn raw_speed(&self, t: f64, profiles: &Profiles, bmode: &GrayImage) -> Option<f32> {
+        let span_covered = self
+            .recent
+            .front()
+            .is_some_and(|(t0, _)| t - t0 >= MOTION_SPAN_S);
+        if !span_covered {
+            return None;
+        }
+        let width = bmode.width().max(1) as f32;
+        let max_shift = (bmode.width().min(bmode.height()) / 16) as usize;
+        let now = self.average(t - AVERAGE_S, t, profiles, Some((t, profiles)));
+        let before = self.average(
+            t - MOTION_SPAN_S - AVERAGE_S,
+            t - MOTION_SPAN_S,
+            profiles,
+            None,
+        );
+        match (before, now) {
+            (Some((b, tb)), Some((n, tn))) if tn - tb > 0.5 * MOTION_SPAN_S => {
+                let dx = best_shift(&b.columns, &n.columns, max_shift);
+                let dy = best_shift(&b.rows, &n.rows, max_shift);
+                Some((dx * dx + dy * dy).sqrt() / width / (tn - tb) as f32)
+            }
+            _ => None,
+        }
+    }
+
+    /// The mean profile of the kept frames in [from, to] whose pane is as wide as `like`'s
+    /// (and of `current`, when given), at their mean time.
+    fn average(
+        &self,
+        from: f64,
+        to: f64,
+        like: &Profiles,
+        current: Option<(f64, &Profiles)>,
+    ) -> Option<(Profiles, f64)> {
+        let members: Vec<(f64, &Profiles)> = self
+            .recent
+            .iter()
+            .filter(|(ts, p)| *ts >= from && *ts <= to && p.columns.len() == like.columns.len())
+            .map(|(ts, p)| (*ts, p))
+            .chain(current)
+            .collect();
+        let mean_t = members.iter().map(|m| m.0).sum::<f64>() / members.len().max(1) as f64;
+        let members: Vec<&Profiles> = members.into_iter().map(|m| m.1).collect();
+        if members.is_empty() {
+            return None;
+        }
+        let n = members.len() as f32;
+        let mean = |pick: fn(&Profiles) -> &Vec<f32>| -> Vec<f32> {
+            let mut acc = vec![0f32; pick(members[0]).len()];
+            for m in &members {
+                for (a, v) in acc.iter_mut().zip(pick(m)) {
+                    *a += v / n;
+                }
+            }
+            acc
+        };
+        Some((
+            Profiles {
+                columns: mean(|p| &p.columns),
+                rows: mean(|p| &p.rows),
+            },
+            mean_t,
+        ))
+    }
+
+    /// `NOISE_FLOOR_FACTOR` times the exam's median speed, once there are ten speeds.
+    fn noise_floor(&self) -> f32 {
+        if self.history.len() >= 10 {
             NOISE_FLOOR_FACTOR * self.history[self.history.len() / 2]
         } else {
             0.0
-        };
-        let moving = !(black || frozen)
-            && motion_speed.is_some_and(|v| v > self.limits.motion_speed.max(floor));
-        FrameQuality {
-            mean,
-            sharpness: sharpness(ceus),
-            motion_speed,
-            black,
-            frozen,
-            moving,
         }
     }
 }
