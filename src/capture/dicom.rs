@@ -6,7 +6,7 @@
 
 use dicom_dictionary_std::tags;
 use dicom_object::{open_file, DefaultDicomObject};
-use dicom_pixeldata::{ConvertOptions, PhotometricInterpretation, PixelDecoder};
+use dicom_pixeldata::{ConvertOptions, DecodedPixelData, PhotometricInterpretation, PixelDecoder};
 use image::{GrayImage, RgbImage};
 use std::path::{Path, PathBuf};
 
@@ -74,11 +74,6 @@ impl DicomFile {
 
     /// Decodes frame `frame` (from 0).
     pub fn frame(&self, frame: u32) -> Result<LoadedFrame, InputError> {
-        let path = self.path.as_path();
-        let fail = |reason: String| InputError::Dicom {
-            path: path.to_path_buf(),
-            reason,
-        };
         let (obj, frames, modality, ts) = (
             &self.obj,
             self.frames,
@@ -87,12 +82,12 @@ impl DicomFile {
         );
         if frame >= frames {
             return Err(InputError::NoSuchFrame {
-                path: path.to_path_buf(),
+                path: self.path.clone(),
                 frame,
                 frames,
             });
         }
-        if let Some(picture) = native_ybr_frame(obj, frame).map_err(fail)? {
+        if let Some(picture) = native_ybr_frame(obj, frame).map_err(|e| self.fail(e))? {
             return Ok(LoadedFrame {
                 picture,
                 frame,
@@ -102,16 +97,27 @@ impl DicomFile {
         }
         let decoded = obj
             .decode_pixel_data_frame(frame)
-            .map_err(|e| fail(format!("cannot decode frame {frame} ({ts}): {e}")))?;
+            .map_err(|e| self.fail(format!("cannot decode frame {frame} ({ts}): {e}")))?;
         // The decoded photometric interpretation: codecs that convert colour (JPEG) report RGB.
         let pi = decoded.photometric_interpretation().clone();
-        let (rows, cols) = (decoded.rows(), decoded.columns());
-        let unsupported = |what: String, reason: &str| InputError::Unsupported {
-            path: path.to_path_buf(),
-            what,
-            reason: reason.to_string(),
-        };
-        let picture = match (&pi, decoded.samples_per_pixel()) {
+        let picture = self.picture_of(&decoded, &pi, frame)?;
+        Ok(LoadedFrame {
+            picture,
+            frame,
+            frames_in_file: frames,
+            format: format!("DICOM {modality}, {pi}, {ts}"),
+        })
+    }
+
+    /// Frame `frame`, decoded by dicom-pixeldata, as a picture in its photometric
+    /// interpretation `pi`.
+    fn picture_of(
+        &self,
+        decoded: &DecodedPixelData,
+        pi: &PhotometricInterpretation,
+        frame: u32,
+    ) -> Result<Picture, InputError> {
+        match (pi, decoded.samples_per_pixel()) {
             (
                 PhotometricInterpretation::Rgb
                 | PhotometricInterpretation::YbrFull
@@ -120,73 +126,96 @@ impl DicomFile {
             ) => {
                 let img = decoded
                     .to_dynamic_image_with_options(0, &ConvertOptions::new().force_8bit())
-                    .map_err(|e| fail(format!("frame {frame}: {e}")))?;
-                Picture::Rgb(img.to_rgb8())
+                    .map_err(|e| self.fail(format!("frame {frame}: {e}")))?;
+                Ok(Picture::Rgb(img.to_rgb8()))
             }
-            (PhotometricInterpretation::PaletteColor, 1) => {
-                let data = decoded
-                    .frame_data(0)
-                    .map_err(|e| fail(format!("frame {frame}: {e}")))?;
-                let indices: Vec<u16> = match decoded.bits_allocated() {
-                    8 => data.iter().map(|v| *v as u16).collect(),
-                    16 => data
-                        .chunks_exact(2)
-                        .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                        .collect(),
-                    other => {
-                        return Err(unsupported(
-                            format!("PALETTE COLOR with {other} bits allocated"),
-                            "expected 8 or 16",
-                        ))
-                    }
-                };
-                let lut = PaletteLut::read(obj).map_err(fail)?;
-                let mut rgb = RgbImage::new(cols, rows);
-                for (px, idx) in rgb.pixels_mut().zip(indices) {
-                    px.0 = lut.colour(idx);
-                }
-                Picture::Rgb(rgb)
-            }
+            (PhotometricInterpretation::PaletteColor, 1) => self.palette_picture(decoded, frame),
             (
                 PhotometricInterpretation::Monochrome1 | PhotometricInterpretation::Monochrome2,
                 1,
-            ) => {
-                if decoded.bits_allocated() == 8 {
-                    // 8-bit ultrasound gray is used as stored (no windowing), as exported images are.
-                    let data = decoded
-                        .frame_data(0)
-                        .map_err(|e| fail(format!("frame {frame}: {e}")))?;
-                    let invert = matches!(pi, PhotometricInterpretation::Monochrome1);
-                    let pixels: Vec<u8> = data
-                        .iter()
-                        .take((rows * cols) as usize)
-                        .map(|v| if invert { 255 - v } else { *v })
-                        .collect();
-                    Picture::Gray(
-                        GrayImage::from_raw(cols, rows, pixels)
-                            .ok_or_else(|| fail(format!("frame {frame}: short pixel data")))?,
-                    )
-                } else {
-                    // Deeper gray goes through the file's modality and VOI LUTs to 8 bits.
-                    let img = decoded
-                        .to_dynamic_image_with_options(0, &ConvertOptions::new().force_8bit())
-                        .map_err(|e| fail(format!("frame {frame}: {e}")))?;
-                    Picture::Gray(img.to_luma8())
-                }
-            }
-            (other, spp) => {
-                return Err(unsupported(
-                    format!("photometric interpretation {other} with {spp} sample(s) per pixel"),
-                    "expected RGB, YBR_FULL, YBR_FULL_422, PALETTE COLOR or MONOCHROME1/2",
+            ) => self.gray_picture(decoded, pi, frame),
+            (other, spp) => Err(self.unsupported(
+                format!("photometric interpretation {other} with {spp} sample(s) per pixel"),
+                "expected RGB, YBR_FULL, YBR_FULL_422, PALETTE COLOR or MONOCHROME1/2",
+            )),
+        }
+    }
+
+    /// A PALETTE COLOR frame through the file's lookup tables.
+    fn palette_picture(
+        &self,
+        decoded: &DecodedPixelData,
+        frame: u32,
+    ) -> Result<Picture, InputError> {
+        let data = decoded
+            .frame_data(0)
+            .map_err(|e| self.fail(format!("frame {frame}: {e}")))?;
+        let indices: Vec<u16> = match decoded.bits_allocated() {
+            8 => data.iter().map(|v| *v as u16).collect(),
+            16 => data
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+            other => {
+                return Err(self.unsupported(
+                    format!("PALETTE COLOR with {other} bits allocated"),
+                    "expected 8 or 16",
                 ))
             }
         };
-        Ok(LoadedFrame {
-            picture,
-            frame,
-            frames_in_file: frames,
-            format: format!("DICOM {modality}, {pi}, {ts}"),
-        })
+        let lut = PaletteLut::read(&self.obj).map_err(|e| self.fail(e))?;
+        let mut rgb = RgbImage::new(decoded.columns(), decoded.rows());
+        for (px, idx) in rgb.pixels_mut().zip(indices) {
+            px.0 = lut.colour(idx);
+        }
+        Ok(Picture::Rgb(rgb))
+    }
+
+    /// A MONOCHROME1/2 frame in 8-bit gray (MONOCHROME1 inverted).
+    fn gray_picture(
+        &self,
+        decoded: &DecodedPixelData,
+        pi: &PhotometricInterpretation,
+        frame: u32,
+    ) -> Result<Picture, InputError> {
+        if decoded.bits_allocated() == 8 {
+            // 8-bit ultrasound gray is used as stored (no windowing), as exported images are.
+            let data = decoded
+                .frame_data(0)
+                .map_err(|e| self.fail(format!("frame {frame}: {e}")))?;
+            let (rows, cols) = (decoded.rows(), decoded.columns());
+            let invert = matches!(pi, PhotometricInterpretation::Monochrome1);
+            let pixels: Vec<u8> = data
+                .iter()
+                .take((rows * cols) as usize)
+                .map(|v| if invert { 255 - v } else { *v })
+                .collect();
+            Ok(Picture::Gray(
+                GrayImage::from_raw(cols, rows, pixels)
+                    .ok_or_else(|| self.fail(format!("frame {frame}: short pixel data")))?,
+            ))
+        } else {
+            // Deeper gray goes through the file's modality and VOI LUTs to 8 bits.
+            let img = decoded
+                .to_dynamic_image_with_options(0, &ConvertOptions::new().force_8bit())
+                .map_err(|e| self.fail(format!("frame {frame}: {e}")))?;
+            Ok(Picture::Gray(img.to_luma8()))
+        }
+    }
+
+    fn fail(&self, reason: String) -> InputError {
+        InputError::Dicom {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    fn unsupported(&self, what: String, reason: &str) -> InputError {
+        InputError::Unsupported {
+            path: self.path.clone(),
+            what,
+            reason: reason.to_string(),
+        }
     }
 }
 
