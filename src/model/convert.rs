@@ -180,7 +180,36 @@ pub fn quantize_model_with(
             ),
         });
     }
-    let mut tensors: BTreeMap<String, Tensor> = file.tensor_map();
+    let mut out = convert_tensors(file.tensor_map(), &meta, target)?;
+    meta.weight_format = target.format();
+    let calibrated = match calibration_set {
+        Some((c, images)) => Some(add_input_scales(&mut meta, &mut out, c, &images)?),
+        None => None,
+    };
+    stamp_provenance(
+        &mut meta,
+        target,
+        created,
+        calibrated.as_ref(),
+        &file.content_hash,
+    );
+    let Converted { stored, reports } = out;
+    let content_hash = write_stored_model(output, &meta, stored)?;
+    Ok(Conversion {
+        content_hash,
+        format: meta.weight_format.name(),
+        tensors: reports,
+        calibration: calibrated,
+    })
+}
+
+/// Every tensor of the network in the file's order, converted to `target`: convolutions with
+/// their BatchNorm folded in, linear weights as f16 or f32, linear biases as f32.
+fn convert_tensors(
+    mut tensors: BTreeMap<String, Tensor>,
+    meta: &ModelMetadata,
+    target: Target,
+) -> Result<Converted, ModelError> {
     let mut out = Converted::default();
     let channels = meta.input_channels as usize;
     for spec in tensor_specs(channels, meta.head_hidden as usize) {
@@ -216,17 +245,24 @@ pub fn quantize_model_with(
             | TensorRole::InputScale => {}
         }
     }
-    meta.weight_format = target.format();
-    let calibrated = match calibration_set {
-        Some((c, images)) => Some(add_input_scales(&mut meta, &mut out, c, &images)?),
-        None => None,
-    };
+    Ok(out)
+}
+
+/// The converted file's provenance: the input's, plus the conversion, which names the input
+/// by its content hash alone (its file name would make the same weights give a different
+/// file, and hash, when the input is renamed).
+fn stamp_provenance(
+    meta: &mut ModelMetadata,
+    target: Target,
+    created: Option<&str>,
+    calibrated: Option<&CalibrationReport>,
+    input_hash: &str,
+) {
     if let Some(created) = created {
         meta.provenance.created = created.to_string();
     }
     meta.provenance.software = format!("ceusd {}", env!("CARGO_PKG_VERSION"));
     let calibrated_on = calibrated
-        .as_ref()
         .map(|r| {
             format!(
                 " --calibrate ({} images, clipped at the {} percentile)",
@@ -234,22 +270,12 @@ pub fn quantize_model_with(
             )
         })
         .unwrap_or_default();
-    // The input named by its content hash alone: its file name would make the same weights
-    // give a different file (and hash) when the input is renamed.
     meta.provenance.source = format!(
         "{}; then `ceusd model quantize --to {}{calibrated_on}` of {}",
         meta.provenance.source,
         target.name(),
-        file.content_hash
+        input_hash
     );
-    let Converted { stored, reports } = out;
-    let content_hash = write_stored_model(output, &meta, stored)?;
-    Ok(Conversion {
-        content_hash,
-        format: meta.weight_format.name(),
-        tensors: reports,
-        calibration: calibrated,
-    })
 }
 
 /// The converted tensors in the order they are written, and what each lost.

@@ -251,10 +251,7 @@ pub fn read_model(path: &Path, expected_hash: Option<&str>) -> Result<ModelFile,
         path: path.to_path_buf(),
         source: e,
     };
-    let corrupt = |what: String| ModelError::Corrupt {
-        path: path.to_path_buf(),
-        reason: what,
-    };
+    let corrupt = |reason: String| corrupt(path, reason);
     if path.is_dir() {
         return Err(ModelError::NotAFile {
             path: path.to_path_buf(),
@@ -279,16 +276,66 @@ pub fn read_model(path: &Path, expected_hash: Option<&str>) -> Result<ModelFile,
             });
         }
     }
+    let read = read_tensors(path, &content, &mut reader, &metadata)?;
+    if read.content_hash != recorded {
+        return Err(corrupt(format!(
+            "content hash mismatch: the file records {recorded} but its contents hash to {}; \
+             the file was altered or damaged",
+            read.content_hash
+        )));
+    }
+    let tensors = check_complete(
+        read.tensors,
+        metadata.weight_format,
+        metadata.input_channels as usize,
+        metadata.head_hidden as usize,
+    )?;
+    check_int8_layers(path, &metadata, &read.int8, &read.stored_types)?;
+    Ok(ModelFile {
+        path: path.to_path_buf(),
+        metadata,
+        content_hash: recorded,
+        tensors,
+        stored_types: read.stored_types,
+        int8: read.int8,
+        file_bytes,
+    })
+}
+
+fn corrupt(path: &Path, reason: String) -> ModelError {
+    ModelError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// A model file's tensors as read, and the content hash they give with its metadata.
+struct ReadTensors {
+    tensors: BTreeMap<String, Tensor>,
+    int8: BTreeMap<String, ChannelQuantized>,
+    stored_types: BTreeMap<String, String>,
+    content_hash: String,
+}
+
+/// Reads every tensor in name order, hashing each as it is read (no second copy of the
+/// weights): F32 and F16 as f32, and in a folded-int8 file each `Q8_0` matrix in its
+/// per-channel int8 form as well.
+fn read_tensors(
+    path: &Path,
+    content: &gguf_file::Content,
+    reader: &mut BufReader<File>,
+    metadata: &ModelMetadata,
+) -> Result<ReadTensors, ModelError> {
     let mut tensors = BTreeMap::new();
     let mut int8 = BTreeMap::new();
-    let mut hasher = ContentHasher::new(&metadata);
+    let mut hasher = ContentHasher::new(metadata);
     let mut stored_types = BTreeMap::new();
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
     for name in names {
         let q = content
-            .tensor(&mut reader, name, &Device::Cpu)
-            .map_err(|e| corrupt(format!("tensor '{name}': {e}")))?;
+            .tensor(reader, name, &Device::Cpu)
+            .map_err(|e| corrupt(path, format!("tensor '{name}': {e}")))?;
         let dims = q.shape().dims().to_vec();
         let bytes = q.data()?;
         hasher.tensor(name, q.dtype(), &dims, &bytes);
@@ -299,7 +346,7 @@ pub fn read_model(path: &Path, expected_hash: Option<&str>) -> Result<ModelFile,
             }
             GgmlDType::Q8_0 if metadata.weight_format.is_int8() && dims.len() == 2 => {
                 let per_channel = ChannelQuantized::from_q8_0(&bytes, dims[0], dims[1])
-                    .map_err(|e: QuantizeError| corrupt(format!("tensor '{name}': {e}")))?;
+                    .map_err(|e: QuantizeError| corrupt(path, format!("tensor '{name}': {e}")))?;
                 tensors.insert(
                     name.clone(),
                     Tensor::from_vec(per_channel.dequantize(), dims, &Device::Cpu)?,
@@ -314,32 +361,38 @@ pub fn read_model(path: &Path, expected_hash: Option<&str>) -> Result<ModelFile,
             }
         }
     }
-    let actual = hasher.finish();
-    if actual != recorded {
-        return Err(corrupt(format!(
-            "content hash mismatch: the file records {recorded} but its contents hash to {actual}; \
-             the file was altered or damaged"
-        )));
-    }
-    let tensors = check_complete(
+    Ok(ReadTensors {
         tensors,
+        int8,
+        stored_types,
+        content_hash: hasher.finish(),
+    })
+}
+
+/// In a folded-int8 file every convolution but the stem is int8; anything else is a file
+/// that says one thing and holds another.
+fn check_int8_layers(
+    path: &Path,
+    metadata: &ModelMetadata,
+    int8: &BTreeMap<String, ChannelQuantized>,
+    stored_types: &BTreeMap<String, String>,
+) -> Result<(), ModelError> {
+    if !metadata.weight_format.is_int8() {
+        return Ok(());
+    }
+    let specs = specs_for(
         metadata.weight_format,
         metadata.input_channels as usize,
         metadata.head_hidden as usize,
-    )?;
-    if metadata.weight_format.is_int8() {
-        // Every convolution but the stem is int8 in such a file; anything else is a file
-        // that says one thing and holds another.
-        let specs = specs_for(
-            metadata.weight_format,
-            metadata.input_channels as usize,
-            metadata.head_hidden as usize,
-        );
-        let stem = "conv1.weight";
-        if let Some(spec) = specs.iter().find(|s| {
-            s.role == TensorRole::ConvWeight && s.name != stem && !int8.contains_key(&s.name)
-        }) {
-            return Err(corrupt(format!(
+    );
+    let stem = "conv1.weight";
+    if let Some(spec) = specs
+        .iter()
+        .find(|s| s.role == TensorRole::ConvWeight && s.name != stem && !int8.contains_key(&s.name))
+    {
+        return Err(corrupt(
+            path,
+            format!(
                 "declares {} but '{}' is stored as {}",
                 metadata.weight_format.name(),
                 spec.name,
@@ -347,18 +400,10 @@ pub fn read_model(path: &Path, expected_hash: Option<&str>) -> Result<ModelFile,
                     .get(&spec.name)
                     .map(String::as_str)
                     .unwrap_or("?")
-            )));
-        }
+            ),
+        ));
     }
-    Ok(ModelFile {
-        path: path.to_path_buf(),
-        metadata,
-        content_hash: recorded,
-        tensors,
-        stored_types,
-        int8,
-        file_bytes,
-    })
+    Ok(())
 }
 
 /// SHA-256 of a file, as `sha256:<hex>`.

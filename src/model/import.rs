@@ -233,51 +233,18 @@ pub fn import_checkpoint(
         head_activation: activation,
         ignored,
     } = normalise_names(tensors, opts.head_activation, source)?;
-    let conv1 = tensors
-        .get("conv1.weight")
-        .ok_or_else(|| ModelError::MissingTensor {
-            name: "conv1.weight".into(),
-        })?;
-    let found_channels = conv1.dims().get(1).copied().unwrap_or(0) as u32;
-    let input_channels = match opts.input_channels {
-        Some(c) if c != found_channels => {
-            return Err(ModelError::TensorShape {
-                name: "conv1.weight".into(),
-                expected: vec![64, c as usize, 7, 7],
-                found: conv1.dims().to_vec(),
-            })
-        }
-        _ => found_channels,
-    };
+    let input_channels = input_channels(&tensors, opts.input_channels)?;
     let hidden = tensors
         .get("fc1.weight")
         .and_then(|t| t.dims().first().copied())
         .unwrap_or(0) as u32;
-    let (mean, std) = match (&opts.mean, &opts.std, input_channels) {
-        (Some(m), Some(s), _) => (m.clone(), s.clone()),
-        (None, None, 3) => (vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225]),
-        (None, None, _) => {
-            return Err(ModelError::Checkpoint {
-                path: source.to_path_buf(),
-                reason: "a 1-channel network has no conventional normalisation: pass --mean and \
-                         --std as used in training"
-                    .into(),
-            })
-        }
-        _ => {
-            return Err(ModelError::Checkpoint {
-                path: source.to_path_buf(),
-                reason: "give both --mean and --std, or neither".into(),
-            })
-        }
-    };
+    let (mean, std) = normalisation(opts, input_channels, source)?;
     let name = opts.name.clone().unwrap_or_else(|| {
         source
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_else(|| "imported".into())
     });
-    let source_hash = super::file::sha256_file(source)?;
     let meta = ModelMetadata {
         input_channels,
         mean,
@@ -288,23 +255,7 @@ pub fn import_checkpoint(
         head_hidden: hidden,
         head_activation: activation,
         resize_filter: opts.resize_filter,
-        ..ModelMetadata::paper_defaults(
-            &name,
-            Provenance {
-                trained: true,
-                training_data: opts.training_data.clone(),
-                created: opts.created.clone(),
-                software: format!("ceusd {}", env!("CARGO_PKG_VERSION")),
-                source: format!(
-                    "imported from {} ({format}, {source_hash})",
-                    source
-                        .file_name()
-                        .map(|f| f.to_string_lossy().to_string())
-                        .unwrap_or_default()
-                ),
-                intended_use: opts.intended_use.clone(),
-            },
-        )
+        ..ModelMetadata::paper_defaults(&name, provenance(source, &format, opts)?)
     };
     meta.validate()?;
     let ordered = check_complete(
@@ -326,5 +277,70 @@ pub fn import_checkpoint(
         ignored,
         parameters,
         content_hash,
+    })
+}
+
+/// The stem's input channels, as the checkpoint's `conv1.weight` has them; `requested`, when
+/// given, must agree.
+fn input_channels(
+    tensors: &BTreeMap<String, Tensor>,
+    requested: Option<u32>,
+) -> Result<u32, ModelError> {
+    let conv1 = tensors
+        .get("conv1.weight")
+        .ok_or_else(|| ModelError::MissingTensor {
+            name: "conv1.weight".into(),
+        })?;
+    let found = conv1.dims().get(1).copied().unwrap_or(0) as u32;
+    match requested {
+        Some(c) if c != found => Err(ModelError::TensorShape {
+            name: "conv1.weight".into(),
+            expected: vec![64, c as usize, 7, 7],
+            found: conv1.dims().to_vec(),
+        }),
+        _ => Ok(found),
+    }
+}
+
+/// The input's mean and standard deviation per channel: as given, or ImageNet's for a
+/// 3-channel network. A 1-channel network has no convention to fall back on.
+fn normalisation(
+    opts: &ImportOptions,
+    input_channels: u32,
+    source: &Path,
+) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+    match (&opts.mean, &opts.std, input_channels) {
+        (Some(m), Some(s), _) => Ok((m.clone(), s.clone())),
+        (None, None, 3) => Ok((vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225])),
+        (None, None, _) => Err(ModelError::Checkpoint {
+            path: source.to_path_buf(),
+            reason: "a 1-channel network has no conventional normalisation: pass --mean and \
+                     --std as used in training"
+                .into(),
+        }),
+        _ => Err(ModelError::Checkpoint {
+            path: source.to_path_buf(),
+            reason: "give both --mean and --std, or neither".into(),
+        }),
+    }
+}
+
+/// The imported model's provenance: what the user says of its training, and the checkpoint
+/// it came from, named with its format and SHA-256.
+fn provenance(source: &Path, format: &str, opts: &ImportOptions) -> Result<Provenance, ModelError> {
+    let source_hash = super::file::sha256_file(source)?;
+    Ok(Provenance {
+        trained: true,
+        training_data: opts.training_data.clone(),
+        created: opts.created.clone(),
+        software: format!("ceusd {}", env!("CARGO_PKG_VERSION")),
+        source: format!(
+            "imported from {} ({format}, {source_hash})",
+            source
+                .file_name()
+                .map(|f| f.to_string_lossy().to_string())
+                .unwrap_or_default()
+        ),
+        intended_use: opts.intended_use.clone(),
     })
 }

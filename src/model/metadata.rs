@@ -412,109 +412,121 @@ impl ModelMetadata {
 
     /// Reads the metadata from a GGUF key/value map; a missing key or a wrong type names the key.
     pub fn from_gguf(kv: &HashMap<String, Value>) -> Result<Self, ModelError> {
-        let get = |key: &str| {
-            kv.get(key).ok_or_else(|| ModelError::BadMetadata {
-                key: key.to_string(),
-                reason: "missing".to_string(),
-            })
-        };
-        let wrong = |key: &str, want: &str, v: &Value| ModelError::BadMetadata {
-            key: key.to_string(),
-            reason: format!("expected {want}, found {:?}", v.value_type()),
-        };
-        let string = |key: &str| -> Result<String, ModelError> {
-            match get(key)? {
-                Value::String(s) => Ok(s.clone()),
-                v => Err(wrong(key, "a string", v)),
-            }
-        };
-        let uint = |key: &str| -> Result<u32, ModelError> {
-            match get(key)? {
-                Value::U32(x) => Ok(*x),
-                v => Err(wrong(key, "a u32", v)),
-            }
-        };
-        let float = |key: &str| -> Result<f32, ModelError> {
-            match get(key)? {
-                Value::F32(x) => Ok(*x),
-                v => Err(wrong(key, "an f32", v)),
-            }
-        };
-        let floats = |key: &str| -> Result<Vec<f32>, ModelError> {
-            match get(key)? {
-                Value::Array(items) => items
-                    .iter()
-                    .map(|v| match v {
-                        Value::F32(x) => Ok(*x),
-                        v => Err(wrong(key, "an array of f32", v)),
-                    })
-                    .collect(),
-                v => Err(wrong(key, "an array of f32", v)),
-            }
-        };
-        let strings = |key: &str| -> Result<Vec<String>, ModelError> {
-            match get(key)? {
-                Value::Array(items) => items
-                    .iter()
-                    .map(|v| match v {
-                        Value::String(x) => Ok(x.clone()),
-                        v => Err(wrong(key, "an array of strings", v)),
-                    })
-                    .collect(),
-                v => Err(wrong(key, "an array of strings", v)),
-            }
-        };
-        let boolean = |key: &str| -> Result<bool, ModelError> {
-            match get(key)? {
-                Value::Bool(x) => Ok(*x),
-                v => Err(wrong(key, "a bool", v)),
-            }
-        };
-        let enumerated = |key: &str, text: String, reason: String| ModelError::BadMetadata {
-            key: key.to_string(),
-            reason: format!("'{text}': {reason}"),
-        };
-        let filter_text = string("ceusd.input.resize_filter")?;
-        let resize_filter = filter_text
-            .parse::<ResizeFilter>()
-            .map_err(|e| enumerated("ceusd.input.resize_filter", filter_text.clone(), e))?;
-        let activation_text = string("ceusd.head.activation")?;
-        let head_activation = activation_text
-            .parse::<HeadActivation>()
-            .map_err(|e| enumerated("ceusd.head.activation", activation_text.clone(), e))?;
+        let f = GgufFields(kv);
+        let resize_filter = f.parsed("ceusd.input.resize_filter")?;
+        let head_activation = f.parsed("ceusd.head.activation")?;
         let weight_format = match kv.get("ceusd.weights.format") {
             None => WeightFormat::Torchvision,
-            Some(_) => {
-                let text = string("ceusd.weights.format")?;
-                text.parse::<WeightFormat>()
-                    .map_err(|e| enumerated("ceusd.weights.format", text.clone(), e))?
-            }
+            Some(_) => f.parsed("ceusd.weights.format")?,
         };
         let meta = Self {
             weight_format,
-            architecture: string("general.architecture")?,
-            name: string("general.name")?,
-            format_version: uint("ceusd.format_version")?,
-            input_channels: uint("ceusd.input.channels")?,
-            input_size: uint("ceusd.input.size")?,
+            architecture: f.string("general.architecture")?,
+            name: f.string("general.name")?,
+            format_version: f.uint("ceusd.format_version")?,
+            input_channels: f.uint("ceusd.input.channels")?,
+            input_size: f.uint("ceusd.input.size")?,
             resize_filter,
-            mean: floats("ceusd.input.mean")?,
-            std: floats("ceusd.input.std")?,
-            classes: strings("ceusd.classes")?,
-            positive_class: string("ceusd.positive_class")?,
-            threshold: float("ceusd.threshold")?,
-            head_hidden: uint("ceusd.head.hidden")?,
+            mean: f.floats("ceusd.input.mean")?,
+            std: f.floats("ceusd.input.std")?,
+            classes: f.strings("ceusd.classes")?,
+            positive_class: f.string("ceusd.positive_class")?,
+            threshold: f.float("ceusd.threshold")?,
+            head_hidden: f.uint("ceusd.head.hidden")?,
             head_activation,
             provenance: Provenance {
-                trained: boolean("ceusd.provenance.trained")?,
-                training_data: string("ceusd.provenance.training_data")?,
-                created: string("ceusd.provenance.created")?,
-                software: string("ceusd.provenance.software")?,
-                source: string("ceusd.provenance.source")?,
-                intended_use: string("ceusd.provenance.intended_use")?,
+                trained: f.boolean("ceusd.provenance.trained")?,
+                training_data: f.string("ceusd.provenance.training_data")?,
+                created: f.string("ceusd.provenance.created")?,
+                software: f.string("ceusd.provenance.software")?,
+                source: f.string("ceusd.provenance.source")?,
+                intended_use: f.string("ceusd.provenance.intended_use")?,
             },
         };
         meta.validate()?;
         Ok(meta)
+    }
+}
+
+/// A GGUF key/value map read one typed key at a time: a missing key or a wrong type is a
+/// `BadMetadata` error that names the key.
+struct GgufFields<'a>(&'a HashMap<String, Value>);
+
+impl GgufFields<'_> {
+    fn get(&self, key: &str) -> Result<&Value, ModelError> {
+        self.0.get(key).ok_or_else(|| ModelError::BadMetadata {
+            key: key.to_string(),
+            reason: "missing".to_string(),
+        })
+    }
+
+    fn wrong(key: &str, want: &str, v: &Value) -> ModelError {
+        ModelError::BadMetadata {
+            key: key.to_string(),
+            reason: format!("expected {want}, found {:?}", v.value_type()),
+        }
+    }
+
+    fn string(&self, key: &str) -> Result<String, ModelError> {
+        match self.get(key)? {
+            Value::String(s) => Ok(s.clone()),
+            v => Err(Self::wrong(key, "a string", v)),
+        }
+    }
+
+    fn uint(&self, key: &str) -> Result<u32, ModelError> {
+        match self.get(key)? {
+            Value::U32(x) => Ok(*x),
+            v => Err(Self::wrong(key, "a u32", v)),
+        }
+    }
+
+    fn float(&self, key: &str) -> Result<f32, ModelError> {
+        match self.get(key)? {
+            Value::F32(x) => Ok(*x),
+            v => Err(Self::wrong(key, "an f32", v)),
+        }
+    }
+
+    fn floats(&self, key: &str) -> Result<Vec<f32>, ModelError> {
+        match self.get(key)? {
+            Value::Array(items) => items
+                .iter()
+                .map(|v| match v {
+                    Value::F32(x) => Ok(*x),
+                    v => Err(Self::wrong(key, "an array of f32", v)),
+                })
+                .collect(),
+            v => Err(Self::wrong(key, "an array of f32", v)),
+        }
+    }
+
+    fn strings(&self, key: &str) -> Result<Vec<String>, ModelError> {
+        match self.get(key)? {
+            Value::Array(items) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(x) => Ok(x.clone()),
+                    v => Err(Self::wrong(key, "an array of strings", v)),
+                })
+                .collect(),
+            v => Err(Self::wrong(key, "an array of strings", v)),
+        }
+    }
+
+    fn boolean(&self, key: &str) -> Result<bool, ModelError> {
+        match self.get(key)? {
+            Value::Bool(x) => Ok(*x),
+            v => Err(Self::wrong(key, "a bool", v)),
+        }
+    }
+
+    /// A string key that names one value of an enumeration (`ResizeFilter`, ...).
+    fn parsed<T: std::str::FromStr<Err = String>>(&self, key: &str) -> Result<T, ModelError> {
+        let text = self.string(key)?;
+        text.parse::<T>().map_err(|reason| ModelError::BadMetadata {
+            key: key.to_string(),
+            reason: format!("'{text}': {reason}"),
+        })
     }
 }
