@@ -2,13 +2,24 @@
 //! YBR_FULL, YBR_FULL_422, PALETTE COLOR and MONOCHROME1/2; uncompressed, RLE Lossless and
 //! JPEG baseline (the codecs `dicom-pixeldata` builds in pure Rust).
 //!
-//! Only the requested frame is decoded, so a long cine costs one frame's work.
+//! Only the requested frame is read and decoded, so a long cine costs one frame's work per
+//! frame: in the little endian syntaxes the header is parsed once and each frame's bytes (the
+//! native frame, or its one fragment) are read from the file when it is asked for
+//! (`pixel_index`); other files are read whole, as dicom-rs reads them.
 
-use dicom_dictionary_std::tags;
-use dicom_object::{open_file, DefaultDicomObject};
+mod pixel_index;
+
+use dicom_core::value::PixelFragmentSequence;
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::{open_file, DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, DecodedPixelData, PhotometricInterpretation, PixelDecoder};
 use image::{GrayImage, RgbImage};
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use pixel_index::{locate_pixel_data, read_at, PixelLayout};
 
 use super::input_error::InputError;
 use super::picture::{LoadedFrame, Picture};
@@ -29,10 +40,36 @@ fn int_attr(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<i64> {
         .and_then(|e| e.to_int::<i64>().ok())
 }
 
+/// Where a file's frames come from.
+enum Pixels {
+    /// The whole file is in `DicomFile::obj`, Pixel Data included.
+    InObject,
+    /// Native pixel data, `len` bytes from `start`, read a frame at a time. `scratch` is the
+    /// header as a one-frame object whose Pixel Data is replaced by each frame read.
+    Native {
+        file: File,
+        start: u64,
+        len: u64,
+        scratch: Mutex<DefaultDicomObject>,
+    },
+    /// Encapsulated pixel data with one fragment per frame, each read when its frame is.
+    /// `scratch` is the header with the file's basic offset table and as many fragments as
+    /// frames, all empty but the one being decoded: the codec is given frame k of an object
+    /// that has the file's frame count and attributes, so it decodes exactly as from the
+    /// whole file, without every other frame's bytes.
+    Fragments {
+        file: File,
+        fragments: Vec<(u64, u32)>,
+        scratch: Mutex<DefaultDicomObject>,
+    },
+}
+
 /// A parsed DICOM file whose frames can be decoded one at a time.
 pub struct DicomFile {
     path: PathBuf,
+    /// The data set: without Pixel Data unless `pixels` is `InObject`.
     obj: DefaultDicomObject,
+    pixels: Pixels,
     frames: u32,
     modality: String,
     transfer_syntax: String,
@@ -44,26 +81,43 @@ impl DicomFile {
             path: path.to_path_buf(),
             reason,
         };
-        let obj = open_file(path).map_err(|e| fail(format!("cannot parse the file: {e}")))?;
+        let (obj, pixels) = match open_by_frame(path) {
+            Some(opened) => opened,
+            None => (
+                open_file(path).map_err(|e| fail(format!("cannot parse the file: {e}")))?,
+                Pixels::InObject,
+            ),
+        };
         let transfer_syntax = transfer_syntax_name(obj.meta().transfer_syntax());
         let modality = string_attr(&obj, tags::MODALITY).unwrap_or_else(|| "?".into());
-        if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+        if matches!(pixels, Pixels::InObject)
+            && obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none()
+        {
             return Err(fail("the file has no Pixel Data".into()));
         }
-        let frames = int_attr(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32;
+        let frames = frame_count(&obj);
         Ok(Self {
             path: path.to_path_buf(),
             obj,
+            pixels,
             frames,
             modality,
             transfer_syntax,
         })
     }
 
+    /// Whether frames are read from the file one at a time (rather than from the whole file
+    /// held in memory).
+    pub fn reads_by_frame(&self) -> bool {
+        !matches!(self.pixels, Pixels::InObject)
+    }
+
     pub fn frames(&self) -> u32 {
         self.frames
     }
 
+    /// The data set's attributes. Pixel Data is among them only for files read whole
+    /// ([`DicomFile::reads_by_frame`] false).
     pub fn object(&self) -> &DefaultDicomObject {
         &self.obj
     }
@@ -87,7 +141,7 @@ impl DicomFile {
                 frames,
             });
         }
-        if let Some(picture) = native_ybr_frame(obj, frame).map_err(|e| self.fail(e))? {
+        if let Some(picture) = self.native_ybr(frame).map_err(|e| self.fail(e))? {
             return Ok(LoadedFrame {
                 picture,
                 frame,
@@ -95,8 +149,14 @@ impl DicomFile {
                 format: format!("DICOM {modality}, {}, {ts}", photometric_name(obj)),
             });
         }
-        let decoded = obj
-            .decode_pixel_data_frame(frame)
+        // The object the codec reads, and the frame's index in it.
+        let (guard, index) = self.frame_object(frame)?;
+        let source: &DefaultDicomObject = match &guard {
+            Some(scratch) => scratch,
+            None => obj,
+        };
+        let decoded = source
+            .decode_pixel_data_frame(index)
             .map_err(|e| self.fail(format!("cannot decode frame {frame} ({ts}): {e}")))?;
         // The decoded photometric interpretation: codecs that convert colour (JPEG) report RGB.
         let pi = decoded.photometric_interpretation().clone();
@@ -107,6 +167,114 @@ impl DicomFile {
             frames_in_file: frames,
             format: format!("DICOM {modality}, {pi}, {ts}"),
         })
+    }
+
+    /// The object holding frame `frame`'s pixel data for dicom-pixeldata, and the frame's
+    /// index in it: the file's own object, or the scratch object with the frame read in.
+    fn frame_object(
+        &self,
+        frame: u32,
+    ) -> Result<(Option<MutexGuard<'_, DefaultDicomObject>>, u32), InputError> {
+        let lock = |scratch| lock_scratch(scratch, self);
+        match &self.pixels {
+            Pixels::InObject => Ok((None, frame)),
+            Pixels::Native { scratch, .. } => {
+                let bytes = self.native_frame_bytes(frame, native_frame_len(&self.obj))?;
+                let mut scratch = lock(scratch)?;
+                scratch.put(DataElement::new(
+                    tags::PIXEL_DATA,
+                    VR::OB,
+                    PrimitiveValue::U8(bytes.into()),
+                ));
+                Ok((Some(scratch), 0))
+            }
+            Pixels::Fragments {
+                file,
+                fragments,
+                scratch,
+            } => {
+                let &(start, len) = fragments.get(frame as usize).ok_or_else(|| {
+                    self.fail(format!("frame {frame} has no Pixel Data fragment"))
+                })?;
+                let mut bytes = vec![0u8; len as usize];
+                read_at(file, start, &mut bytes)
+                    .map_err(|e| self.fail(format!("frame {frame}: reading its fragment: {e}")))?;
+                let mut scratch = lock(scratch)?;
+                let mut bytes = Some(bytes);
+                scratch.update_value(tags::PIXEL_DATA, |value| {
+                    if let Some(slots) = value.fragments_mut() {
+                        for slot in slots.iter_mut().filter(|s| !s.is_empty()) {
+                            *slot = Vec::new();
+                        }
+                        if let (Some(slot), Some(bytes)) =
+                            (slots.get_mut(frame as usize), bytes.take())
+                        {
+                            *slot = bytes;
+                        }
+                    }
+                });
+                Ok((Some(scratch), frame))
+            }
+        }
+    }
+
+    /// `len` bytes of native frame `frame`, read from the file; an error naming the Pixel
+    /// Data's size when the frame lies past its end.
+    fn native_frame_bytes(&self, frame: u32, frame_len: usize) -> Result<Vec<u8>, InputError> {
+        let Pixels::Native {
+            file, start, len, ..
+        } = &self.pixels
+        else {
+            return Err(self.fail("internal: native frame of encapsulated pixel data".into()));
+        };
+        let at = frame as u64 * frame_len as u64;
+        if at + frame_len as u64 > *len {
+            return Err(self.fail(format!(
+                "Pixel Data holds {len} bytes, frame {frame} needs bytes {at}..{}: the file is truncated",
+                at + frame_len as u64
+            )));
+        }
+        let mut bytes = vec![0u8; frame_len];
+        read_at(file, start + at, &mut bytes)
+            .map_err(|e| self.fail(format!("frame {frame}: reading its pixels: {e}")))?;
+        Ok(bytes)
+    }
+
+    /// Native YBR_FULL/YBR_FULL_422 frame `frame` converted here (`None`: not such a frame).
+    fn native_ybr(&self, frame: u32) -> Result<Option<Picture>, String> {
+        let Some(layout) = native_ybr_layout(&self.obj, &self.pixels)? else {
+            return Ok(None);
+        };
+        match &self.pixels {
+            Pixels::InObject => {
+                let pixel_data = self
+                    .obj
+                    .element(tags::PIXEL_DATA)
+                    .map_err(|e| format!("Pixel Data: {e}"))?;
+                let bytes = pixel_data
+                    .to_bytes()
+                    .map_err(|e| format!("Pixel Data: {e}"))?;
+                let start = frame as usize * layout.frame_len;
+                let data = bytes.get(start..start + layout.frame_len).ok_or_else(|| {
+                    format!(
+                        "Pixel Data holds {} bytes, frame {frame} needs bytes {start}..{}: the file is truncated",
+                        bytes.len(),
+                        start + layout.frame_len
+                    )
+                })?;
+                layout.to_rgb(data).map(Some)
+            }
+            Pixels::Native { .. } => {
+                let data =
+                    self.native_frame_bytes(frame, layout.frame_len)
+                        .map_err(|e| match e {
+                            InputError::Dicom { reason, .. } => reason,
+                            other => other.to_string(),
+                        })?;
+                layout.to_rgb(&data).map(Some)
+            }
+            Pixels::Fragments { .. } => Ok(None),
+        }
     }
 
     /// Frame `frame`, decoded by dicom-pixeldata, as a picture in its photometric
@@ -254,19 +422,39 @@ fn ybr_full_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
 /// dicom-pixeldata: its YBR conversion (0.10) adds the Cb term of green where the standard
 /// subtracts it, and it does not unpack the 2-bytes-per-pixel layout of native YBR_FULL_422.
 /// Compressed YBR (JPEG) is converted by the codec and is not handled here.
-fn native_ybr_frame(obj: &DefaultDicomObject, frame: u32) -> Result<Option<Picture>, String> {
+struct YbrLayout {
+    subsampled_422: bool,
+    rows: usize,
+    cols: usize,
+    planar: bool,
+    /// Bytes a frame.
+    frame_len: usize,
+}
+
+/// The layout of a native YBR_FULL/YBR_FULL_422 frame; `None` when the pixel data is
+/// something else.
+fn native_ybr_layout(
+    obj: &DefaultDicomObject,
+    pixels: &Pixels,
+) -> Result<Option<YbrLayout>, String> {
     let pi = photometric_name(obj);
     if pi != "YBR_FULL" && pi != "YBR_FULL_422" {
         return Ok(None);
     }
-    let pixel_data = obj
-        .element(tags::PIXEL_DATA)
-        .map_err(|e| format!("Pixel Data: {e}"))?;
-    if matches!(
-        pixel_data.value(),
-        dicom_core::value::Value::PixelSequence(_)
-    ) {
-        return Ok(None);
+    match pixels {
+        Pixels::Fragments { .. } => return Ok(None),
+        Pixels::Native { .. } => {}
+        Pixels::InObject => {
+            let pixel_data = obj
+                .element(tags::PIXEL_DATA)
+                .map_err(|e| format!("Pixel Data: {e}"))?;
+            if matches!(
+                pixel_data.value(),
+                dicom_core::value::Value::PixelSequence(_)
+            ) {
+                return Ok(None);
+            }
+        }
     }
     let rows = int_attr(obj, tags::ROWS).unwrap_or(0) as usize;
     let cols = int_attr(obj, tags::COLUMNS).unwrap_or(0) as usize;
@@ -280,46 +468,182 @@ fn native_ybr_frame(obj: &DefaultDicomObject, frame: u32) -> Result<Option<Pictu
         ));
     }
     let planar = int_attr(obj, tags::PLANAR_CONFIGURATION).unwrap_or(0) == 1;
-    let bytes = pixel_data
-        .to_bytes()
-        .map_err(|e| format!("Pixel Data: {e}"))?;
+    let subsampled_422 = pi == "YBR_FULL_422";
     let pixels = rows * cols;
     // YBR_FULL_422 stores Y1 Y2 Cb Cr for each horizontal pair of pixels: 2 bytes a pixel.
-    let frame_len = if pi == "YBR_FULL_422" {
+    let frame_len = if subsampled_422 {
         pixels * 2
     } else {
         pixels * 3
     };
-    let start = frame as usize * frame_len;
-    let data = bytes.get(start..start + frame_len).ok_or_else(|| {
-        format!(
-            "Pixel Data holds {} bytes, frame {frame} needs bytes {start}..{}: the file is truncated",
-            bytes.len(),
-            start + frame_len
-        )
-    })?;
-    let mut rgb = RgbImage::new(cols as u32, rows as u32);
-    let out = rgb.as_mut();
-    if pi == "YBR_FULL_422" {
-        if cols % 2 != 0 {
-            return Err("YBR_FULL_422 with an odd number of columns".into());
+    Ok(Some(YbrLayout {
+        subsampled_422,
+        rows,
+        cols,
+        planar,
+        frame_len,
+    }))
+}
+
+impl YbrLayout {
+    /// One frame's bytes (`frame_len` of them) to RGB.
+    fn to_rgb(&self, data: &[u8]) -> Result<Picture, String> {
+        let (rows, cols, planar) = (self.rows, self.cols, self.planar);
+        let pixels = rows * cols;
+        let mut rgb = RgbImage::new(cols as u32, rows as u32);
+        let out = rgb.as_mut();
+        if self.subsampled_422 {
+            if cols % 2 != 0 {
+                return Err("YBR_FULL_422 with an odd number of columns".into());
+            }
+            for (pair, chunk) in data.chunks_exact(4).enumerate() {
+                let (y1, y2, cb, cr) = (chunk[0], chunk[1], chunk[2], chunk[3]);
+                out[pair * 6..pair * 6 + 3].copy_from_slice(&ybr_full_to_rgb(y1, cb, cr));
+                out[pair * 6 + 3..pair * 6 + 6].copy_from_slice(&ybr_full_to_rgb(y2, cb, cr));
+            }
+        } else {
+            for i in 0..pixels {
+                let (y, cb, cr) = if planar {
+                    (data[i], data[pixels + i], data[2 * pixels + i])
+                } else {
+                    (data[3 * i], data[3 * i + 1], data[3 * i + 2])
+                };
+                out[3 * i..3 * i + 3].copy_from_slice(&ybr_full_to_rgb(y, cb, cr));
+            }
         }
-        for (pair, chunk) in data.chunks_exact(4).enumerate() {
-            let (y1, y2, cb, cr) = (chunk[0], chunk[1], chunk[2], chunk[3]);
-            out[pair * 6..pair * 6 + 3].copy_from_slice(&ybr_full_to_rgb(y1, cb, cr));
-            out[pair * 6 + 3..pair * 6 + 6].copy_from_slice(&ybr_full_to_rgb(y2, cb, cr));
-        }
-    } else {
-        for i in 0..pixels {
-            let (y, cb, cr) = if planar {
-                (data[i], data[pixels + i], data[2 * pixels + i])
-            } else {
-                (data[3 * i], data[3 * i + 1], data[3 * i + 2])
-            };
-            out[3 * i..3 * i + 3].copy_from_slice(&ybr_full_to_rgb(y, cb, cr));
-        }
+        Ok(Picture::Rgb(rgb))
     }
-    Ok(Some(Picture::Rgb(rgb)))
+}
+
+fn lock_scratch<'a>(
+    scratch: &'a Mutex<DefaultDicomObject>,
+    file: &DicomFile,
+) -> Result<MutexGuard<'a, DefaultDicomObject>, InputError> {
+    scratch
+        .lock()
+        .map_err(|_| file.fail("an earlier frame's decoding panicked".into()))
+}
+
+fn frame_count(obj: &DefaultDicomObject) -> u32 {
+    int_attr(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32
+}
+
+/// Bytes a native frame takes in Pixel Data: as dicom-pixeldata slices frames, or as
+/// YBR_FULL_422 packs them (2 bytes a pixel, converted here).
+fn native_frame_len(obj: &DefaultDicomObject) -> usize {
+    let attr = |tag| int_attr(obj, tag).unwrap_or(0).max(0) as usize;
+    let pixels = attr(tags::ROWS) * attr(tags::COLUMNS);
+    let bits = attr(tags::BITS_ALLOCATED);
+    if photometric_name(obj) == "YBR_FULL_422" && bits == 8 {
+        return pixels * 2;
+    }
+    let samples = pixels * attr(tags::SAMPLES_PER_PIXEL);
+    if bits == 1 {
+        samples / 8
+    } else {
+        samples * bits.div_ceil(8)
+    }
+}
+
+/// Whether decoding a native frame depends on nothing but its bytes, so that a one-frame
+/// object decodes it as the whole file would: dicom-pixeldata picks rescale, window and VOI
+/// LUT function values by frame index, which only matters when there are several.
+fn native_decoding_is_per_frame_free(obj: &DefaultDicomObject) -> bool {
+    let functional_groups = [
+        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+        tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+    ];
+    if functional_groups
+        .iter()
+        .any(|t| obj.element_opt(*t).ok().flatten().is_some())
+    {
+        return false;
+    }
+    [
+        tags::WINDOW_CENTER,
+        tags::WINDOW_WIDTH,
+        tags::RESCALE_INTERCEPT,
+        tags::RESCALE_SLOPE,
+        tags::VOILUT_FUNCTION,
+    ]
+    .iter()
+    .all(|t| match obj.element_opt(*t).ok().flatten() {
+        None => true,
+        Some(e) => e.value().multiplicity() <= 1,
+    })
+}
+
+/// Opens a file to be read a frame at a time: its header parsed, its Pixel Data located but
+/// not read. `None` when the file is not one this covers (other transfer syntaxes, several
+/// fragments a frame, per-frame decoding parameters, anything unexpected): it is then read
+/// whole, and any error is reported from that.
+fn open_by_frame(path: &Path) -> Option<(DefaultDicomObject, Pixels)> {
+    let header = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .ok()?;
+    let ts = header
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
+    let native = ts == uids::IMPLICIT_VR_LITTLE_ENDIAN || ts == uids::EXPLICIT_VR_LITTLE_ENDIAN;
+    let per_fragment_codec = [
+        uids::JPEG_BASELINE8_BIT,
+        uids::JPEG_EXTENDED12_BIT,
+        uids::JPEG_LOSSLESS,
+        uids::JPEG_LOSSLESS_SV1,
+        uids::RLE_LOSSLESS,
+    ]
+    .contains(&ts.as_str());
+    if !native && !per_fragment_codec {
+        return None;
+    }
+    let file = File::open(path).ok()?;
+    let layout = locate_pixel_data(&file, ts != uids::IMPLICIT_VR_LITTLE_ENDIAN).ok()?;
+    let frames = frame_count(&header);
+    match layout {
+        PixelLayout::Native { start, len } if native => {
+            let frame_len = native_frame_len(&header) as u64;
+            if frame_len == 0
+                || frames as u64 * frame_len > len
+                || !native_decoding_is_per_frame_free(&header)
+            {
+                return None;
+            }
+            let mut scratch = header.clone();
+            scratch.put(DataElement::new(
+                tags::NUMBER_OF_FRAMES,
+                VR::IS,
+                PrimitiveValue::from("1"),
+            ));
+            let pixels = Pixels::Native {
+                file,
+                start,
+                len,
+                scratch: Mutex::new(scratch),
+            };
+            Some((header, pixels))
+        }
+        PixelLayout::Encapsulated {
+            offset_table,
+            fragments,
+        } if per_fragment_codec && fragments.len() == frames as usize => {
+            let mut scratch = header.clone();
+            scratch.put(DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OB,
+                PixelFragmentSequence::new(offset_table, vec![Vec::new(); fragments.len()]),
+            ));
+            let pixels = Pixels::Fragments {
+                file,
+                fragments,
+                scratch: Mutex::new(scratch),
+            };
+            Some((header, pixels))
+        }
+        _ => None,
+    }
 }
 
 /// A PALETTE COLOR lookup table, scaled to 8 bits per channel.
