@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Replay cost against cine length: writes synthetic cines of 900, 1800 and 3600 frames (15 fps)
+# and measures, each in its own process, replaying them through DicomReplay
+# (benches/dicom_cine.rs `decode`) and `ceusd analyze` on them: wall time per frame and peak
+# RSS. Time per frame should stay flat and peak RSS should not grow with the length.
+#
+#   tools/cine_scaling.sh [OUT_DIR] [FRAMES...]      (default /tmp/ceusd-cine-scaling 900 1800 3600)
+#
+# Cases: JPEG baseline at 1920x1080 (`ceusd synth`), and uncompressed RGB at 640x480 (the same
+# exam's frames rewritten natively): uncompressed 1080p is 6.2 MB a frame, so 3600 frames would
+# be 22 GB, past the 4 GiB a defined-length Pixel Data can hold. Each cine is deleted once
+# measured. Uses the dev profile's binaries (built here, as the tests are).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-/tmp/ceusd-cine-scaling}
+shift || true
+counts=("$@")
+[ ${#counts[@]} -gt 0 ] || counts=(900 1800 3600)
+mkdir -p "$out"
+
+if [ -z "${CINE_SCALING_NO_BUILD:-}" ]; then
+    cargo build --locked --bin ceusd >&2
+    cargo build --locked --profile dev --bench dicom_cine >&2
+fi
+# Copies, so that a rebuild during the run does not change what is measured.
+mkdir -p "$out/bin"
+cp target/debug/ceusd "$out/bin/ceusd"
+cp "$(ls -t target/debug/deps/dicom_cine-* | grep -v '\.d$' | head -1)" "$out/bin/dicom_cine"
+ceusd=$out/bin/ceusd
+bench=$out/bin/dicom_cine
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+fam=$(grep -m1 '^cpu family' /proc/cpuinfo | cut -d: -f2 | tr -d ' ')
+model=$(grep -m1 '^model\s*:' /proc/cpuinfo | cut -d: -f2 | tr -d ' ')
+echo "CPU: $cpu (family $fam model $model), $(nproc) CPUs; $(git rev-parse --short HEAD)"
+printf '| %-22s | %6s | %8s | %16s | %15s | %10s | %17s | %16s |\n' \
+    case frames "file MB" "replay ms/frame" "replay peak MB" "analyze s" "analyze ms/frame" "analyze peak MB"
+printf '|%s|\n' "------------------------|--------|----------|------------------|-----------------|------------|-------------------|------------------"
+
+# measure CASE FRAMES CINE GROUND_TRUTH [ANALYZE OPTIONS...]
+measure() {
+    local case=$1 n=$2 cine=$3 truth=$4
+    shift 4
+    local mb roi line rms ms tv
+    mb=$(( $(stat -c %s "$cine") / 1000000 ))
+    roi=$(jq -r '.lesion_ceus | "\(.x),\(.y),\(.width),\(.height)"' "$truth")
+    line=$("$bench" decode "$cine")
+    ms=$(sed -E 's/.* ([0-9.]+) ms\/frame.*/\1/' <<<"$line")
+    rms=$(sed -E 's/.*peak RSS ([0-9]+) MB.*/\1/' <<<"$line")
+    tv=$(mktemp)
+    /usr/bin/time -f '%e %M' -o "$tv" "$ceusd" analyze "$cine" --roi "$roi" --json "$@" >/dev/null 2>"$out/analyze.log"
+    read -r secs kb <"$tv"
+    rm -f "$tv"
+    printf '| %-22s | %6d | %8d | %16s | %15s | %10s | %17.2f | %16d |\n' "$case" "$n" "$mb" "$ms" "$rms" \
+        "$secs" "$(echo "1000 * $secs / $n" | bc -l)" $((kb / 1024))
+}
+
+for n in "${counts[@]}"; do
+    secs=$(echo "$n / 15" | bc -l)
+    jpeg="$out/jpeg_1080p_$n.dcm"
+    "$ceusd" synth --kind pdac --size 1920x1080 --fps 15 --duration "$secs" --out "$jpeg" >&2
+    measure "JPEG baseline 1920x1080" "$n" "$jpeg" "${jpeg%.dcm}.ground_truth.json"
+    rm -f "$jpeg"
+
+    small="$out/jpeg_480p_$n.dcm"
+    raw="$out/native_480p_$n.dcm"
+    "$ceusd" synth --kind pdac --size 640x480 --fps 15 --duration "$secs" --out "$small" >&2
+    "$bench" native "$small" "$raw"
+    # No built-in preset is for 640x480: the synthetic exam's panes, from its ground truth.
+    truth="${small%.dcm}.ground_truth.json"
+    jq -r '"[[preset]]\nname = \"synthetic-480p\"\nwidth = 640\nheight = 480\n" +
+        "bmode = \"\(.bmode_pane | "\(.x),\(.y),\(.width),\(.height)")\"\n" +
+        "ceus = \"\(.ceus_pane | "\(.x),\(.y),\(.width),\(.height)")\""' "$truth" >"$out/layouts.toml"
+    measure "uncompressed 640x480" "$n" "$raw" "$truth" --layouts "$out/layouts.toml" --layout synthetic-480p
+    rm -f "$small" "$raw"
+done
