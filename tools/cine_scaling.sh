@@ -6,6 +6,9 @@
 #
 #   tools/cine_scaling.sh [OUT_DIR] [FRAMES...]      (default /tmp/ceusd-cine-scaling 900 1800 3600)
 #
+# CINE_SCALING_CASES="jpeg native" (the default) picks the cases; CINE_SCALING_NO_BUILD=1 uses
+# the binaries already built.
+#
 # Cases: JPEG baseline at 1920x1080 (`ceusd synth`), and uncompressed RGB at 640x480 (the same
 # exam's frames rewritten natively): uncompressed 1080p is 6.2 MB a frame, so 3600 frames would
 # be 22 GB, past the 4 GiB a defined-length Pixel Data can hold. Each cine is deleted once
@@ -41,10 +44,12 @@ printf '|%s|\n' "------------------------|--------|----------|------------------
 measure() {
     local case=$1 n=$2 cine=$3 truth=$4
     shift 4
-    local mb roi line rms ms tv
+    local mb roi line rms ms tv secs kb
     mb=$(( $(stat -c %s "$cine") / 1000000 ))
     roi=$(jq -r '.lesion_ceus | "\(.x),\(.y),\(.width),\(.height)"' "$truth")
     line=$("$bench" decode "$cine")
+    # The frames the file holds (what synth wrote), not the count asked for.
+    n=$(sed -E 's/.*: ([0-9]+) frames,.*/\1/' <<<"$line")
     ms=$(sed -E 's/.* ([0-9.]+) ms\/frame.*/\1/' <<<"$line")
     rms=$(sed -E 's/.*peak RSS ([0-9]+) MB.*/\1/' <<<"$line")
     tv=$(mktemp)
@@ -55,12 +60,16 @@ measure() {
         "$secs" "$(echo "1000 * $secs / $n" | bc -l)" $((kb / 1024))
 }
 
+cases=${CINE_SCALING_CASES:-jpeg native}
 for n in "${counts[@]}"; do
     secs=$(echo "$n / 15" | bc -l)
-    jpeg="$out/jpeg_1080p_$n.dcm"
-    "$ceusd" synth --kind pdac --size 1920x1080 --fps 15 --duration "$secs" --out "$jpeg" >&2
-    measure "JPEG baseline 1920x1080" "$n" "$jpeg" "${jpeg%.dcm}.ground_truth.json"
-    rm -f "$jpeg"
+    if [[ " $cases " == *" jpeg "* ]]; then
+        jpeg="$out/jpeg_1080p_$n.dcm"
+        "$ceusd" synth --kind pdac --size 1920x1080 --fps 15 --duration "$secs" --out "$jpeg" >&2
+        measure "JPEG baseline 1920x1080" "$n" "$jpeg" "${jpeg%.dcm}.ground_truth.json"
+        rm -f "$jpeg"
+    fi
+    [[ " $cases " == *" native "* ]] || continue
 
     small="$out/jpeg_480p_$n.dcm"
     raw="$out/native_480p_$n.dcm"
