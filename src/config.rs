@@ -605,7 +605,6 @@ impl TryFrom<&SourceSection> for Source {
                 format!("{speed}: expected more than 0 and at most 100"),
             ));
         }
-        let pacing = Pacing::real_time(speed).map_err(|e| invalid("source.speed", e))?;
         let presets = match &raw.layouts_file {
             None => Presets::default(),
             Some(p) => Presets::with_site_file(p)
@@ -627,7 +626,8 @@ impl TryFrom<&SourceSection> for Source {
             },
             uri: raw.uri.clone(),
             spec,
-            pacing,
+            // `speed` is positive and finite, as checked above.
+            pacing: Pacing::RealTime { speed },
             layout: LayoutChoice { presets, fixed },
         })
     }

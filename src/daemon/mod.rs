@@ -142,7 +142,7 @@ pub async fn serve_source(
     let source_name = source.describe();
     log::info!("source: {source_name}");
     let model_name = identity.name.clone();
-    let mut running = start(&config, model, source, outbox, &topics)?;
+    let mut running = start(&config, model, source, &source_name, outbox, &topics)?;
 
     systemd::ready(&format!("idle; source {source_name}; model {model_name}"));
     log::info!(
@@ -168,10 +168,11 @@ fn start(
     config: &Config,
     model: Arc<DlrModel>,
     mut source: Box<dyn FrameSource>,
+    source_name: &str,
     outbox: Arc<Mutex<Outbox>>,
     topics: &Topics,
 ) -> Result<Running, DaemonError> {
-    let settings = pipeline_settings(config, &source.describe());
+    let settings = pipeline_settings(config, source_name);
     let health = Health::new(config.pipeline.stall, config.pipeline.inference_stall);
     let stopping = Arc::new(AtomicBool::new(false));
     let frames = Arc::new(DropOldest::new(config.pipeline.frame_queue));
