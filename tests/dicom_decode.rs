@@ -102,3 +102,82 @@ fn truncated_and_non_dicom_files_are_refused_with_a_reason() {
         .to_string();
     assert!(e.contains("not_dicom.dcm") && e.contains("DICOM"), "{e}");
 }
+
+/// JPEG 2000 and segmented palettes (`tools/dicom_breadth_reference.py` →
+/// `tests/data/dicom/breadth/`): lossless frames equal pydicom's, lossy frames are within
+/// one gray level of pydicom's (pylibjpeg-openjpeg) at every pixel.
+#[test]
+fn jpeg2000_and_segmented_palette_frames_decode_like_pydicom() {
+    let dir = data_dir().join("breadth");
+    let text = std::fs::read_to_string(dir.join("reference.json")).expect("reference.json");
+    let r: Value = serde_json::from_str(&text).expect("reference.json parses");
+    let mut checked = 0;
+    for f in r["files"].as_array().expect("files") {
+        let name = f["file"].as_str().unwrap();
+        for frame in f["frames"].as_array().unwrap() {
+            let index = frame["index"].as_u64().unwrap() as u32;
+            let loaded = load_frame(&dir.join(name), index)
+                .unwrap_or_else(|e| panic!("{name} frame {index}: {e}"));
+            let gray = gray_of(&loaded.picture);
+            let size = (gray.width() as u64, gray.height() as u64);
+            let want = (f["columns"].as_u64().unwrap(), f["rows"].as_u64().unwrap());
+            assert_eq!(size, want, "{name}");
+            if f["lossy"].as_bool().unwrap() {
+                let png = frame["gray_png"].as_str().unwrap();
+                let reference = image::open(dir.join(png)).expect(png).to_luma8();
+                let worst = gray
+                    .as_raw()
+                    .iter()
+                    .zip(reference.as_raw())
+                    .map(|(a, b)| a.abs_diff(*b))
+                    .max()
+                    .unwrap();
+                assert!(
+                    worst <= 1,
+                    "{name} frame {index}: {worst} levels from pydicom's"
+                );
+            } else {
+                let digest = hex::encode(Sha256::digest(gray.as_raw()));
+                let want = frame["sha256_gray"].as_str().unwrap();
+                assert_eq!(
+                    digest, want,
+                    "{name} frame {index}: gray differs from pydicom's"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 22, "frames checked");
+}
+
+#[test]
+fn jpeg2000_cines_are_read_a_frame_at_a_time() {
+    use ceusd::capture::dicom::DicomFile;
+    for name in [
+        "mono2_multiframe_j2k_gdcm.dcm",
+        "mono2_multiframe_j2k_lossy_pydicom.dcm",
+        // Each frame in 3 fragments, told apart by the basic offset table.
+        "mono2_multiframe_j2k_3fragments.dcm",
+        // One frame in 3 fragments, without an offset table.
+        "examples_jpeg2k.dcm",
+    ] {
+        let file = DicomFile::open(&data_dir().join("breadth").join(name)).unwrap();
+        assert!(file.reads_by_frame(), "{name} is read whole");
+    }
+}
+
+#[test]
+fn an_unsupported_transfer_syntax_is_named_with_those_that_are_supported() {
+    let e = load_frame(&data_dir().join("breadth/mono2_jpegls_gdcm.dcm"), 0)
+        .unwrap_err()
+        .to_string();
+    for part in [
+        "mono2_jpegls_gdcm.dcm",
+        "1.2.840.10008.1.2.4.80 (JPEG-LS Lossless Image Compression) is not supported",
+        "JPEG 2000 Lossless (1.2.840.10008.1.2.4.90)",
+        "JPEG 2000 (1.2.840.10008.1.2.4.91)",
+        "RLE Lossless (1.2.840.10008.1.2.5)",
+    ] {
+        assert!(e.contains(part), "{e}");
+    }
+}

@@ -1,12 +1,14 @@
 //! DICOM files through the dicom-rs crates: single- and multi-frame ultrasound in RGB,
-//! YBR_FULL, YBR_FULL_422, PALETTE COLOR and MONOCHROME1/2; uncompressed, RLE Lossless and
-//! JPEG baseline (the codecs `dicom-pixeldata` builds in pure Rust).
+//! YBR_FULL, YBR_FULL_422, PALETTE COLOR (plain or segmented tables) and MONOCHROME1/2;
+//! uncompressed, RLE Lossless, JPEG and JPEG 2000 (the codecs `dicom-pixeldata` builds in
+//! pure Rust; JPEG 2000 through `openjp2`, a Rust port of OpenJPEG).
 //!
 //! Only the requested frame is read and decoded, so a long cine costs one frame's work per
 //! frame: in the little endian syntaxes the header is parsed once and each frame's bytes (the
-//! native frame, or its one fragment) are read from the file when it is asked for
+//! native frame, or its fragments) are read from the file when it is asked for
 //! (`pixel_index`); other files are read whole, as dicom-rs reads them.
 
+mod palette;
 mod pixel_index;
 
 use dicom_core::value::PixelFragmentSequence;
@@ -19,18 +21,62 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use palette::PaletteLut;
 use pixel_index::{locate_pixel_data, read_at, PixelLayout};
 
 use super::input_error::InputError;
 use super::picture::{LoadedFrame, Picture};
 
+/// The transfer syntax's name, or its UID when dicom-rs does not know it.
 fn transfer_syntax_name(uid: &str) -> String {
-    use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
     let uid = uid.trim_end_matches('\0');
+    registered_name(uid).unwrap_or_else(|| uid.to_string())
+}
+
+fn registered_name(uid: &str) -> Option<String> {
+    use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
     TransferSyntaxRegistry
         .get(uid)
         .map(|ts| ts.name().to_string())
-        .unwrap_or_else(|| uid.to_string())
+}
+
+/// Retired from the standard (so deprecated in dicom-rs's dictionary), still in archives.
+const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
+
+/// The transfer syntaxes whose pixel data is decoded here, each checked against pydicom on
+/// files in `tests/data/dicom` (`tests/dicom_decode.rs`); the README lists the same.
+const SUPPORTED_TRANSFER_SYNTAXES: [(&str, &str); 10] = [
+    (uids::IMPLICIT_VR_LITTLE_ENDIAN, "Implicit VR Little Endian"),
+    (uids::EXPLICIT_VR_LITTLE_ENDIAN, "Explicit VR Little Endian"),
+    (EXPLICIT_VR_BIG_ENDIAN, "Explicit VR Big Endian"),
+    (uids::RLE_LOSSLESS, "RLE Lossless"),
+    (uids::JPEG_BASELINE8_BIT, "JPEG Baseline"),
+    (uids::JPEG_EXTENDED12_BIT, "JPEG Extended"),
+    (uids::JPEG_LOSSLESS, "JPEG Lossless"),
+    (uids::JPEG_LOSSLESS_SV1, "JPEG Lossless SV1"),
+    (uids::JPEG2000_LOSSLESS, "JPEG 2000 Lossless"),
+    (uids::JPEG2000, "JPEG 2000"),
+];
+
+/// Refuses a transfer syntax outside [`SUPPORTED_TRANSFER_SYNTAXES`], naming it and listing
+/// those that are decoded.
+fn check_transfer_syntax(path: &Path, uid: &str) -> Result<(), InputError> {
+    let uid = uid.trim_end_matches('\0');
+    if SUPPORTED_TRANSFER_SYNTAXES.iter().any(|(u, _)| *u == uid) {
+        return Ok(());
+    }
+    let supported: Vec<String> = SUPPORTED_TRANSFER_SYNTAXES
+        .iter()
+        .map(|(uid, name)| format!("{name} ({uid})"))
+        .collect();
+    Err(InputError::Unsupported {
+        path: path.to_path_buf(),
+        what: format!(
+            "the pixel data's transfer syntax {uid} ({})",
+            registered_name(uid).unwrap_or_else(|| "a UID unknown to dicom-rs".into())
+        ),
+        reason: format!("ceusd decodes {}", supported.join(", ")),
+    })
 }
 
 fn int_attr(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<i64> {
@@ -52,14 +98,14 @@ enum Pixels {
         len: u64,
         scratch: Mutex<DefaultDicomObject>,
     },
-    /// Encapsulated pixel data with one fragment per frame, each read when its frame is.
-    /// `scratch` is the header with the file's basic offset table and as many fragments as
-    /// frames, all empty but the one being decoded: the codec is given frame k of an object
-    /// that has the file's frame count and attributes, so it decodes exactly as from the
-    /// whole file, without every other frame's bytes.
+    /// Encapsulated pixel data, each frame's fragments (start, length) read when the frame
+    /// is. `scratch` is the header with as many fragments as frames, all empty but the one
+    /// being decoded, which holds that frame's fragments joined: the codec is given frame k
+    /// of an object that has the file's frame count and attributes, so it decodes exactly
+    /// as from the whole file, without every other frame's bytes.
     Fragments {
         file: File,
-        fragments: Vec<(u64, u32)>,
+        frame_fragments: Vec<Vec<(u64, u32)>>,
         scratch: Mutex<DefaultDicomObject>,
     },
 }
@@ -88,6 +134,7 @@ impl DicomFile {
                 Pixels::InObject,
             ),
         };
+        check_transfer_syntax(path, obj.meta().transfer_syntax())?;
         let transfer_syntax = transfer_syntax_name(obj.meta().transfer_syntax());
         let modality = string_attr(&obj, tags::MODALITY).unwrap_or_else(|| "?".into());
         if matches!(pixels, Pixels::InObject)
@@ -190,15 +237,14 @@ impl DicomFile {
             }
             Pixels::Fragments {
                 file,
-                fragments,
+                frame_fragments,
                 scratch,
             } => {
-                let &(start, len) = fragments.get(frame as usize).ok_or_else(|| {
+                let fragments = frame_fragments.get(frame as usize).ok_or_else(|| {
                     self.fail(format!("frame {frame} has no Pixel Data fragment"))
                 })?;
-                let mut bytes = vec![0u8; len as usize];
-                read_at(file, start, &mut bytes)
-                    .map_err(|e| self.fail(format!("frame {frame}: reading its fragment: {e}")))?;
+                let bytes = read_fragments(file, fragments)
+                    .map_err(|e| self.fail(format!("frame {frame}: reading its fragments: {e}")))?;
                 let mut scratch = lock(scratch)?;
                 let mut bytes = Some(bytes);
                 scratch.update_value(tags::PIXEL_DATA, |value| {
@@ -573,9 +619,55 @@ fn native_decoding_is_per_frame_free(obj: &DefaultDicomObject) -> bool {
     })
 }
 
+/// Each frame's fragments: one each, all of them for a single frame, or as the basic offset
+/// table groups them (its offsets count from the first fragment's item header, 8 bytes
+/// before the fragment's data). `None` when the frames cannot be told apart.
+fn fragments_by_frame(
+    offset_table: &[u32],
+    fragments: Vec<(u64, u32)>,
+    frames: u32,
+) -> Option<Vec<Vec<(u64, u32)>>> {
+    let frames = frames as usize;
+    if fragments.len() == frames {
+        return Some(fragments.into_iter().map(|f| vec![f]).collect());
+    }
+    if fragments.is_empty() {
+        return None;
+    }
+    if frames == 1 {
+        return Some(vec![fragments]);
+    }
+    let ascending = offset_table.first() == Some(&0) && offset_table.is_sorted();
+    if offset_table.len() != frames || !ascending {
+        return None;
+    }
+    let first_item = fragments[0].0.checked_sub(8)?;
+    let mut by_frame = vec![Vec::new(); frames];
+    for fragment in fragments {
+        let offset = fragment.0.checked_sub(8 + first_item)?;
+        // The frame whose offset is the last one not past this fragment's.
+        let frame = offset_table.partition_point(|&o| o as u64 <= offset) - 1;
+        by_frame[frame].push(fragment);
+    }
+    by_frame.iter().all(|f| !f.is_empty()).then_some(by_frame)
+}
+
+/// The bytes of a frame's fragments, joined.
+fn read_fragments(file: &File, fragments: &[(u64, u32)]) -> std::io::Result<Vec<u8>> {
+    let total = fragments.iter().map(|&(_, len)| len as usize).sum();
+    let mut bytes = vec![0u8; total];
+    let mut at = 0;
+    for &(start, len) in fragments {
+        read_at(file, start, &mut bytes[at..at + len as usize])?;
+        at += len as usize;
+    }
+    Ok(bytes)
+}
+
 /// Opens a file to be read a frame at a time: its header parsed, its Pixel Data located but
 /// not read. `None` when the file is not one this covers (other transfer syntaxes, several
-/// fragments a frame, per-frame decoding parameters, anything unexpected): it is then read
+/// fragments a frame without an offset table, per-frame decoding parameters, anything
+/// unexpected): it is then read
 /// whole, and any error is reported from that.
 fn open_by_frame(path: &Path) -> Option<(DefaultDicomObject, Pixels)> {
     let header = OpenFileOptions::new()
@@ -593,6 +685,8 @@ fn open_by_frame(path: &Path) -> Option<(DefaultDicomObject, Pixels)> {
         uids::JPEG_EXTENDED12_BIT,
         uids::JPEG_LOSSLESS,
         uids::JPEG_LOSSLESS_SV1,
+        uids::JPEG2000_LOSSLESS,
+        uids::JPEG2000,
         uids::RLE_LOSSLESS,
     ]
     .contains(&ts.as_str());
@@ -628,117 +722,25 @@ fn open_by_frame(path: &Path) -> Option<(DefaultDicomObject, Pixels)> {
         PixelLayout::Encapsulated {
             offset_table,
             fragments,
-        } if per_fragment_codec && fragments.len() == frames as usize => {
+        } if per_fragment_codec => {
+            // With one fragment a frame the file's offset table is kept; otherwise it
+            // describes fragments the scratch object does not have.
+            let one_each = fragments.len() == frames as usize;
+            let frame_fragments = fragments_by_frame(&offset_table, fragments, frames)?;
+            let offset_table = if one_each { offset_table } else { Vec::new() };
             let mut scratch = header.clone();
             scratch.put(DataElement::new(
                 tags::PIXEL_DATA,
                 VR::OB,
-                PixelFragmentSequence::new(offset_table, vec![Vec::new(); fragments.len()]),
+                PixelFragmentSequence::new(offset_table, vec![Vec::new(); frames as usize]),
             ));
             let pixels = Pixels::Fragments {
                 file,
-                fragments,
+                frame_fragments,
                 scratch: Mutex::new(scratch),
             };
             Some((header, pixels))
         }
         _ => None,
-    }
-}
-
-/// A PALETTE COLOR lookup table, scaled to 8 bits per channel.
-struct PaletteLut {
-    first_mapped: i64,
-    channels: [Vec<u8>; 3],
-}
-
-impl PaletteLut {
-    fn read(obj: &DefaultDicomObject) -> Result<Self, String> {
-        let descriptors = [
-            tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
-            tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
-            tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
-        ];
-        let datas = [
-            tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
-            tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
-            tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
-        ];
-        let names = ["red", "green", "blue"];
-        let mut first_mapped = 0;
-        let mut channels: [Vec<u8>; 3] = Default::default();
-        for i in 0..3 {
-            let desc = obj
-                .element(descriptors[i])
-                .map_err(|_| {
-                    format!(
-                        "PALETTE COLOR without a {} palette descriptor (segmented palettes are not supported)",
-                        names[i]
-                    )
-                })?
-                .to_multi_int::<i64>()
-                .map_err(|e| format!("{} palette descriptor: {e}", names[i]))?;
-            if desc.len() != 3 {
-                return Err(format!(
-                    "{} palette descriptor has {} values, expected 3",
-                    names[i],
-                    desc.len()
-                ));
-            }
-            // 0 entries means 2^16.
-            let entries = if desc[0] == 0 {
-                65536
-            } else {
-                desc[0] as usize
-            };
-            let bits = desc[2];
-            first_mapped = desc[1];
-            let bytes = obj
-                .element(datas[i])
-                .map_err(|_| format!("PALETTE COLOR without {} palette data", names[i]))?
-                .to_bytes()
-                .map_err(|e| format!("{} palette data: {e}", names[i]))?
-                .to_vec();
-            let table: Vec<u8> = if bytes.len() == entries {
-                bytes // 8-bit entries packed one per byte
-            } else if bytes.len() >= entries * 2 {
-                bytes
-                    .chunks_exact(2)
-                    .take(entries)
-                    .map(|b| {
-                        let v = u16::from_le_bytes([b[0], b[1]]);
-                        // 16-bit entries keep their top byte; 8-bit entries are already 0..255.
-                        if bits > 8 {
-                            (v >> 8) as u8
-                        } else {
-                            v as u8
-                        }
-                    })
-                    .collect()
-            } else {
-                return Err(format!(
-                    "{} palette data has {} bytes for {entries} entries",
-                    names[i],
-                    bytes.len()
-                ));
-            };
-            channels[i] = table;
-        }
-        Ok(Self {
-            first_mapped,
-            channels,
-        })
-    }
-
-    fn colour(&self, index: u16) -> [u8; 3] {
-        let pick = |t: &Vec<u8>| {
-            let i = (index as i64 - self.first_mapped).clamp(0, t.len() as i64 - 1) as usize;
-            t[i]
-        };
-        [
-            pick(&self.channels[0]),
-            pick(&self.channels[1]),
-            pick(&self.channels[2]),
-        ]
     }
 }
