@@ -11,6 +11,8 @@ What this script does
    * PALETTE COLOR with *segmented* lookup tables (PS3.3 C.7.9.2: discrete, linear and
      indirect segments), 16-bit entries and 8-bit entries, written here (no tool encodes
      segmented palettes; pydicom decodes them);
+   * the uncompressed cine in implicit VR, big endian and deflated syntaxes (dcmtk's
+     ``dcmconv``);
    * a JPEG-LS file (``gdcmconv --jpegls``), a transfer syntax ceusd does not decode.
 
    It copies, unchanged, the JPEG 2000 samples that pydicom installs with itself:
@@ -24,7 +26,7 @@ What this script does
 
 Usage
 -----
-    apt-get install libgdcm-tools        # gdcmconv
+    apt-get install libgdcm-tools dcmtk  # gdcmconv, dcmconv
     pip install pydicom pylibjpeg pylibjpeg-openjpeg pillow numpy
     python3 tools/dicom_breadth_reference.py            # (re)write the files
     python3 tools/dicom_breadth_reference.py --check    # regenerate elsewhere, compare
@@ -275,6 +277,11 @@ def build(out: Path) -> dict:
                           "80x60, 8-bit palette indices, segmented 8-bit LUTs")
         files.append((p, "gray of US1_UNCR as 8-bit indices; segmented LUTs, 8-bit entries",
                        False))
+
+        for flag, syntax in (("+ti", "implicit"), ("+tb", "big_endian"), ("+td", "deflated")):
+            p = out / f"mono2_multiframe_{syntax}_dcmtk.dcm"
+            subprocess.run(["dcmconv", flag, str(cine_src), str(p)], check=True)
+            files.append((p, f"mono2_multiframe.dcm, dcmtk dcmconv {flag}", False))
 
         p = out / UNSUPPORTED_NAME
         gdcmconv(["--jpegls"], cine_src, p)

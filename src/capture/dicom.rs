@@ -45,10 +45,14 @@ const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
 
 /// The transfer syntaxes whose pixel data is decoded here, each checked against pydicom on
 /// files in `tests/data/dicom` (`tests/dicom_decode.rs`); the README lists the same.
-const SUPPORTED_TRANSFER_SYNTAXES: [(&str, &str); 10] = [
+const SUPPORTED_TRANSFER_SYNTAXES: [(&str, &str); 11] = [
     (uids::IMPLICIT_VR_LITTLE_ENDIAN, "Implicit VR Little Endian"),
     (uids::EXPLICIT_VR_LITTLE_ENDIAN, "Explicit VR Little Endian"),
     (EXPLICIT_VR_BIG_ENDIAN, "Explicit VR Big Endian"),
+    (
+        uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+        "Deflated Explicit VR Little Endian",
+    ),
     (uids::RLE_LOSSLESS, "RLE Lossless"),
     (uids::JPEG_BASELINE8_BIT, "JPEG Baseline"),
     (uids::JPEG_EXTENDED12_BIT, "JPEG Extended"),
