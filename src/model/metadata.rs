@@ -175,6 +175,43 @@ impl std::str::FromStr for WeightFormat {
     }
 }
 
+/// How far a model's weights are trained for the task, as `model inspect`, `analyze` and every
+/// result say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Training {
+    /// Trained for the task (imported from a trained DLR checkpoint, or `ceusd train`).
+    #[serde(rename = "trained")]
+    Trained,
+    /// Seeded random weights throughout (`ceusd model init`).
+    #[serde(rename = "untrained")]
+    Untrained,
+    /// A pretrained backbone (e.g. ImageNet) under a seeded DLR head
+    /// (`ceusd model import --backbone-only`), waiting for `ceusd train`.
+    #[serde(rename = "head untrained")]
+    HeadUntrained,
+}
+
+impl Training {
+    pub fn name(self) -> &'static str {
+        match self {
+            Training::Trained => "trained",
+            Training::Untrained => "untrained",
+            Training::HeadUntrained => "head untrained",
+        }
+    }
+
+    /// Why a score of such a model means nothing, as warnings say it; `None` when trained.
+    pub fn untrained_reason(self) -> Option<&'static str> {
+        match self {
+            Training::Trained => None,
+            Training::Untrained => Some("is untrained"),
+            Training::HeadUntrained => Some(
+                "has an untrained head (backbone imported, DLR head seeded; run `ceusd train`)",
+            ),
+        }
+    }
+}
+
 /// Where the weights came from. Kept with the weights so a result can always be traced back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
@@ -234,6 +271,11 @@ pub struct ModelMetadata {
     pub threshold: f32,
     pub head_hidden: u32,
     pub head_activation: HeadActivation,
+    /// True while the head is seeded and the backbone pretrained (`model import
+    /// --backbone-only`); `ceusd train` clears it. Stored (`ceusd.head.untrained`) only when
+    /// true, so the files and content hashes of every other model stay as they were.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub head_untrained: bool,
     pub provenance: Provenance,
     /// Absent from files (and from the content hash) while it is the default, so the hashes of
     /// torchvision-format files do not depend on this field's existence.
@@ -259,6 +301,7 @@ impl ModelMetadata {
             threshold: 0.5,
             head_hidden: 512,
             head_activation: HeadActivation::Relu,
+            head_untrained: false,
             provenance,
             weight_format: WeightFormat::Torchvision,
         }
@@ -270,6 +313,17 @@ impl ModelMetadata {
             .iter()
             .position(|c| c == &self.positive_class)
             .unwrap_or(0)
+    }
+
+    /// How far the weights are trained for the task.
+    pub fn training(&self) -> Training {
+        if self.head_untrained {
+            Training::HeadUntrained
+        } else if self.provenance.trained {
+            Training::Trained
+        } else {
+            Training::Untrained
+        }
     }
 
     /// Checks that the declared values are usable; names the first field that is not.
@@ -360,6 +414,12 @@ impl ModelMetadata {
         if self.head_hidden == 0 {
             return Err(bad("ceusd.head.hidden", "0".to_string()));
         }
+        if self.head_untrained && self.provenance.trained {
+            return Err(bad(
+                "ceusd.head.untrained",
+                "true, but ceusd.provenance.trained says the model is trained".to_string(),
+            ));
+        }
         Ok(())
     }
 
@@ -404,6 +464,9 @@ impl ModelMetadata {
             ("ceusd.provenance.source".into(), s(&p.source)),
             ("ceusd.provenance.intended_use".into(), s(&p.intended_use)),
         ];
+        if self.head_untrained {
+            kv.push(("ceusd.head.untrained".into(), Value::Bool(true)));
+        }
         if self.weight_format.is_folded() {
             kv.push(("ceusd.weights.format".into(), s(self.weight_format.name())));
         }
@@ -419,8 +482,13 @@ impl ModelMetadata {
             None => WeightFormat::Torchvision,
             Some(_) => f.parsed("ceusd.weights.format")?,
         };
+        let head_untrained = match kv.get("ceusd.head.untrained") {
+            None => false,
+            Some(_) => f.boolean("ceusd.head.untrained")?,
+        };
         let meta = Self {
             weight_format,
+            head_untrained,
             architecture: f.string("general.architecture")?,
             name: f.string("general.name")?,
             format_version: f.uint("ceusd.format_version")?,
