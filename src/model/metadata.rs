@@ -411,13 +411,22 @@ impl ModelMetadata {
                 format!("{} (expected strictly between 0 and 1)", self.threshold),
             ));
         }
+        self.validate_head()
+    }
+
+    /// The head's width, and that a head marked untrained is not in a model called trained.
+    fn validate_head(&self) -> Result<(), ModelError> {
+        let bad = |key: &str, reason: &str| ModelError::BadMetadata {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        };
         if self.head_hidden == 0 {
-            return Err(bad("ceusd.head.hidden", "0".to_string()));
+            return Err(bad("ceusd.head.hidden", "0"));
         }
         if self.head_untrained && self.provenance.trained {
             return Err(bad(
                 "ceusd.head.untrained",
-                "true, but ceusd.provenance.trained says the model is trained".to_string(),
+                "true, but ceusd.provenance.trained says the model is trained",
             ));
         }
         Ok(())
@@ -596,5 +605,57 @@ impl GgufFields<'_> {
             key: key.to_string(),
             reason: format!("'{text}': {reason}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(trained: bool, head_untrained: bool) -> ModelMetadata {
+        let provenance = Provenance {
+            trained,
+            training_data: "none".into(),
+            created: "1970-01-01T00:00:00Z".into(),
+            software: "ceusd".into(),
+            source: "test".into(),
+            intended_use: "tests".into(),
+        };
+        ModelMetadata {
+            head_untrained,
+            ..ModelMetadata::paper_defaults("m", provenance)
+        }
+    }
+
+    fn round_trip(meta: &ModelMetadata) -> (HashMap<String, Value>, ModelMetadata) {
+        let kv: HashMap<String, Value> = meta.to_gguf().into_iter().collect();
+        let read = ModelMetadata::from_gguf(&kv).expect("valid metadata reads back");
+        (kv, read)
+    }
+
+    #[test]
+    fn the_head_untrained_mark_is_stored_only_when_set_and_reads_back() {
+        let (kv, read) = round_trip(&metadata(false, true));
+        assert!(matches!(
+            kv.get("ceusd.head.untrained"),
+            Some(Value::Bool(true))
+        ));
+        assert_eq!(read.training(), Training::HeadUntrained);
+        let (kv, read) = round_trip(&metadata(true, false));
+        assert!(!kv.contains_key("ceusd.head.untrained"));
+        assert_eq!(read.training(), Training::Trained);
+        assert_eq!(
+            round_trip(&metadata(false, false)).1.training(),
+            Training::Untrained
+        );
+    }
+
+    #[test]
+    fn a_trained_model_with_an_untrained_head_is_refused() {
+        let e = metadata(true, true).validate().unwrap_err().to_string();
+        assert!(
+            e.contains("ceusd.head.untrained") && e.contains("ceusd.provenance.trained"),
+            "{e}"
+        );
     }
 }
