@@ -556,7 +556,7 @@
     if (model) {
       const hash = (model.hash || "").replace(/^sha256:/, "").slice(0, 12);
       $("model-text").textContent = model.name + " · " + model.quantization + " · " + hash +
-        (model.trained ? "" : " · UNTRAINED");
+        (model.trained ? "" : " · " + (model.training || "untrained").toUpperCase());
     }
     const ncu = !!(model && model.not_for_clinical_use) ||
       !!(state.result && state.result.model && state.result.model.not_for_clinical_use);

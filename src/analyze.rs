@@ -113,9 +113,9 @@ pub fn analyze(model: &DlrModel, req: &AnalyzeRequest) -> Result<AnalyzeReport, 
     let heatmap_ms = ms(t);
 
     let mut warnings = Vec::new();
-    if !model.identity.trained {
+    if let Some(reason) = model.identity.training.untrained_reason() {
         warnings.push(format!(
-            "model '{}' is untrained: the score is meaningless ({})",
+            "model '{}' {reason}: the score is meaningless ({})",
             model.identity.name, model.identity.intended_use
         ));
     }

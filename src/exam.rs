@@ -353,9 +353,9 @@ impl Exam {
                 ));
             }
         }
-        if !model.identity.trained {
+        if let Some(reason) = model.identity.training.untrained_reason() {
             warnings.push(format!(
-                "model '{}' is untrained: the score is meaningless",
+                "model '{}' {reason}: the score is meaningless",
                 model.identity.name
             ));
         }

@@ -75,6 +75,33 @@ fn an_unscored_result_matches() {
     );
 }
 
+/// A model imported with `--backbone-only` says "head untrained" in every result.
+#[test]
+fn a_result_from_a_head_untrained_model_says_so() {
+    use ceusd::model::file::content_hash_of;
+    use ceusd::model::init::{seeded_metadata, seeded_tensors};
+    use ceusd::model::{ConvEngine, DlrModel, ModelIdentity, StoredType};
+    let mut meta = seeded_metadata(7, 3);
+    meta.head_untrained = true;
+    let tensors = seeded_tensors(&meta, 7).unwrap();
+    let hash = content_hash_of(&meta, &tensors, StoredType::F32).unwrap();
+    let identity = ModelIdentity::of(&meta, hash, None);
+    let device = candle_core::Device::Cpu;
+    let model =
+        DlrModel::from_tensors(meta, identity, tensors, &device, ConvEngine::Im2col).unwrap();
+    let result = ExamResult::unscored(
+        "no ROI was set".into(),
+        None,
+        ResultTiming::default(),
+        &model,
+    );
+    let m = serde_json::to_value(ResultMessage::new("e1-r1", "e1", 1, result, None)).unwrap();
+    assert_valid(&schema("Result"), "head-untrained result", &m);
+    assert_eq!(m["model"]["training"], "head untrained");
+    assert_eq!(m["model"]["trained"], false);
+    assert_eq!(m["model"]["not_for_clinical_use"], true);
+}
+
 #[test]
 fn every_accepted_command_matches_the_command_schema() {
     let command = schema("Command");

@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use ceusd::capture::synthetic::LesionKind;
 use ceusd::model::file::{read_model, write_model, StoredType};
 use ceusd::model::init::{seeded_metadata, seeded_tensors};
+use ceusd::model::Training;
 use ceusd::train::data::{split_cases, Split, TrainCase};
 use ceusd::train::demo::synthetic_roi;
 
@@ -54,8 +55,15 @@ fn tensor(f: &ceusd::model::ModelFile, name: &str) -> Vec<f32> {
 }
 
 fn seeded_model(dir: &Path, size: u32) -> PathBuf {
+    seeded_model_with(dir, size, false)
+}
+
+/// A seeded model, marked head untrained (as `model import --backbone-only` writes) when
+/// `head_untrained`.
+fn seeded_model_with(dir: &Path, size: u32, head_untrained: bool) -> PathBuf {
     let mut meta = seeded_metadata(7, 3);
     meta.input_size = size;
+    meta.head_untrained = head_untrained;
     let tensors = seeded_tensors(&meta, 7).unwrap();
     let path = dir.join(format!("base{size}.gguf"));
     write_model(&path, &meta, tensors, StoredType::F32).unwrap();
@@ -159,7 +167,7 @@ fn head_training_learns_the_classes_and_leaves_the_backbone_alone() {
 #[test]
 fn full_training_updates_the_backbone_and_batchnorm_statistics() {
     let dir = tempfile::tempdir().unwrap();
-    let base = seeded_model(dir.path(), 64);
+    let base = seeded_model_with(dir.path(), 64, true);
     let rois = roi_folder(dir.path(), 300, 6);
     let out = dir.path().join("full.gguf");
     let history = dir.path().join("history.json");
@@ -193,6 +201,8 @@ fn full_training_updates_the_backbone_and_batchnorm_statistics() {
     let before = read_model(&base, None).unwrap();
     let after = read_model(&out, None).unwrap();
     assert!(after.metadata.provenance.source.contains("--mode full"));
+    assert_eq!(before.metadata.training(), Training::HeadUntrained);
+    assert_eq!(after.metadata.training(), Training::Trained);
     for moved in [
         "conv1.weight",
         "layer1.0.conv2.weight",
@@ -223,6 +233,107 @@ fn full_training_updates_the_backbone_and_batchnorm_statistics() {
     assert!(
         mean(&epochs[3..]) < mean(&epochs[..3]),
         "the training loss falls"
+    );
+}
+
+/// torchvision's `resnet50().state_dict()` as safetensors: a seeded backbone under
+/// torchvision's names and the 1000-class classifier `fc`.
+fn torchvision_resnet50(dir: &Path) -> PathBuf {
+    let meta = seeded_metadata(7, 3);
+    let mut tensors: std::collections::HashMap<String, candle_core::Tensor> =
+        seeded_tensors(&meta, 7)
+            .unwrap()
+            .into_iter()
+            .filter(|(name, _)| !name.starts_with("fc1.") && !name.starts_with("fc2."))
+            .collect();
+    let cpu = candle_core::Device::Cpu;
+    let zeros = |shape: &[usize]| candle_core::Tensor::zeros(shape, candle_core::DType::F32, &cpu);
+    tensors.insert("fc.weight".into(), zeros(&[1000, 2048]).unwrap());
+    tensors.insert("fc.bias".into(), zeros(&[1000]).unwrap());
+    let path = dir.join("resnet50-imagenet.safetensors");
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    path
+}
+
+/// `model import --backbone-only` marks the model head untrained in `inspect`, `analyze` and
+/// its identity; `train --mode head` on it writes a model that is trained.
+#[test]
+fn an_imported_backbone_is_head_untrained_until_trained() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = torchvision_resnet50(dir.path());
+    let base = dir.path().join("backbone.gguf");
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let imported = ok(&ceusd(&[
+        "model",
+        "import",
+        "--backbone-only",
+        &path(&checkpoint),
+        "--out",
+        &path(&base),
+        "--seed",
+        "3",
+        "--training-data",
+        "ImageNet-1k",
+    ]));
+    assert!(
+        imported.contains("dropped") && imported.contains("1000-class classifier"),
+        "{imported}"
+    );
+    let inspected = ok(&ceusd(&["model", "inspect", &path(&base)]));
+    assert!(inspected.contains("head untrained"), "{inspected}");
+
+    let rois = roi_folder(dir.path(), 500, 4);
+    let roi_png = rois.join("PDAC/500.png");
+    let (w, h) = image::image_dimensions(&roi_png).unwrap();
+    let roi = format!("0,0,{w},{h}");
+    let analyze = |json: bool| {
+        let mut args = vec!["analyze", roi_png.to_str().unwrap(), "--roi", &roi];
+        args.extend(["--model", base.to_str().unwrap()]);
+        if json {
+            args.push("--json");
+        }
+        ok(&ceusd(&args))
+    };
+    let report: serde_json::Value = serde_json::from_str(&analyze(true)).unwrap();
+    assert_eq!(report["model"]["training"], "head untrained");
+    assert_eq!(report["model"]["trained"], false);
+    assert!(
+        report["warnings"].to_string().contains("untrained head"),
+        "{}",
+        report["warnings"]
+    );
+    let text = analyze(false);
+    assert!(text.contains("[head untrained]"), "{text}");
+
+    let tuned = dir.path().join("tuned.gguf");
+    ok(&ceusd(&[
+        "train",
+        "--model",
+        &path(&base),
+        "--data",
+        &path(&rois),
+        "--out",
+        &path(&tuned),
+        "--mode",
+        "head",
+        "--split",
+        "fraction:0.25",
+        "--views",
+        "1",
+        "--epochs",
+        "1",
+        "--name",
+        "from-imagenet",
+        "--describe-data",
+        "synthetic ROIs",
+    ]));
+    let after = read_model(&tuned, None).unwrap();
+    assert!(!after.metadata.head_untrained);
+    assert_eq!(after.metadata.training(), Training::Trained);
+    let inspected = ok(&ceusd(&["model", "inspect", &path(&tuned)]));
+    assert!(
+        inspected.contains("trained       true") && !inspected.contains("untrained"),
+        "{inspected}"
     );
 }
 

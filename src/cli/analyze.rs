@@ -13,7 +13,7 @@ use ceusd::capture::source::Pacing;
 use ceusd::capture::spec::SourceSpec;
 use ceusd::exam::{Exam, ExamResult, ExamSettings, TimelineEvent};
 use ceusd::exam_lifecycle::{run_offline, InjectionHint};
-use ceusd::model::{parse_device, DlrModel};
+use ceusd::model::{parse_device, DlrModel, ModelIdentity, Training};
 use ceusd::roi::Roi;
 use ceusd::timing::clock::ClockSource;
 
@@ -242,11 +242,7 @@ impl fmt::Display for FrameReport<'_> {
             "label      {} (P({}) {:.4} vs threshold {})",
             r.label, r.positive_class, r.score, r.threshold
         )?;
-        writeln!(
-            f,
-            "model      {} {} ({})",
-            r.model.name, r.model.content_hash, r.model.intended_use
-        )?;
+        writeln!(f, "model      {}", ModelLine(&r.model))?;
         if let Some(h) = &r.heatmap {
             writeln!(f, "heatmap    {}", h.display())?;
         }
@@ -325,11 +321,7 @@ impl fmt::Display for CineReport<'_> {
                 result.reason.as_deref().unwrap_or("unknown")
             )?,
         }
-        writeln!(
-            f,
-            "model      {} {} ({})",
-            result.model.name, result.model.content_hash, result.model.intended_use
-        )?;
+        writeln!(f, "model      {}", ModelLine(&result.model))?;
         for w in &result.warnings {
             writeln!(f, "warning    {w}")?;
         }
@@ -372,5 +364,20 @@ fn write_event(f: &mut fmt::Formatter<'_>, e: &TimelineEvent) -> fmt::Result {
         TimelineEvent::NoSignal { at_s, reason } => {
             writeln!(f, "{at_s:8.2} s  no signal: {reason}")
         }
+    }
+}
+
+/// The model a report's score came from: name, content hash, intended use, and how far it is
+/// trained where it is not.
+struct ModelLine<'a>(&'a ModelIdentity);
+
+impl fmt::Display for ModelLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(f, "{} {} ({})", m.name, m.content_hash, m.intended_use)?;
+        if m.training != Training::Trained {
+            write!(f, " [{}]", m.training.name())?;
+        }
+        Ok(())
     }
 }

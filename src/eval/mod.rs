@@ -219,9 +219,9 @@ pub fn evaluate(
         }
     }
     if let Some(m) = &model {
-        if !m.trained {
+        if let Some(reason) = m.training.untrained_reason() {
             warnings.push(format!(
-                "model '{}' is untrained: its statistics say nothing about the method",
+                "model '{}' {reason}: its statistics say nothing about the method",
                 m.name
             ));
         }

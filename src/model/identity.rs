@@ -5,7 +5,7 @@
 use serde::Serialize;
 use std::path::PathBuf;
 
-use super::metadata::ModelMetadata;
+use super::metadata::{ModelMetadata, Training};
 
 /// Who a score came from.
 #[derive(Debug, Clone, Serialize)]
@@ -18,6 +18,9 @@ pub struct ModelIdentity {
     /// "int8 dynamic" or "int8 static".
     pub quantization: String,
     pub trained: bool,
+    /// "trained", "untrained" (seeded random) or "head untrained" (a pretrained backbone under
+    /// a seeded head, until `ceusd train` has run on it).
+    pub training: Training,
     pub intended_use: String,
     /// True when the intended use says the model must not guide care (the demo model).
     pub not_for_clinical_use: bool,
@@ -40,6 +43,7 @@ impl ModelIdentity {
             content_hash,
             quantization: metadata.weight_format.quantization().into(),
             trained: provenance.trained,
+            training: metadata.training(),
             intended_use: provenance.intended_use.clone(),
             not_for_clinical_use: !provenance.trained
                 || use_.contains("not for clinical")

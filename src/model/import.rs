@@ -43,12 +43,18 @@ pub struct ImportReport {
     pub input_channels: u32,
     pub head_hidden: u32,
     pub ignored: Vec<String>,
+    /// The checkpoint's own classifier, left out (`--backbone-only`): its name and shape.
+    pub classifier_dropped: Option<String>,
+    /// The seed the new, untrained head was drawn from (`--backbone-only`).
+    pub head_seed: Option<u64>,
     pub parameters: usize,
     pub content_hash: String,
 }
 
 /// Reads every tensor of a checkpoint, as f32 on the CPU.
-fn read_checkpoint(path: &Path) -> Result<(String, BTreeMap<String, Tensor>), ModelError> {
+pub(super) fn read_checkpoint(
+    path: &Path,
+) -> Result<(String, BTreeMap<String, Tensor>), ModelError> {
     let ext = path
         .extension()
         .map(|e| e.to_string_lossy().to_lowercase())
@@ -137,9 +143,45 @@ pub struct NormalisedCheckpoint {
     pub ignored: Vec<String>,
 }
 
+/// The checkpoint's keys without the "module." that nn.DataParallel and
+/// DistributedDataParallel put before every one, and that prefix if it was there.
+pub(super) fn strip_data_parallel_prefix(
+    tensors: BTreeMap<String, Tensor>,
+) -> (BTreeMap<String, Tensor>, Option<String>) {
+    let prefix = "module.";
+    if tensors.is_empty() || !tensors.keys().all(|k| k.starts_with(prefix)) {
+        return (tensors, None);
+    }
+    let stripped = tensors
+        .into_iter()
+        .map(|(k, v)| (k[prefix.len()..].to_string(), v))
+        .collect();
+    (stripped, Some(prefix.to_string()))
+}
+
+/// The DLR head layout the checkpoint's tensors are in, if any.
+fn dlr_head_layout(
+    tensors: &BTreeMap<String, Tensor>,
+) -> Option<&'static (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<HeadActivation>,
+)> {
+    HEAD_LAYOUTS.iter().find(|(a, b, _, _)| {
+        tensors.contains_key(&format!("{a}.weight")) && tensors.contains_key(&format!("{b}.weight"))
+    })
+}
+
+/// How the checkpoint's DLR head is laid out (e.g. "nn.Sequential fc.0/fc.3 (…)"), if it has
+/// one.
+pub(super) fn dlr_head_description(tensors: &BTreeMap<String, Tensor>) -> Option<&'static str> {
+    dlr_head_layout(tensors).map(|(_, _, description, _)| *description)
+}
+
 /// Renames a checkpoint's tensors to the model file's names and decides the head activation.
 pub fn normalise_names(
-    mut tensors: BTreeMap<String, Tensor>,
+    tensors: BTreeMap<String, Tensor>,
     requested_activation: Option<HeadActivation>,
     path: &Path,
 ) -> Result<NormalisedCheckpoint, ModelError> {
@@ -147,34 +189,20 @@ pub fn normalise_names(
         path: path.to_path_buf(),
         reason,
     };
-    // nn.DataParallel / DistributedDataParallel prefix every key with "module.".
-    let prefix = "module.";
-    let stripped = if !tensors.is_empty() && tensors.keys().all(|k| k.starts_with(prefix)) {
-        tensors = tensors
-            .into_iter()
-            .map(|(k, v)| (k[prefix.len()..].to_string(), v))
-            .collect();
-        Some(prefix.to_string())
-    } else {
-        None
-    };
-    let layout = HEAD_LAYOUTS
-        .iter()
-        .find(|(a, b, _, _)| {
-            tensors.contains_key(&format!("{a}.weight"))
-                && tensors.contains_key(&format!("{b}.weight"))
-        })
-        .ok_or_else(|| {
-            if tensors.contains_key("fc.weight") {
-                bad(
-                    "the head is a single Linear layer 'fc' (torchvision's classifier); the DLR \
-                     head needs two: 2048→hidden→2 (fc.0/fc.3, fc.0/fc.2 or fc1/fc2)"
-                        .into(),
-                )
-            } else {
-                bad("no DLR head found: expected fc.0/fc.3, fc.0/fc.2 or fc1/fc2 weights".into())
-            }
-        })?;
+    let (tensors, stripped) = strip_data_parallel_prefix(tensors);
+    let layout = dlr_head_layout(&tensors).ok_or_else(|| {
+        if tensors.contains_key("fc.weight") {
+            bad(
+                "the head is a single Linear layer 'fc' (torchvision's classifier); the DLR \
+                 head needs two: 2048→hidden→2 (fc.0/fc.3, fc.0/fc.2 or fc1/fc2). To start \
+                 from this network's backbone (e.g. ImageNet weights) with a new, untrained \
+                 head, import it with --backbone-only and train it with `ceusd train`"
+                    .into(),
+            )
+        } else {
+            bad("no DLR head found: expected fc.0/fc.3, fc.0/fc.2 or fc1/fc2 weights".into())
+        }
+    })?;
     let (first, second, description, implied) = *layout;
     let activation = match (requested_activation, implied) {
         (Some(a), _) => a,
@@ -275,6 +303,8 @@ pub fn import_checkpoint(
         input_channels,
         head_hidden: hidden,
         ignored,
+        classifier_dropped: None,
+        head_seed: None,
         parameters,
         content_hash,
     })
@@ -282,7 +312,7 @@ pub fn import_checkpoint(
 
 /// The stem's input channels, as the checkpoint's `conv1.weight` has them; `requested`, when
 /// given, must agree.
-fn input_channels(
+pub(super) fn input_channels(
     tensors: &BTreeMap<String, Tensor>,
     requested: Option<u32>,
 ) -> Result<u32, ModelError> {
@@ -304,7 +334,7 @@ fn input_channels(
 
 /// The input's mean and standard deviation per channel: as given, or ImageNet's for a
 /// 3-channel network. A 1-channel network has no convention to fall back on.
-fn normalisation(
+pub(super) fn normalisation(
     opts: &ImportOptions,
     input_channels: u32,
     source: &Path,

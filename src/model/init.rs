@@ -12,7 +12,7 @@ use crate::rng::SplitMix64;
 
 use super::error::ModelError;
 use super::metadata::{ModelMetadata, Provenance};
-use super::weights::{tensor_specs, TensorRole};
+use super::weights::{tensor_specs, TensorRole, TensorSpec};
 
 /// FNV-1a, to give each tensor its own stream: adding a tensor never shifts the others.
 fn name_hash(name: &str) -> u64 {
@@ -26,46 +26,63 @@ pub fn seeded_tensors(
     meta: &ModelMetadata,
     seed: u64,
 ) -> Result<Vec<(String, Tensor)>, ModelError> {
-    let mut out = Vec::new();
-    for spec in tensor_specs(meta.input_channels as usize, meta.head_hidden as usize) {
-        let mut rng = SplitMix64(seed ^ name_hash(&spec.name));
-        let n: usize = spec.shape.iter().product();
-        let fan_in: usize = spec.shape.iter().skip(1).product::<usize>().max(1);
-        let values: Vec<f32> = (0..n)
-            .map(|_| {
-                let u = rng.symmetric_f32();
-                match spec.role {
-                    // Kaiming-uniform for ReLU networks.
-                    TensorRole::ConvWeight => u * (6.0 / fan_in as f32).sqrt(),
-                    // A residual branch's last BatchNorm starts small, as in well-trained
-                    // ResNets, so the sum of 16 blocks keeps its scale.
-                    TensorRole::BnWeight if spec.closes_branch => 0.2 + 0.05 * u,
-                    TensorRole::BnWeight => 1.0 + 0.1 * u,
-                    TensorRole::BnBias => 0.05 * u,
-                    TensorRole::BnMean => 0.1 * u,
-                    TensorRole::BnVar => 1.25 + 0.25 * u,
-                    // nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-                    TensorRole::LinearWeight => u / (fan_in as f32).sqrt(),
-                    TensorRole::LinearBias => {
-                        let fan = if spec.name.starts_with("fc1") {
-                            2048
-                        } else {
-                            meta.head_hidden
-                        };
-                        u / (fan as f32).sqrt()
-                    }
-                    // Seeded models are written in torchvision's layout, which has none.
-                    TensorRole::ConvBias => 0.0,
-                    TensorRole::InputScale => 1.0,
+    tensor_specs(meta.input_channels as usize, meta.head_hidden as usize)
+        .into_iter()
+        .map(|spec| seeded_tensor(spec, seed, meta.head_hidden))
+        .collect()
+}
+
+/// The seeded DLR head (`fc1.*`, `fc2.*`) of `hidden` units: the same tensors `seeded_tensors`
+/// gives a model with that seed and width, nn.Linear's default initialisation.
+pub fn seeded_head(hidden: u32, seed: u64) -> Result<Vec<(String, Tensor)>, ModelError> {
+    // The head's tensors do not depend on the stem's input channels.
+    tensor_specs(3, hidden as usize)
+        .into_iter()
+        .filter(|spec| matches!(spec.role, TensorRole::LinearWeight | TensorRole::LinearBias))
+        .map(|spec| seeded_tensor(spec, seed, hidden))
+        .collect()
+}
+
+/// One tensor drawn from its own stream of `seed`, at the scale its role calls for.
+fn seeded_tensor(
+    spec: TensorSpec,
+    seed: u64,
+    head_hidden: u32,
+) -> Result<(String, Tensor), ModelError> {
+    let mut rng = SplitMix64(seed ^ name_hash(&spec.name));
+    let n: usize = spec.shape.iter().product();
+    let fan_in: usize = spec.shape.iter().skip(1).product::<usize>().max(1);
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            let u = rng.symmetric_f32();
+            match spec.role {
+                // Kaiming-uniform for ReLU networks.
+                TensorRole::ConvWeight => u * (6.0 / fan_in as f32).sqrt(),
+                // A residual branch's last BatchNorm starts small, as in well-trained
+                // ResNets, so the sum of 16 blocks keeps its scale.
+                TensorRole::BnWeight if spec.closes_branch => 0.2 + 0.05 * u,
+                TensorRole::BnWeight => 1.0 + 0.1 * u,
+                TensorRole::BnBias => 0.05 * u,
+                TensorRole::BnMean => 0.1 * u,
+                TensorRole::BnVar => 1.25 + 0.25 * u,
+                // nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+                TensorRole::LinearWeight => u / (fan_in as f32).sqrt(),
+                TensorRole::LinearBias => {
+                    let fan = if spec.name.starts_with("fc1") {
+                        2048
+                    } else {
+                        head_hidden
+                    };
+                    u / (fan as f32).sqrt()
                 }
-            })
-            .collect();
-        out.push((
-            spec.name,
-            Tensor::from_vec(values, spec.shape, &Device::Cpu)?,
-        ));
-    }
-    Ok(out)
+                // Seeded models are written in torchvision's layout, which has none.
+                TensorRole::ConvBias => 0.0,
+                TensorRole::InputScale => 1.0,
+            }
+        })
+        .collect();
+    let tensor = Tensor::from_vec(values, spec.shape, &Device::Cpu)?;
+    Ok((spec.name, tensor))
 }
 
 /// Metadata of a seeded model: the paper's defaults, flagged untrained.

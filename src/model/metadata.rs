@@ -175,6 +175,43 @@ impl std::str::FromStr for WeightFormat {
     }
 }
 
+/// How far a model's weights are trained for the task, as `model inspect`, `analyze` and every
+/// result say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Training {
+    /// Trained for the task (imported from a trained DLR checkpoint, or `ceusd train`).
+    #[serde(rename = "trained")]
+    Trained,
+    /// Seeded random weights throughout (`ceusd model init`).
+    #[serde(rename = "untrained")]
+    Untrained,
+    /// A pretrained backbone (e.g. ImageNet) under a seeded DLR head
+    /// (`ceusd model import --backbone-only`), waiting for `ceusd train`.
+    #[serde(rename = "head untrained")]
+    HeadUntrained,
+}
+
+impl Training {
+    pub fn name(self) -> &'static str {
+        match self {
+            Training::Trained => "trained",
+            Training::Untrained => "untrained",
+            Training::HeadUntrained => "head untrained",
+        }
+    }
+
+    /// Why a score of such a model means nothing, as warnings say it; `None` when trained.
+    pub fn untrained_reason(self) -> Option<&'static str> {
+        match self {
+            Training::Trained => None,
+            Training::Untrained => Some("is untrained"),
+            Training::HeadUntrained => Some(
+                "has an untrained head (backbone imported, DLR head seeded; run `ceusd train`)",
+            ),
+        }
+    }
+}
+
 /// Where the weights came from. Kept with the weights so a result can always be traced back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
@@ -234,6 +271,11 @@ pub struct ModelMetadata {
     pub threshold: f32,
     pub head_hidden: u32,
     pub head_activation: HeadActivation,
+    /// True while the head is seeded and the backbone pretrained (`model import
+    /// --backbone-only`); `ceusd train` clears it. Stored (`ceusd.head.untrained`) only when
+    /// true, so the files and content hashes of every other model stay as they were.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub head_untrained: bool,
     pub provenance: Provenance,
     /// Absent from files (and from the content hash) while it is the default, so the hashes of
     /// torchvision-format files do not depend on this field's existence.
@@ -259,6 +301,7 @@ impl ModelMetadata {
             threshold: 0.5,
             head_hidden: 512,
             head_activation: HeadActivation::Relu,
+            head_untrained: false,
             provenance,
             weight_format: WeightFormat::Torchvision,
         }
@@ -270,6 +313,17 @@ impl ModelMetadata {
             .iter()
             .position(|c| c == &self.positive_class)
             .unwrap_or(0)
+    }
+
+    /// How far the weights are trained for the task.
+    pub fn training(&self) -> Training {
+        if self.head_untrained {
+            Training::HeadUntrained
+        } else if self.provenance.trained {
+            Training::Trained
+        } else {
+            Training::Untrained
+        }
     }
 
     /// Checks that the declared values are usable; names the first field that is not.
@@ -357,8 +411,23 @@ impl ModelMetadata {
                 format!("{} (expected strictly between 0 and 1)", self.threshold),
             ));
         }
+        self.validate_head()
+    }
+
+    /// The head's width, and that a head marked untrained is not in a model called trained.
+    fn validate_head(&self) -> Result<(), ModelError> {
+        let bad = |key: &str, reason: &str| ModelError::BadMetadata {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        };
         if self.head_hidden == 0 {
-            return Err(bad("ceusd.head.hidden", "0".to_string()));
+            return Err(bad("ceusd.head.hidden", "0"));
+        }
+        if self.head_untrained && self.provenance.trained {
+            return Err(bad(
+                "ceusd.head.untrained",
+                "true, but ceusd.provenance.trained says the model is trained",
+            ));
         }
         Ok(())
     }
@@ -404,6 +473,9 @@ impl ModelMetadata {
             ("ceusd.provenance.source".into(), s(&p.source)),
             ("ceusd.provenance.intended_use".into(), s(&p.intended_use)),
         ];
+        if self.head_untrained {
+            kv.push(("ceusd.head.untrained".into(), Value::Bool(true)));
+        }
         if self.weight_format.is_folded() {
             kv.push(("ceusd.weights.format".into(), s(self.weight_format.name())));
         }
@@ -419,8 +491,13 @@ impl ModelMetadata {
             None => WeightFormat::Torchvision,
             Some(_) => f.parsed("ceusd.weights.format")?,
         };
+        let head_untrained = match kv.get("ceusd.head.untrained") {
+            None => false,
+            Some(_) => f.boolean("ceusd.head.untrained")?,
+        };
         let meta = Self {
             weight_format,
+            head_untrained,
             architecture: f.string("general.architecture")?,
             name: f.string("general.name")?,
             format_version: f.uint("ceusd.format_version")?,
@@ -528,5 +605,57 @@ impl GgufFields<'_> {
             key: key.to_string(),
             reason: format!("'{text}': {reason}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(trained: bool, head_untrained: bool) -> ModelMetadata {
+        let provenance = Provenance {
+            trained,
+            training_data: "none".into(),
+            created: "1970-01-01T00:00:00Z".into(),
+            software: "ceusd".into(),
+            source: "test".into(),
+            intended_use: "tests".into(),
+        };
+        ModelMetadata {
+            head_untrained,
+            ..ModelMetadata::paper_defaults("m", provenance)
+        }
+    }
+
+    fn round_trip(meta: &ModelMetadata) -> (HashMap<String, Value>, ModelMetadata) {
+        let kv: HashMap<String, Value> = meta.to_gguf().into_iter().collect();
+        let read = ModelMetadata::from_gguf(&kv).expect("valid metadata reads back");
+        (kv, read)
+    }
+
+    #[test]
+    fn the_head_untrained_mark_is_stored_only_when_set_and_reads_back() {
+        let (kv, read) = round_trip(&metadata(false, true));
+        assert!(matches!(
+            kv.get("ceusd.head.untrained"),
+            Some(Value::Bool(true))
+        ));
+        assert_eq!(read.training(), Training::HeadUntrained);
+        let (kv, read) = round_trip(&metadata(true, false));
+        assert!(!kv.contains_key("ceusd.head.untrained"));
+        assert_eq!(read.training(), Training::Trained);
+        assert_eq!(
+            round_trip(&metadata(false, false)).1.training(),
+            Training::Untrained
+        );
+    }
+
+    #[test]
+    fn a_trained_model_with_an_untrained_head_is_refused() {
+        let e = metadata(true, true).validate().unwrap_err().to_string();
+        assert!(
+            e.contains("ceusd.head.untrained") && e.contains("ceusd.provenance.trained"),
+            "{e}"
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod file;
 pub mod gradcam;
 pub mod identity;
 pub mod import;
+pub mod import_backbone;
 pub mod init;
 pub mod int8;
 pub mod kernel_io;
@@ -30,7 +31,9 @@ pub use file::{
     StoredTensor, StoredType,
 };
 pub use identity::ModelIdentity;
-pub use metadata::{HeadActivation, ModelMetadata, Provenance, ResizeFilter, WeightFormat};
+pub use metadata::{
+    HeadActivation, ModelMetadata, Provenance, ResizeFilter, Training, WeightFormat,
+};
 pub use network::{ForwardOutput, ResNet50Dlr};
 
 /// Parses `cpu` or `cuda[:N]`.

@@ -193,6 +193,8 @@ fn trained_metadata(
     let positives = |idx: &[usize]| cases.positives(idx);
     let mut metadata = base_meta.clone();
     metadata.name = cfg.name.clone();
+    // Both modes train the head, so a seeded head over an imported backbone is trained now.
+    metadata.head_untrained = false;
     let p = &mut metadata.provenance;
     p.trained = true;
     p.training_data = format!(

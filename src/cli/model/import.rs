@@ -1,5 +1,7 @@
 //! `ceusd model import`: reads a PyTorch or safetensors state dict of a ResNet-50 + DLR head
-//! and writes it as a model file with the metadata given on the command line.
+//! and writes it as a model file with the metadata given on the command line; with
+//! `--backbone-only`, a plain torchvision ResNet-50 (e.g. ImageNet's) under a new, untrained
+//! DLR head.
 
 use anyhow::Result;
 use clap::Args;
@@ -8,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ceusd::model::import::{import_checkpoint, ImportOptions, ImportReport};
+use ceusd::model::import_backbone::{import_backbone, DEFAULT_HEAD_SEED};
 use ceusd::model::{HeadActivation, ResizeFilter};
 
 use crate::cli::stored_type;
@@ -17,6 +20,15 @@ pub struct ImportArgs {
     checkpoint: PathBuf,
     #[arg(long)]
     out: PathBuf,
+    /// The checkpoint is torchvision's resnet50 (e.g. ImageNet weights): keep its backbone,
+    /// drop its classifier 'fc', and add a DLR head (2048→512→ReLU→dropout→2) drawn from
+    /// --seed, marked untrained until `ceusd train` has run on the model.
+    #[arg(long)]
+    backbone_only: bool,
+    /// With --backbone-only: the seed of the new head; the same seed gives the same head
+    /// [default: 1].
+    #[arg(long, requires = "backbone_only")]
+    seed: Option<u64>,
     /// Must match conv1.weight (default: taken from it).
     #[arg(long)]
     input_channels: Option<u32>,
@@ -65,7 +77,12 @@ pub fn run(a: ImportArgs, out: &mut impl Write) -> Result<()> {
         stored: stored_type(&a.dtype)?,
         created: ceusd::model::metadata::creation_time()?,
     };
-    let report = import_checkpoint(&a.checkpoint, &a.out, &opts)?;
+    let report = if a.backbone_only {
+        let seed = a.seed.unwrap_or(DEFAULT_HEAD_SEED);
+        import_backbone(&a.checkpoint, &a.out, &opts, seed)?
+    } else {
+        import_checkpoint(&a.checkpoint, &a.out, &opts)?
+    };
     write!(
         out,
         "{}",
@@ -95,6 +112,9 @@ impl fmt::Display for Imported<'_> {
             "head       {}, activation {}, hidden {}",
             r.head_layout, r.head_activation, r.head_hidden
         )?;
+        if let Some(classifier) = &r.classifier_dropped {
+            writeln!(f, "dropped    {classifier} (not part of the DLR model)")?;
+        }
         writeln!(f, "input      {} channel(s)", r.input_channels)?;
         if !r.ignored.is_empty() {
             writeln!(f, "ignored    {}", r.ignored.join(", "))?;
@@ -105,6 +125,14 @@ impl fmt::Display for Imported<'_> {
             self.out.display(),
             r.parameters,
             r.content_hash
-        )
+        )?;
+        if r.head_seed.is_some() {
+            writeln!(
+                f,
+                "untrained  the head is random: scores mean nothing until `ceusd train` has \
+                 run on this model"
+            )?;
+        }
+        Ok(())
     }
 }

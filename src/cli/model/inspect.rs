@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use ceusd::model::file::{read_model, ModelFile};
+use ceusd::model::Training;
 
 use super::scales::span;
 
@@ -91,6 +92,7 @@ impl Inspection {
             "tensors": m.tensors.len(),
             "stored_types": m.stored_types,
             "input_scales": self.input_scales,
+            "training": m.metadata.training(),
             "metadata": m.metadata,
         })
     }
@@ -101,7 +103,15 @@ impl fmt::Display for Inspection {
         self.write_network(f)?;
         self.write_scales(f)?;
         let p = &self.file.metadata.provenance;
-        writeln!(f, "trained       {}", p.trained)?;
+        match self.file.metadata.training() {
+            Training::Trained => writeln!(f, "trained       true")?,
+            Training::Untrained => writeln!(f, "trained       false (seeded random weights)")?,
+            Training::HeadUntrained => writeln!(
+                f,
+                "trained       false: head untrained (pretrained backbone, seeded DLR head; \
+                 run `ceusd train` before scoring)"
+            )?,
+        }
         writeln!(f, "training data {}", p.training_data)?;
         writeln!(f, "created       {} by {}", p.created, p.software)?;
         writeln!(f, "source        {}", p.source)?;

@@ -14,7 +14,8 @@ mod scales;
 
 #[derive(Subcommand)]
 pub enum ModelCommand {
-    /// Import a PyTorch (.pth/.pt) or safetensors state dict of a ResNet-50 + DLR head.
+    /// Import a PyTorch (.pth/.pt) or safetensors state dict of a ResNet-50 + DLR head, or
+    /// (--backbone-only) a plain torchvision ResNet-50 under a new, untrained head.
     Import(import::ImportArgs),
     /// Show a model file's metadata, parameter count, tensor types and hash.
     Inspect(inspect::InspectArgs),
