@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::capture::frame::{Frame, LumaRange};
 use crate::capture::InputError;
-use crate::layout::{Layout, Presets};
+use crate::layout::{Layout, LayoutSource, Presets};
 use crate::median::median;
 use crate::model::preprocess::resize_gray;
 use crate::model::{DlrModel, ModelError, ModelIdentity};
@@ -73,6 +73,12 @@ pub enum TimelineEvent {
     NoSignal {
         at_s: f64,
         reason: String,
+    },
+    /// The panes the exam's frames are read at, from this frame on.
+    Panes {
+        at_s: f64,
+        layout: Layout,
+        source: LayoutSource,
     },
 }
 
@@ -191,6 +197,7 @@ impl ExamResult {
 pub struct Exam {
     pub settings: ExamSettings,
     pub layout: Layout,
+    pub layout_source: LayoutSource,
     quality: QualityTracker,
     pub clock: ContrastClock,
     arrival: ArrivalDetector,
@@ -236,6 +243,7 @@ impl Exam {
             last_s: None,
             settings,
             layout,
+            layout_source: LayoutSource::Fixed,
         })
     }
 
@@ -420,6 +428,9 @@ impl Exam {
             )),
             _ => {}
         }
+        if let LayoutSource::Preset { .. } = &self.layout_source {
+            warnings.push(format!("panes from the {}", self.layout_source));
+        }
         if injection.is_some_and(|i| i.estimated) {
             warnings.push(format!(
                 "timing estimated from contrast arrival (transit delay {} s assumed)",
@@ -540,16 +551,19 @@ impl Exam {
 }
 
 /// The layout of a frame: detected, else the preset for its size.
-pub fn layout_of(frame: &Frame, presets: &Presets) -> Result<Layout, ExamError> {
+pub fn layout_of(frame: &Frame, presets: &Presets) -> Result<(Layout, LayoutSource), ExamError> {
     let gray = frame.gray_region(&Roi::full(frame.width, frame.height), LumaRange::Full)?;
     match crate::layout::detect(&gray) {
-        Ok(l) => Ok(l),
+        Ok(l) => Ok((l, LayoutSource::Detected)),
         Err(detect_error) => presets
             .for_frame(frame.width, frame.height)
             .next()
             .map(|p| {
-                log::info!("layout: {detect_error}; using preset '{}'", p.name);
-                p.layout
+                let source = LayoutSource::Preset {
+                    name: p.name.clone(),
+                    detection: detect_error.to_string(),
+                };
+                (p.layout, source)
             })
             .ok_or_else(|| {
                 ExamError::Layout(format!(
