@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::capture::frame::Frame;
 use crate::capture::source::{FrameSource, SourceEvent};
-use crate::exam::{layout_of, Exam, ExamError, ExamSettings, TimelineEvent};
+use crate::exam::{layout_of, Exam, ExamError, ExamSettings, FrameShape, TimelineEvent};
 use crate::layout::{Layout, LayoutSource, Presets};
 use crate::roi::Roi;
 use crate::timing::{Phase, PhaseBoundaries, TimingStatus};
@@ -178,6 +178,12 @@ pub enum Effect {
         exam_id: String,
         error: ExamError,
     },
+    /// The source's frames changed size or format and the panes were found again on them
+    /// (`change` says how, for the log).
+    SourceChanged {
+        exam_id: String,
+        change: String,
+    },
     /// The ROI given before the first frame lies on neither pane and was dropped.
     RoiDropped {
         exam_id: String,
@@ -302,6 +308,8 @@ pub struct ExamLifecycle {
     /// started by hand): a recorded exam starts one exam, and one stopped by hand stays
     /// stopped.
     followed_recording: Option<u64>,
+    /// A changed frame shape on which the panes were not found (said once).
+    unreadable_shape: Option<FrameShape>,
     effects: Vec<Effect>,
 }
 
@@ -314,6 +322,7 @@ impl ExamLifecycle {
             previous_exam_id: last_exam_id,
             used_exam_ids,
             followed_recording: None,
+            unreadable_shape: None,
             effects: Vec::new(),
         }
     }
@@ -407,6 +416,7 @@ impl ExamLifecycle {
         let excess = self.used_exam_ids.len().saturating_sub(USED_IDS_KEPT);
         self.used_exam_ids.drain(..excess);
         self.previous_exam_id = Some(id.clone());
+        self.unreadable_shape = None;
         self.state = ExamState::AwaitingFrame {
             run: ExamRun {
                 id: id.clone(),
@@ -441,6 +451,9 @@ impl ExamLifecycle {
                 return;
             }
         }
+        if !self.follow_source(frame) {
+            return;
+        }
         let (run, exam) = match &mut self.state {
             ExamState::Running { run, exam } | ExamState::Scored { run, exam } => (run, exam),
             _ => return,
@@ -472,6 +485,57 @@ impl ExamLifecycle {
         }
         if over && self.setup.stop_when_over {
             self.stop(StopReason::TimeOver);
+        }
+    }
+
+    /// Follows a change of the frames' size or format: the panes are found again (a fixed
+    /// layout is kept where it fits). False while they cannot be: the frame is rejected, said
+    /// once per new shape.
+    fn follow_source(&mut self, frame: &Frame) -> bool {
+        let (ExamState::Running { run, exam } | ExamState::Scored { run, exam }) = &mut self.state
+        else {
+            return true;
+        };
+        let shape = FrameShape::of(frame);
+        if exam.shape.is_none_or(|s| s == shape) {
+            return true;
+        }
+        let found = match self.setup.layout {
+            Some(l) => l
+                .bmode
+                .check_within(frame.width, frame.height)
+                .and(l.ceus.check_within(frame.width, frame.height))
+                .map(|_| (l, LayoutSource::Fixed))
+                .map_err(|e| ExamError::Layout(format!("the configured layout: {e}"))),
+            None => layout_of(frame, &self.setup.presets),
+        };
+        match found {
+            Ok((layout, source)) => {
+                let at_s = frame.timestamp.as_secs_f64();
+                let change = exam.source_changed(at_s, shape, layout, source).to_string();
+                self.unreadable_shape = None;
+                let exam_id = run.id.clone();
+                self.effects.push(Effect::SourceChanged { exam_id, change });
+                true
+            }
+            Err(error) => {
+                if self.unreadable_shape != Some(shape) {
+                    self.unreadable_shape = Some(shape);
+                    let exam_id = run.id.clone();
+                    let error = ExamError::Layout(format!(
+                        "the source changed from {} to {shape}: {error}; frames are left out \
+                         until the panes are found",
+                        exam.shape.map(|s| s.to_string()).unwrap_or_default()
+                    ));
+                    let sequence = frame.sequence;
+                    self.effects.push(Effect::FrameRejected {
+                        exam_id,
+                        sequence,
+                        error,
+                    });
+                }
+                false
+            }
         }
     }
 
@@ -817,6 +881,7 @@ pub fn run_offline(
                         }
                         Effect::Started { .. }
                         | Effect::Opened { .. }
+                        | Effect::SourceChanged { .. }
                         | Effect::Score(_)
                         | Effect::Stopped { .. }
                         | Effect::RoiDropped { .. } => {}

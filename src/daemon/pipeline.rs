@@ -315,6 +315,9 @@ impl Pipeline {
                         _ => log::info!("exam {exam_id}: {panes} ({source})"),
                     }
                 }
+                Effect::SourceChanged { exam_id, change } => {
+                    log::warn!("exam {exam_id}: {change}")
+                }
                 Effect::NotOpened { exam_id, error } => log::error!(
                     "exam {exam_id}: {error}; looking for the panes on each frame until found"
                 ),
