@@ -6,9 +6,9 @@
 use image::GrayImage;
 use serde::Serialize;
 
-use crate::capture::frame::{Frame, LumaRange};
+use crate::capture::frame::{Frame, LumaRange, PixelFormat};
 use crate::capture::InputError;
-use crate::layout::{Layout, Presets};
+use crate::layout::{Layout, LayoutSource, Presets};
 use crate::median::median;
 use crate::model::preprocess::resize_gray;
 use crate::model::{DlrModel, ModelError, ModelIdentity};
@@ -74,6 +74,79 @@ pub enum TimelineEvent {
         at_s: f64,
         reason: String,
     },
+    /// The source's frames changed size or pixel format.
+    SourceChanged(SourceChange),
+    /// The panes the exam's frames are read at, from this frame on.
+    Panes {
+        at_s: f64,
+        layout: Layout,
+        source: LayoutSource,
+    },
+}
+
+/// The size and pixel format of a source's frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FrameShape {
+    pub width: u32,
+    pub height: u32,
+    pub format: PixelFormat,
+}
+
+impl FrameShape {
+    pub fn of(frame: &Frame) -> Self {
+        Self {
+            width: frame.width,
+            height: frame.height,
+            format: frame.format,
+        }
+    }
+}
+
+impl std::fmt::Display for FrameShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{} {}", self.width, self.height, self.format)
+    }
+}
+
+/// The source changed its frames' size or format during the exam; the panes were found again.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceChange {
+    pub at_s: f64,
+    /// Seconds after the injection, when the clock was known.
+    pub elapsed_s: Option<f64>,
+    pub from: FrameShape,
+    pub to: FrameShape,
+    /// Frames kept from the key-frame window before the change, dropped because the change
+    /// came inside the window.
+    pub kept_dropped: usize,
+    /// The change came after the key-frame window: ROIs stay in the window frames' layout.
+    pub after_window: bool,
+}
+
+impl std::fmt::Display for SourceChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "source changed from {} to {} ", self.from, self.to)?;
+        match self.elapsed_s {
+            Some(e) => write!(f, "at {e:.1} s after injection")?,
+            None => write!(
+                f,
+                "at {:.1} s, before the injection time was known",
+                self.at_s
+            )?,
+        }
+        f.write_str("; panes re-detected")?;
+        if self.kept_dropped > 0 {
+            write!(
+                f,
+                "; inside the key-frame window: the {} frame(s) kept before it were dropped",
+                self.kept_dropped
+            )?;
+        }
+        if self.after_window {
+            f.write_str("; after the key-frame window: ROIs are read on the window's frames")?;
+        }
+        Ok(())
+    }
 }
 
 /// One scored frame.
@@ -191,6 +264,12 @@ impl ExamResult {
 pub struct Exam {
     pub settings: ExamSettings,
     pub layout: Layout,
+    pub layout_source: LayoutSource,
+    /// The size and format of the frames read at `layout`, once one has arrived.
+    pub shape: Option<FrameShape>,
+    /// The layout of the kept frames when the source changed after the key-frame window.
+    window_layout: Option<Layout>,
+    pub source_changes: Vec<SourceChange>,
     quality: QualityTracker,
     pub clock: ContrastClock,
     arrival: ArrivalDetector,
@@ -236,6 +315,10 @@ impl Exam {
             last_s: None,
             settings,
             layout,
+            layout_source: LayoutSource::Fixed,
+            shape: None,
+            window_layout: None,
+            source_changes: Vec::new(),
         })
     }
 
@@ -269,6 +352,7 @@ impl Exam {
         }
         self.frames_seen += 1;
         self.last_s = Some(t);
+        self.shape.get_or_insert(FrameShape::of(frame));
         let ceus = frame.gray_region(&self.layout.ceus, LumaRange::Full)?;
         let bmode = frame.gray_region(&self.layout.bmode, LumaRange::Full)?;
         let q = self.quality.assess(t, &ceus, &bmode);
@@ -302,6 +386,48 @@ impl Exam {
         }
         self.last_status = Some(status);
         Ok(status)
+    }
+
+    /// The source's frames changed to `to` at `at_s`; they are read at `layout` from now on.
+    /// A change inside the key-frame window drops the frames kept before it: a scanner's
+    /// preset or output can change depth, gain and scale, so frames from both sides cannot
+    /// be ranked against each other or share one ROI. After the window, the kept frames stay
+    /// and so does their layout for ROIs.
+    pub fn source_changed(
+        &mut self,
+        at_s: f64,
+        to: FrameShape,
+        layout: Layout,
+        source: LayoutSource,
+    ) -> &SourceChange {
+        let b = self.settings.boundaries;
+        let elapsed_s = self.clock.elapsed(at_s);
+        let inside = elapsed_s.is_some_and(|e| e >= b.window_start_s && e < b.window_end_s);
+        let after_window = elapsed_s.is_some_and(|e| e >= b.window_end_s);
+        let kept_dropped = if inside { self.window.drop_kept() } else { 0 };
+        if after_window && self.window_layout.is_none() {
+            self.window_layout = Some(self.layout);
+        }
+        let change = SourceChange {
+            at_s,
+            elapsed_s,
+            from: self.shape.unwrap_or(to),
+            to,
+            kept_dropped,
+            after_window,
+        };
+        self.timeline
+            .push(TimelineEvent::SourceChanged(change.clone()));
+        self.timeline.push(TimelineEvent::Panes {
+            at_s,
+            layout,
+            source: source.clone(),
+        });
+        // Frozen and motion checks compare a frame with the ones before it.
+        self.quality = QualityTracker::new(self.settings.quality);
+        (self.layout, self.layout_source, self.shape) = (layout, source, Some(to));
+        self.source_changes.push(change);
+        &self.source_changes[self.source_changes.len() - 1]
     }
 
     /// Pre-contrast level: the median CEUS pane mean of clean frames before the injection.
@@ -420,6 +546,10 @@ impl Exam {
             )),
             _ => {}
         }
+        warnings.extend(self.source_changes.iter().map(|c| c.to_string()));
+        if let LayoutSource::Preset { .. } = &self.layout_source {
+            warnings.push(format!("panes from the {}", self.layout_source));
+        }
         if injection.is_some_and(|i| i.estimated) {
             warnings.push(format!(
                 "timing estimated from contrast arrival (transit delay {} s assumed)",
@@ -518,38 +648,47 @@ impl Exam {
     /// panes are stored).
     fn pane_roi(&self, roi: &Roi) -> Result<(Roi, Roi), ExamError> {
         let c = self.ceus_roi(roi)?;
-        let pane = self.layout.ceus;
+        let pane = self.roi_layout().ceus;
         Ok((c, Roi::new(c.x - pane.x, c.y - pane.y, c.width, c.height)))
     }
 
     /// `roi` in frame coordinates: inside the CEUS pane as is, inside the B-mode pane mapped
     /// to the same tissue on the CEUS pane.
     pub fn ceus_roi(&self, roi: &Roi) -> Result<Roi, ExamError> {
-        let c = self.layout.ceus;
+        let layout = self.roi_layout();
+        let c = layout.ceus;
         if c.contains(roi) {
             return Ok(*roi);
         }
-        self.layout.bmode_to_ceus(roi).map_err(|_| ExamError::Roi {
+        layout.bmode_to_ceus(roi).map_err(|_| ExamError::Roi {
             roi: *roi,
             reason: format!(
                 "lies neither inside the B-mode pane {} nor inside the CEUS pane {}",
-                self.layout.bmode, c
+                layout.bmode, c
             ),
         })
+    }
+
+    /// The layout ROIs are read at: that of the kept frames.
+    fn roi_layout(&self) -> Layout {
+        self.window_layout.unwrap_or(self.layout)
     }
 }
 
 /// The layout of a frame: detected, else the preset for its size.
-pub fn layout_of(frame: &Frame, presets: &Presets) -> Result<Layout, ExamError> {
+pub fn layout_of(frame: &Frame, presets: &Presets) -> Result<(Layout, LayoutSource), ExamError> {
     let gray = frame.gray_region(&Roi::full(frame.width, frame.height), LumaRange::Full)?;
     match crate::layout::detect(&gray) {
-        Ok(l) => Ok(l),
+        Ok(l) => Ok((l, LayoutSource::Detected)),
         Err(detect_error) => presets
             .for_frame(frame.width, frame.height)
             .next()
             .map(|p| {
-                log::info!("layout: {detect_error}; using preset '{}'", p.name);
-                p.layout
+                let source = LayoutSource::Preset {
+                    name: p.name.clone(),
+                    detection: detect_error.to_string(),
+                };
+                (p.layout, source)
             })
             .ok_or_else(|| {
                 ExamError::Layout(format!(

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use crate::capture::frame::Frame;
 use crate::capture::source::{FrameSource, SourceEvent};
-use crate::exam::{layout_of, Exam, ExamError, ExamSettings, TimelineEvent};
-use crate::layout::{Layout, Presets};
+use crate::exam::{layout_of, Exam, ExamError, ExamSettings, FrameShape, TimelineEvent};
+use crate::layout::{Layout, LayoutSource, Presets};
 use crate::roi::Roi;
 use crate::timing::{Phase, PhaseBoundaries, TimingStatus};
 
@@ -166,11 +166,23 @@ pub enum Effect {
         exam_id: String,
         reason: StopReason,
     },
+    /// The exam was set up on a frame: its panes, and where they came from.
+    Opened {
+        exam_id: String,
+        layout: Layout,
+        source: LayoutSource,
+    },
     /// The exam could not be set up on a frame (the scanner's panes were not found); tried
-    /// again on the next one. Emitted once per distinct reason.
+    /// again on the next one. Emitted once per exam, on the first such frame.
     NotOpened {
         exam_id: String,
         error: ExamError,
+    },
+    /// The source's frames changed size or format and the panes were found again on them
+    /// (`change` says how, for the log).
+    SourceChanged {
+        exam_id: String,
+        change: String,
     },
     /// The ROI given before the first frame lies on neither pane and was dropped.
     RoiDropped {
@@ -296,6 +308,8 @@ pub struct ExamLifecycle {
     /// started by hand): a recorded exam starts one exam, and one stopped by hand stays
     /// stopped.
     followed_recording: Option<u64>,
+    /// A changed frame shape on which the panes were not found (said once).
+    unreadable_shape: Option<FrameShape>,
     effects: Vec<Effect>,
 }
 
@@ -308,6 +322,7 @@ impl ExamLifecycle {
             previous_exam_id: last_exam_id,
             used_exam_ids,
             followed_recording: None,
+            unreadable_shape: None,
             effects: Vec::new(),
         }
     }
@@ -401,6 +416,7 @@ impl ExamLifecycle {
         let excess = self.used_exam_ids.len().saturating_sub(USED_IDS_KEPT);
         self.used_exam_ids.drain(..excess);
         self.previous_exam_id = Some(id.clone());
+        self.unreadable_shape = None;
         self.state = ExamState::AwaitingFrame {
             run: ExamRun {
                 id: id.clone(),
@@ -434,6 +450,9 @@ impl ExamLifecycle {
             if !self.open_exam(frame, recorded, wall) {
                 return;
             }
+        }
+        if !self.follow_source(frame) {
+            return;
         }
         let (run, exam) = match &mut self.state {
             ExamState::Running { run, exam } | ExamState::Scored { run, exam } => (run, exam),
@@ -469,6 +488,57 @@ impl ExamLifecycle {
         }
     }
 
+    /// Follows a change of the frames' size or format: the panes are found again (a fixed
+    /// layout is kept where it fits). False while they cannot be: the frame is rejected, said
+    /// once per new shape.
+    fn follow_source(&mut self, frame: &Frame) -> bool {
+        let (ExamState::Running { run, exam } | ExamState::Scored { run, exam }) = &mut self.state
+        else {
+            return true;
+        };
+        let shape = FrameShape::of(frame);
+        if exam.shape.is_none_or(|s| s == shape) {
+            return true;
+        }
+        let found = match self.setup.layout {
+            Some(l) => l
+                .bmode
+                .check_within(frame.width, frame.height)
+                .and(l.ceus.check_within(frame.width, frame.height))
+                .map(|_| (l, LayoutSource::Fixed))
+                .map_err(|e| ExamError::Layout(format!("the configured layout: {e}"))),
+            None => layout_of(frame, &self.setup.presets),
+        };
+        match found {
+            Ok((layout, source)) => {
+                let at_s = frame.timestamp.as_secs_f64();
+                let change = exam.source_changed(at_s, shape, layout, source).to_string();
+                self.unreadable_shape = None;
+                let exam_id = run.id.clone();
+                self.effects.push(Effect::SourceChanged { exam_id, change });
+                true
+            }
+            Err(error) => {
+                if self.unreadable_shape != Some(shape) {
+                    self.unreadable_shape = Some(shape);
+                    let exam_id = run.id.clone();
+                    let error = ExamError::Layout(format!(
+                        "the source changed from {} to {shape}: {error}; frames are left out \
+                         until the panes are found",
+                        exam.shape.map(|s| s.to_string()).unwrap_or_default()
+                    ));
+                    let sequence = frame.sequence;
+                    self.effects.push(Effect::FrameRejected {
+                        exam_id,
+                        sequence,
+                        error,
+                    });
+                }
+                false
+            }
+        }
+    }
+
     /// Builds the exam on its first frame (layout, clock); false while the panes cannot be
     /// found.
     fn open_exam(&mut self, frame: &Frame, recorded: Recorded, wall: Instant) -> bool {
@@ -481,16 +551,22 @@ impl ExamLifecycle {
             return false;
         };
         let layout = match self.setup.layout {
-            Some(l) => Ok(l),
+            Some(l) => Ok((l, LayoutSource::Fixed)),
             None => layout_of(frame, &self.setup.presets),
         };
-        let mut exam = match layout.and_then(|l| Exam::new(self.setup.settings.clone(), l)) {
+        let opened = layout.and_then(|(layout, source)| {
+            let mut exam = Exam::new(self.setup.settings.clone(), layout)?;
+            exam.layout_source = source;
+            Ok(exam)
+        });
+        let mut exam = match opened {
             Ok(e) => e,
             Err(e) => {
-                // A CEUS pane can be too dark to find before the contrast arrives.
-                let reason = e.to_string();
-                if layout_error.as_deref() != Some(reason.as_str()) {
-                    *layout_error = Some(reason);
+                // Said once per exam: the panes are looked for again on every frame, and
+                // the reason can change from one frame to the next.
+                let first = layout_error.is_none();
+                *layout_error = Some(e.to_string());
+                if first {
                     self.effects.push(Effect::NotOpened {
                         exam_id: run.id.clone(),
                         error: e,
@@ -500,6 +576,16 @@ impl ExamLifecycle {
             }
         };
         let t = frame.timestamp.as_secs_f64();
+        exam.timeline.push(TimelineEvent::Panes {
+            at_s: t,
+            layout: exam.layout,
+            source: exam.layout_source.clone(),
+        });
+        self.effects.push(Effect::Opened {
+            exam_id: run.id.clone(),
+            layout: exam.layout,
+            source: exam.layout_source.clone(),
+        });
         // The operator's mark wins over the recorded time; the recorded time is not offered
         // beside it.
         match *pending_mark {
@@ -794,6 +880,8 @@ pub fn run_offline(
                             return Err(error)
                         }
                         Effect::Started { .. }
+                        | Effect::Opened { .. }
+                        | Effect::SourceChanged { .. }
                         | Effect::Score(_)
                         | Effect::Stopped { .. }
                         | Effect::RoiDropped { .. } => {}
@@ -1061,5 +1149,88 @@ mod tests {
             Err(Refusal::NothingToRescore)
         );
         assert_eq!(l.set_roi(truth.lesion_bmode), Err(Refusal::NoFrameYet));
+    }
+
+    fn black_frame(width: u32, height: u32, sequence: u64) -> Frame {
+        let picture = crate::capture::picture::Picture::Gray(image::GrayImage::new(width, height));
+        Frame::from_picture(picture, sequence, Duration::from_millis(200 * sequence))
+    }
+
+    /// (not opened, opened from detection, opened from a preset) among `effects`.
+    fn openings(effects: &[Effect]) -> (usize, usize, Vec<String>) {
+        let not_opened = effects
+            .iter()
+            .filter(|e| matches!(e, Effect::NotOpened { .. }))
+            .count();
+        let detected = effects
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Effect::Opened {
+                        source: LayoutSource::Detected,
+                        ..
+                    }
+                )
+            })
+            .count();
+        let presets = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Opened {
+                    source: LayoutSource::Preset { name, .. },
+                    ..
+                } => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        (not_opened, detected, presets)
+    }
+
+    #[test]
+    fn panes_not_found_are_said_once_per_exam_and_found_panes_once() {
+        let (frames, recorded, truth) = exam_frames(2.0, 4.0);
+        let mut l = lifecycle(&truth);
+        l.setup.layout = None;
+        // The synthetic exam's first frame, before the contrast, gives its panes.
+        start(&mut l, "exam-1");
+        for f in &frames {
+            l.frame(f, recorded, Instant::now());
+        }
+        let effects = l.take_effects();
+        assert_eq!(openings(&effects), (0, 1, vec![]));
+        let layout = l.exam().unwrap().layout;
+        assert_eq!(
+            (layout.bmode, layout.ceus),
+            (truth.bmode_pane, truth.ceus_pane)
+        );
+        l.stop(StopReason::Command);
+
+        // No picture for a while (no preset is for 320x240): said once, however many frames.
+        start(&mut l, "exam-2");
+        for sequence in 0..20 {
+            l.frame(&black_frame(320, 240, sequence), recorded, Instant::now());
+        }
+        assert!(l.layout_error().unwrap().contains("320x240"));
+        for f in &frames {
+            l.frame(f, recorded, Instant::now());
+        }
+        assert_eq!(openings(&l.take_effects()), (1, 1, vec![]));
+        l.stop(StopReason::Command);
+
+        // A size a preset is for: the preset, said once, and the exam records why.
+        start(&mut l, "exam-3");
+        for sequence in 0..3 {
+            l.frame(&black_frame(1280, 720, sequence), recorded, Instant::now());
+        }
+        let effects = l.take_effects();
+        assert_eq!(
+            openings(&effects),
+            (0, 0, vec!["synthetic-720p".to_string()])
+        );
+        assert!(matches!(
+            &l.exam().unwrap().layout_source,
+            LayoutSource::Preset { detection, .. } if detection.contains("no textured image area")
+        ));
     }
 }

@@ -10,12 +10,16 @@
 //! flat (black background, a few text overlays). For each column we measure texture as the
 //! mean absolute difference between vertically adjacent pixels over the frame's middle rows
 //! (where text overlays, kept to the top and bottom bands, are absent); columns above a
-//! threshold relative to the busiest columns belong to a pane. The two longest runs of such
-//! columns are the panes (left = B-mode, right = CEUS). Rows are then found the same way within
-//! each pane's columns (horizontal differences), taking the longest run. Short gaps (dark
-//! anechoic areas, a pre-contrast CEUS pane) are bridged by requiring a minimum run length and
-//! by filling gaps narrower than 2% of the frame. A pre-contrast CEUS pane can be almost black:
-//! detection then fails (it says so) and the preset, or a frame taken later, is used.
+//! threshold relative to the busiest columns belong to a pane. The two widest runs of such
+//! columns are the panes (left = B-mode, right = CEUS); they must be about as wide as each
+//! other and share their rows. Before the contrast arrives the CEUS pane is nearly black and
+//! only the B-mode pane passes that threshold: its partner is then a run of faint texture
+//! (a few gray levels of speckle, above the flat screen's) as wide as the B-mode pane. Rows
+//! are found the same way within each pane's columns (horizontal differences, relative to that
+//! pane's own rows), taking the longest run. Short gaps (dark anechoic areas) are bridged by
+//! requiring a minimum run length and by filling gaps narrower than 2% of the frame. A frame
+//! with one image area (a single-pane display) is reported as one pane, never split; a CEUS
+//! pane with no speckle at all cannot be found, and detection says so.
 
 use std::path::Path;
 
@@ -44,8 +48,37 @@ pub enum LayoutError {
     PresetsFile { path: String, reason: String },
     #[error("unknown layout preset '{0}' (known: {1})")]
     UnknownPreset(String, String),
+    #[error(
+        "one image pane at {pane} (x,y,width,height) in the {width}x{height} frame, not two \
+         side-by-side panes (B-mode and CEUS)"
+    )]
+    OnePane { width: u32, height: u32, pane: Roi },
     #[error(transparent)]
     Roi(#[from] RoiError),
+}
+
+/// Where an exam's panes came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum LayoutSource {
+    /// Fixed by the configuration (`source.layout`, `--layout`).
+    Fixed,
+    /// Found on the frame.
+    Detected,
+    /// The preset for the frame's size, because detection said `detection`.
+    Preset { name: String, detection: String },
+}
+
+impl std::fmt::Display for LayoutSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LayoutSource::Fixed => f.write_str("fixed by the configuration"),
+            LayoutSource::Detected => f.write_str("detected"),
+            LayoutSource::Preset { name, detection } => {
+                write!(f, "preset '{name}' (not detected: {detection})")
+            }
+        }
+    }
 }
 
 /// A named layout for one scanner model and output resolution.
@@ -223,9 +256,21 @@ impl Layout {
     }
 }
 
-/// Runs of `true` longer than `min_len`, after filling gaps shorter than `max_gap`.
+/// Runs of `true` longer than `min_len`, after dropping runs narrower than `max_gap` (a scale
+/// bar's ticks, a column of labels beside a pane) and then filling gaps up to `max_gap`.
 fn runs(active: &[bool], min_len: usize, max_gap: usize) -> Vec<(usize, usize)> {
     let mut filled = active.to_vec();
+    let mut i = 0;
+    while i < filled.len() {
+        let start = i;
+        while i < filled.len() && filled[i] {
+            i += 1;
+        }
+        if i - start < max_gap {
+            filled[start..i].iter_mut().for_each(|v| *v = false);
+        }
+        i += 1;
+    }
     let mut i = 0;
     while i < filled.len() {
         if !filled[i] {
@@ -299,7 +344,67 @@ fn active(profile: &[f64]) -> Vec<bool> {
         .collect()
 }
 
-/// Finds the two panes on a gray frame (see the module comment for the method).
+/// Mean |difference| between neighbouring pixels, in gray levels, above which columns are
+/// faintly textured: a CEUS pane before the contrast arrives (speckle a few levels deep on a
+/// dark pane, about 3) passes; a flat screen background, even with a capture card's noise of
+/// about one level, does not.
+const FAINT_TEXTURE: f64 = 2.0;
+
+/// How much the widths of a scanner's two panes may differ (as a fraction of the wider one):
+/// both show the same field of view at the same scale.
+const PANE_WIDTH_TOLERANCE: f64 = 0.2;
+
+/// Columns `start..end` of one textured band.
+type Band = (usize, usize);
+
+fn band_width((a, b): Band) -> usize {
+    b - a
+}
+
+fn similar_widths(a: Band, b: Band) -> bool {
+    let (wa, wb) = (band_width(a) as f64, band_width(b) as f64);
+    (wa - wb).abs() <= PANE_WIDTH_TOLERANCE * wa.max(wb)
+}
+
+/// The dark partner of the one strongly textured pane: a band of faint texture as wide as
+/// `pane`, beside it. Before the contrast arrives a CEUS pane is nearly black, yet its speckle
+/// still stands out from the flat screen around it.
+fn faint_partner(cols: &[f64], pane: Band, min_len: usize, max_gap: usize) -> Option<Band> {
+    let faint: Vec<bool> = cols
+        .iter()
+        .enumerate()
+        .map(|(x, v)| *v > FAINT_TEXTURE && !(pane.0..pane.1).contains(&x))
+        .collect();
+    runs(&faint, min_len, max_gap)
+        .into_iter()
+        .filter(|band| similar_widths(*band, pane))
+        .max_by_key(|band| band_width(*band))
+}
+
+/// The rows of the pane in columns `band`: the longest run of textured rows.
+fn pane_rows(gray: &GrayImage, band: Band) -> Option<Roi> {
+    let h = gray.height();
+    let rows = row_texture(gray, band.0 as u32..band.1 as u32);
+    let (y0, y1) = runs(&active(&rows), (h / 4) as usize, (h / 50) as usize)
+        .into_iter()
+        .max_by_key(|(a, b)| b - a)?;
+    Some(Roi {
+        x: band.0 as u32,
+        y: y0 as u32,
+        width: band_width(band) as u32,
+        height: (y1 - y0) as u32,
+    })
+}
+
+/// Whether two panes side by side share most of their rows.
+fn side_by_side(a: &Roi, b: &Roi) -> bool {
+    let top = a.y.max(b.y);
+    let bottom = (a.y + a.height).min(b.y + b.height);
+    bottom > top && (bottom - top) * 2 >= a.height.min(b.height)
+}
+
+/// Finds the two panes on a gray frame (see the module comment for the method). A frame with
+/// one image area (a single-pane ultrasound display) is [`LayoutError::OnePane`], never split.
 pub fn detect(gray: &GrayImage) -> Result<Layout, LayoutError> {
     let (w, h) = (gray.width(), gray.height());
     let not_found = |reason: String| LayoutError::NotFound {
@@ -311,34 +416,50 @@ pub fn detect(gray: &GrayImage) -> Result<Layout, LayoutError> {
         return Err(not_found("frame too small".into()));
     }
     let cols = column_texture(gray, h * 3 / 10..h * 7 / 10);
-    let mut col_runs = runs(&active(&cols), (w / 8) as usize, (w / 50) as usize);
-    if col_runs.len() < 2 {
+    let (min_len, max_gap) = ((w / 8) as usize, (w / 50) as usize);
+    let mut bands = runs(&active(&cols), min_len, max_gap);
+    // The widest bands first.
+    bands.sort_by_key(|band| std::cmp::Reverse(band_width(*band)));
+    let (first, second) = match bands[..] {
+        [] => return Err(not_found("no textured image area".into())),
+        [only] => match faint_partner(&cols, only, min_len, max_gap) {
+            Some(partner) => (only, partner),
+            None => {
+                let pane = pane_rows(gray, only).ok_or_else(|| {
+                    not_found(format!(
+                        "no textured rows in columns {}..{}",
+                        only.0, only.1
+                    ))
+                })?;
+                return Err(LayoutError::OnePane {
+                    width: w,
+                    height: h,
+                    pane,
+                });
+            }
+        },
+        [a, b, ..] => (a, b),
+    };
+    if !similar_widths(first, second) {
         return Err(not_found(format!(
-            "{} textured column band(s)",
-            col_runs.len()
+            "the two textured areas, columns {}..{} and {}..{}, differ in width",
+            first.0, first.1, second.0, second.1
         )));
     }
-    // The two widest bands, left to right.
-    col_runs.sort_by_key(|(a, b)| std::cmp::Reverse(b - a));
-    let mut two = [col_runs[0], col_runs[1]];
-    two.sort();
-    let mut panes = Vec::new();
-    for (x0, x1) in two {
-        let rows = row_texture(gray, x0 as u32..x1 as u32);
-        let row_runs = runs(&active(&rows), (h / 4) as usize, (h / 50) as usize);
-        let (y0, y1) = row_runs
-            .into_iter()
-            .max_by_key(|(a, b)| b - a)
-            .ok_or_else(|| not_found(format!("no textured rows in columns {x0}..{x1}")))?;
-        panes.push(Roi {
-            x: x0 as u32,
-            y: y0 as u32,
-            width: (x1 - x0) as u32,
-            height: (y1 - y0) as u32,
-        });
+    let (left, right) = (first.min(second), first.max(second));
+    let pane = |band: Band| {
+        pane_rows(gray, band).ok_or_else(|| {
+            not_found(format!(
+                "no textured rows in columns {}..{}",
+                band.0, band.1
+            ))
+        })
+    };
+    let (bmode, ceus) = (pane(left)?, pane(right)?);
+    if !side_by_side(&bmode, &ceus) {
+        return Err(not_found(format!(
+            "the textured areas {bmode} and {ceus} are not side by side"
+        )));
     }
-    Ok(Layout {
-        bmode: panes[0],
-        ceus: panes[1],
-    })
+    Ok(Layout { bmode, ceus })
 }

@@ -32,6 +32,19 @@ fn gray(s: &mut SyntheticScanner, index: u64) -> GrayImage {
         .unwrap()
 }
 
+fn assert_close(found: &Layout, bmode: &Roi, ceus: &Roi, tol: u32, what: &str) {
+    assert!(
+        close(&found.bmode, bmode, tol),
+        "{what}: B-mode {} vs {bmode}",
+        found.bmode
+    );
+    assert!(
+        close(&found.ceus, ceus, tol),
+        "{what}: CEUS {} vs {ceus}",
+        found.ceus
+    );
+}
+
 #[test]
 fn panes_are_found_on_synthetic_frames_of_several_sizes() {
     for (w, h) in [(1280, 720), (1920, 1080), (640, 360), (800, 600)] {
@@ -40,28 +53,45 @@ fn panes_are_found_on_synthetic_frames_of_several_sizes() {
             let truth = s.truth().clone();
             let found = detect(&gray(&mut s, 40)).unwrap();
             let tol = (w / 100).max(3);
-            assert!(
-                close(&found.bmode, &truth.bmode_pane, tol),
-                "{w}x{h}: B-mode {} vs {}",
-                found.bmode,
-                truth.bmode_pane
-            );
-            assert!(
-                close(&found.ceus, &truth.ceus_pane, tol),
-                "{w}x{h}: CEUS {} vs {}",
-                found.ceus,
-                truth.ceus_pane
-            );
+            let what = format!("{w}x{h} seed {seed}");
+            assert_close(&found, &truth.bmode_pane, &truth.ceus_pane, tol, &what);
+        }
+    }
+}
+
+/// The exam opens on its first frame, long before the contrast arrives: the CEUS pane is then
+/// nearly black, a few gray levels of speckle, and must still be found.
+#[test]
+fn panes_are_found_before_the_contrast_arrives_at_720p_and_1080p() {
+    for (w, h) in [(1280, 720), (1920, 1080)] {
+        for seed in [1, 2, 3] {
+            let mut s = synthetic(w, h, seed);
+            let truth = s.truth().clone();
+            // fps 1: frame n is at n s; arrival is 10–20 s after the injection at 5 s.
+            assert!(truth.arrival_s > 14.0);
+            for index in [0, 4, 14, 40] {
+                let found = detect(&gray(&mut s, index)).unwrap();
+                let what = format!("{w}x{h} seed {seed} at {index} s");
+                assert_close(&found, &truth.bmode_pane, &truth.ceus_pane, 3, &what);
+            }
         }
     }
 }
 
 #[test]
-fn a_dark_pre_contrast_ceus_pane_is_reported_not_guessed() {
-    let mut s = synthetic(1280, 720, 3);
-    let e = detect(&gray(&mut s, 2)).unwrap_err();
-    assert!(matches!(e, LayoutError::NotFound { .. }), "{e}");
-    assert!(e.to_string().contains("1280x720"));
+fn a_black_ceus_pane_is_reported_as_one_pane_not_guessed() {
+    let bmode = Roi::new(40, 60, 380, 480);
+    let mut img = drawn(900, 600, &[bmode]);
+    // The CEUS pane's place, beside the B-mode pane, is as flat as the screen around it.
+    let e = detect(&img).unwrap_err();
+    assert!(matches!(e, LayoutError::OnePane { .. }), "{e}");
+    assert!(e.to_string().contains("900x600"), "{e}");
+    // Capture noise of about one gray level is not a pane either.
+    for (x, y, p) in img.enumerate_pixels_mut() {
+        p.0[0] = p.0[0].saturating_add(((x * 7 + y * 13) % 3) as u8);
+    }
+    let e = detect(&img).unwrap_err();
+    assert!(matches!(e, LayoutError::OnePane { .. }), "{e}");
 }
 
 /// Speckled panes at arbitrary places on a black screen with text bars above them.
@@ -152,18 +182,76 @@ fn panes_are_found_wherever_a_scanner_puts_them() {
             found.ceus
         );
     }
-    let one = detect(&drawn(
-        900,
-        600,
-        &[Roi {
-            x: 40,
-            y: 60,
-            width: 800,
-            height: 480,
-        }],
-    ))
-    .unwrap_err();
-    assert!(one.to_string().contains("1 textured column band"), "{one}");
+    let one = detect(&drawn(900, 600, &[Roi::new(40, 60, 800, 480)])).unwrap_err();
+    assert_eq!(
+        one,
+        LayoutError::OnePane {
+            width: 900,
+            height: 600,
+            pane: Roi::new(40, 60, 800, 480)
+        }
+    );
+}
+
+/// What real scanners draw around their panes: a dark margin, a scale bar and a colour bar
+/// beside each pane, measurement text over the image, a dark pre-contrast CEUS pane.
+#[test]
+fn panes_are_found_among_overlays_with_a_dark_ceus_pane() {
+    let (bmode, ceus) = (Roi::new(60, 80, 400, 460), Roi::new(500, 80, 400, 460));
+    let mut img = drawn(960, 600, &[bmode]);
+    let mut speckle = ceusd::rng::SplitMix64(7);
+    for y in ceus.y..ceus.y + ceus.height {
+        for x in ceus.x..ceus.x + ceus.width {
+            // Dark: 0..10 gray levels, as a contrast pane shows tissue before the bolus.
+            img.put_pixel(x, y, image::Luma([(speckle.unit() * 10.0) as u8]));
+        }
+    }
+    for y in 100..500 {
+        // Depth scale ticks and a colour-map bar right of each pane.
+        for x in [bmode.x + bmode.width + 6, ceus.x + ceus.width + 6] {
+            if y % 40 < 3 {
+                img.put_pixel(x, y, image::Luma([230]));
+            }
+            for dx in 12..22 {
+                img.put_pixel(x + dx, y, image::Luma([(y / 2) as u8]));
+            }
+        }
+    }
+    // A measurement label over the B-mode image.
+    for y in 300..312 {
+        for x in 100..220 {
+            if x % 4 != 0 {
+                img.put_pixel(x, y, image::Luma([255]));
+            }
+        }
+    }
+    let found = detect(&img).unwrap();
+    assert_close(&found, &bmode, &ceus, 2, "overlays");
+}
+
+/// Single-pane ultrasound from pydicom's test files: a linear-probe image with two colour
+/// Doppler boxes (GE LOGIQ 700), sector images (Philips EPIQ, SonoSite), a palette-colour
+/// obstetric screen (Philips). None is split into two panes.
+#[test]
+fn single_pane_ultrasound_files_are_one_pane() {
+    for (file, expected) in [
+        ("US1_UNCR.dcm", "one image pane"),
+        ("US1_mono2.dcm", "one image pane"),
+        ("US1_rgb_rle.dcm", "one image pane"),
+        ("JPGLosslessP14SV1_1s_1f_8b.dcm", "one image pane"),
+        ("color3d_jpeg_baseline_30f.dcm", "one image pane"),
+        ("examples_ybr_color.dcm", "one image pane"),
+        ("OBXXXX1A.dcm", "no textured image area"),
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/dicom")
+            .join(file);
+        let loaded = ceusd::capture::dicom::load_frame(&path, 0).unwrap();
+        let p = &loaded.picture;
+        let gray = p.gray_roi(&Roi::full(p.width(), p.height())).unwrap();
+        let e = detect(&gray).unwrap_err();
+        assert!(e.to_string().contains(expected), "{file}: {e}");
+    }
 }
 
 #[test]

@@ -347,6 +347,11 @@ impl SyntheticScanner {
         &self.truth
     }
 
+    /// Plays on from the frame after `index` (a session switching its output mid-exam).
+    pub fn resume_after(&mut self, index: u64) {
+        self.next = index + 1;
+    }
+
     pub fn frame_count(&self) -> u64 {
         (self.config.duration_s * self.config.fps).floor() as u64
     }

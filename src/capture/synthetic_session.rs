@@ -5,7 +5,10 @@
 //!
 //! Two faults of real capture hardware can be scripted for tests of the daemon: a no-signal
 //! episode (the cable pulled: the source says "no signal" twice a second, then frames resume)
-//! and a stall (a driver call that never returns, which only a watchdog can catch).
+//! and a stall (a driver call that never returns, which only a watchdog can catch). A third,
+//! `switch=T:WxH[:FORMAT]`, changes the output's size (and pixel format) at session time T, as
+//! a scanner switching preset or an HDMI link re-negotiating does; the exams after it keep
+//! the new output.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,6 +31,48 @@ pub struct SessionSpec {
     pub no_signal: Vec<Span>,
     /// Source time at which a call for the next frame never returns.
     pub stall_at_s: Option<f64>,
+    /// A change of the output's size and format during the session.
+    pub switch: Option<OutputSwitch>,
+}
+
+/// From session time `at_s` on, frames are `width`x`height` in `format`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutputSwitch {
+    pub at_s: f64,
+    pub width: u32,
+    pub height: u32,
+    pub format: Option<super::frame::PixelFormat>,
+}
+
+impl OutputSwitch {
+    /// `T:WxH` or `T:WxH:FORMAT`.
+    fn parse(value: &str) -> Result<Self, String> {
+        let bad = || format!("switch={value}: expected SECONDS:WxH or SECONDS:WxH:FORMAT");
+        let mut parts = value.split(':');
+        let at_s: f64 = parts.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+        let (width, height) = parts
+            .next()
+            .and_then(super::source::parse_frame_size)
+            .ok_or_else(bad)?;
+        let format = parts.next().map(str::parse).transpose()?;
+        if parts.next().is_some() || !(at_s.is_finite() && at_s >= 0.0) {
+            return Err(bad());
+        }
+        Ok(Self {
+            at_s,
+            width,
+            height,
+            format,
+        })
+    }
+
+    /// `config` with this output.
+    fn apply(&self, config: &mut SyntheticConfig) {
+        (config.width, config.height) = (self.width, self.height);
+        if let Some(format) = self.format {
+            config.format = format;
+        }
+    }
 }
 
 impl SessionSpec {
@@ -48,8 +93,8 @@ impl SessionSpec {
     }
 }
 
-/// Parses `pdac,cp?seed=7&rounds=2&nosignal=70-75&stall=90&…` : one or more kinds, the
-/// session's options (`rounds`, 0 = endless; `nosignal`; `stall`) and every option of
+/// Parses `pdac,cp?seed=7&rounds=2&nosignal=70-75&stall=90&switch=30:1280x720&…` : one or
+/// more kinds, the session's options (`rounds`, 0 = endless; `nosignal`; `stall`; `switch`) and every option of
 /// `synthetic::parse_spec`, which applies to each exam. One exam's seed is `seed + i`.
 pub fn parse_session_spec(spec: &str) -> Result<SessionSpec, String> {
     let (kinds, query) = spec.split_once('?').unwrap_or((spec, ""));
@@ -57,6 +102,7 @@ pub fn parse_session_spec(spec: &str) -> Result<SessionSpec, String> {
     let mut rounds = Some(1);
     let mut no_signal = Vec::new();
     let mut stall_at_s = None;
+    let mut switch = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
@@ -95,6 +141,7 @@ pub fn parse_session_spec(spec: &str) -> Result<SessionSpec, String> {
                 }
                 stall_at_s = Some(t);
             }
+            "switch" => switch = Some(OutputSwitch::parse(value)?),
             _ => exam_options.push(pair),
         }
     }
@@ -105,6 +152,12 @@ pub fn parse_session_spec(spec: &str) -> Result<SessionSpec, String> {
         kind.parse::<LesionKind>()?;
         let mut c = parse_spec(&format!("{kind}?{query}"))?;
         c.seed = c.seed.wrapping_add(i as u64);
+        if let Some(switch) = &switch {
+            // The new output must be one the scanner can render.
+            let mut switched = c.clone();
+            switch.apply(&mut switched);
+            switched.validate()?;
+        }
         exams.push(c);
     }
     Ok(SessionSpec {
@@ -112,6 +165,7 @@ pub fn parse_session_spec(spec: &str) -> Result<SessionSpec, String> {
         rounds,
         no_signal,
         stall_at_s,
+        switch,
     })
 }
 
@@ -234,6 +288,33 @@ impl SyntheticSession {
     pub fn spec(&self) -> &SessionSpec {
         &self.spec
     }
+
+    /// Switches the output: the exam playing goes on from its frame `index` in the new size
+    /// and format, and so do the exams after it. Returns that frame.
+    fn switch_output(
+        &mut self,
+        switch: OutputSwitch,
+        index: u64,
+    ) -> Result<super::frame::Frame, InputError> {
+        self.spec.switch = None;
+        self.spec.exams.iter_mut().for_each(|c| switch.apply(c));
+        let refused = |reason: String| InputError::Unsupported {
+            path: "synthetic".into(),
+            what: "switch".into(),
+            reason,
+        };
+        let Some((_, scanner, _)) = self.current.as_mut() else {
+            return Err(refused("no exam is playing".into()));
+        };
+        let mut config = scanner.truth().config.clone();
+        switch.apply(&mut config);
+        let mut switched =
+            SyntheticScanner::new(config, Pacing::AsFastAsPossible).map_err(refused)?;
+        let frame = switched.frame(index);
+        switched.resume_after(index);
+        *scanner = switched;
+        Ok(frame)
+    }
 }
 
 impl FrameSource for SyntheticSession {
@@ -281,6 +362,9 @@ impl FrameSource for SyntheticSession {
                 continue;
             }
             let t = *start + exam_t;
+            if let Some(switch) = self.spec.switch.filter(|s| t >= s.at_s) {
+                frame = self.switch_output(switch, frame.sequence)?;
+            }
             self.now_s = t + 1.0 / self.spec.exams[0].fps;
             if self.spec.stall_at_s.is_some_and(|at| t >= at) {
                 // A driver call that never returns: the thread stays here until the process

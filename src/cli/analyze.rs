@@ -364,6 +364,16 @@ fn write_event(f: &mut fmt::Formatter<'_>, e: &TimelineEvent) -> fmt::Result {
         TimelineEvent::NoSignal { at_s, reason } => {
             writeln!(f, "{at_s:8.2} s  no signal: {reason}")
         }
+        TimelineEvent::SourceChanged(change) => writeln!(f, "{:8.2} s  {change}", change.at_s),
+        TimelineEvent::Panes {
+            at_s,
+            layout,
+            source,
+        } => writeln!(
+            f,
+            "{at_s:8.2} s  panes: B-mode {}, CEUS {} ({source})",
+            layout.bmode, layout.ceus
+        ),
     }
 }
 

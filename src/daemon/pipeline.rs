@@ -27,6 +27,7 @@ use crate::exam_lifecycle::{
     ScoreRequest, StopReason,
 };
 use crate::health::{systemd, Heart};
+use crate::layout::LayoutSource;
 use crate::model::ModelIdentity;
 use crate::publish::commands::{Command, Request};
 use crate::publish::messages::{
@@ -301,7 +302,25 @@ impl Pipeline {
                     log::info!("exam {exam_id}: stopped ({reason})");
                     self.publish_status(true);
                 }
-                Effect::NotOpened { exam_id, error } => log::error!("exam {exam_id}: {error}"),
+                Effect::Opened {
+                    exam_id,
+                    layout,
+                    source,
+                } => {
+                    let panes = format!("B-mode pane {}, CEUS pane {}", layout.bmode, layout.ceus);
+                    match source {
+                        LayoutSource::Preset { .. } => {
+                            log::warn!("exam {exam_id}: {panes}: {source}")
+                        }
+                        _ => log::info!("exam {exam_id}: {panes} ({source})"),
+                    }
+                }
+                Effect::SourceChanged { exam_id, change } => {
+                    log::warn!("exam {exam_id}: {change}")
+                }
+                Effect::NotOpened { exam_id, error } => log::error!(
+                    "exam {exam_id}: {error}; looking for the panes on each frame until found"
+                ),
                 Effect::RoiDropped { exam_id, error } => {
                     log::warn!("exam {exam_id}: ROI set before the first frame: {error}")
                 }

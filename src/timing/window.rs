@@ -150,6 +150,12 @@ impl KeyFrameWindow {
         k
     }
 
+    /// Drops the frames kept so far (they can no longer be compared with those to come);
+    /// returns how many there were.
+    pub fn drop_kept(&mut self) -> usize {
+        std::mem::take(&mut self.kept).len()
+    }
+
     /// The key frame: the kept frame of highest value.
     pub fn key(&self) -> Option<&Candidate> {
         self.kept.iter().max_by(|a, b| a.value.total_cmp(&b.value))
