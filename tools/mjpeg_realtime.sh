@@ -55,10 +55,10 @@ done
 sleep 6 # one more status (every 5 s) with the final counters
 kill -TERM "$(pgrep -P "$daemon" -x ceusd)" 2>/dev/null || true
 wait "$daemon" || true
-grep '^ceus/mjpeg/status {"contract":1,"device_id":"mjpeg","online":true' "$out/topics.txt" | tail -n 1 | cut -d' ' -f2- | python3 -c '
+grep -a '^ceus/mjpeg/status {"contract":1,"device_id":"mjpeg","online":true' "$out/topics.txt" | tail -n 1 | cut -d' ' -f2- | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 print("last status:", s["state"], "frames", json.dumps(s["frames"]))'
-grep -E 'cmd/reply|result' "$out/topics.txt" | cut -c1-240
+grep -a -E 'cmd/reply|/result ' "$out/topics.txt" | cut -c1-240
 grep -E 'stored|stopped \(' "$out/ceusd.log" | cut -c1-200
 grep -E 'User time|System time|Elapsed|Maximum resident' "$out/ceusd.log"

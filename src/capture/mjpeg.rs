@@ -61,10 +61,20 @@ pub fn region_from_blocks(blocks: &GrayImage, region: &Roi) -> GrayImage {
     let columns: Vec<usize> = (region.x..region.x + region.width)
         .map(|x| ((x / BLOCK) as usize).min(bw - 1))
         .collect();
-    let mut out = Vec::with_capacity(region.width as usize * region.height as usize);
+    let width = region.width as usize;
+    let mut out = Vec::with_capacity(width * region.height as usize);
+    let mut previous_block_row = None;
     for y in region.y..region.y + region.height {
-        let row = &raw[((y / BLOCK) as usize).min(bh - 1) * bw..][..bw];
+        let block_row = ((y / BLOCK) as usize).min(bh - 1);
+        if previous_block_row == Some(block_row) {
+            // The eight lines of a block row are the same: copy the one built.
+            let start = out.len() - width;
+            out.extend_from_within(start..);
+            continue;
+        }
+        let row = &raw[block_row * bw..][..bw];
         out.extend(columns.iter().map(|&c| row[c]));
+        previous_block_row = Some(block_row);
     }
     GrayImage::from_raw(region.width, region.height, out).unwrap_or_default()
 }

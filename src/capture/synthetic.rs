@@ -164,11 +164,11 @@ impl SyntheticConfig {
             return Err(format!("NV12: height {} must be even", self.height));
         }
         if let Some(k) = self.jpeg_loop {
-            if self.format != PixelFormat::Mjpeg || !(3..=600).contains(&k) {
-                // Fewer than 3 would repeat frames that the exam compares (every second one
-                // at 60 fps), which would read as a frozen scanner.
+            if self.format != PixelFormat::Mjpeg || !(7..=600).contains(&k) {
+                // Fewer than 7 could repeat frames that the exam compares (up to every sixth
+                // one, at 120 fps), which would read as a frozen scanner.
                 return Err(format!(
-                    "loop={k}: expected 3..600 frames, with format=MJPEG"
+                    "loop={k}: expected 7..600 frames, with format=MJPEG"
                 ));
             }
         }
