@@ -1,9 +1,10 @@
 //! Conversion of a 1920x1080 captured frame to the gray of its CEUS pane (the right half,
-//! 960x1080), per pixel format: the per-frame cost of capture at 60 fps.
+//! 960x1080), per pixel format: the per-frame cost of capture at 60 fps; for MJPEG also the pane
+//! at the detail of 8x8 block means, which is what the exam takes from most MJPEG frames.
 //!
 //! Run: `cargo bench --bench pixel_formats`
 
-use ceusd::capture::frame::{Frame, LumaRange, PixelFormat};
+use ceusd::capture::frame::{Detail, Frame, LumaRange, PixelFormat};
 use ceusd::roi::Roi;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
@@ -59,6 +60,16 @@ fn benches(c: &mut Criterion) {
             b.iter(|| black_box(f.gray_region(&pane, LumaRange::Limited).expect("convert")))
         });
     }
+    // What the exam takes from most MJPEG frames: the pane at the detail of 8x8 block means.
+    let f = frame(PixelFormat::Mjpeg);
+    g.bench_function("MJPG block means", |b| {
+        b.iter(|| {
+            black_box(
+                f.gray_regions(&[pane], LumaRange::Limited, Detail::BlockMeans)
+                    .expect("convert"),
+            )
+        })
+    });
     g.finish();
 }
 

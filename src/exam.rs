@@ -6,13 +6,13 @@
 use image::GrayImage;
 use serde::Serialize;
 
-use crate::capture::frame::{Frame, LumaRange, PixelFormat};
+use crate::capture::frame::{Detail, Frame, LumaRange, PixelFormat};
 use crate::capture::InputError;
 use crate::layout::{Layout, LayoutSource, Presets};
 use crate::median::median;
 use crate::model::preprocess::resize_gray;
 use crate::model::{DlrModel, ModelError, ModelIdentity};
-use crate::quality::{FrameQuality, QualityLimits, QualityTracker};
+use crate::quality::{sharpness, FrameQuality, QualityLimits, QualityTracker};
 use crate::roi::Roi;
 use crate::timing::{
     Arrival, ArrivalDetector, ArrivalSettings, ClockSource, ClockSwitch, ContrastClock,
@@ -284,7 +284,15 @@ pub struct Exam {
     pub first_s: Option<f64>,
     /// Source time of the last frame.
     pub last_s: Option<f64>,
+    /// Source time of the last frame whose quality was assessed.
+    last_assessed_s: Option<f64>,
 }
+
+/// MJPEG frames outside the key-frame window are assessed at most this often (at 60 fps,
+/// every third frame; at 30 fps, every second): their decoding is the pipeline's largest cost,
+/// and the clock and the quality checks, which work over seconds and were made for 15 fps
+/// (the demo's pipeline sees 15), need no more. Every window frame is assessed.
+const MJPEG_ASSESS_INTERVAL_S: f64 = 0.045;
 
 impl Exam {
     pub fn new(settings: ExamSettings, layout: Layout) -> Result<Self, ExamError> {
@@ -313,6 +321,7 @@ impl Exam {
             frames_seen: 0,
             first_s: None,
             last_s: None,
+            last_assessed_s: None,
             settings,
             layout,
             layout_source: LayoutSource::Fixed,
@@ -353,9 +362,21 @@ impl Exam {
         self.frames_seen += 1;
         self.last_s = Some(t);
         self.shape.get_or_insert(FrameShape::of(frame));
-        let ceus = frame.gray_region(&self.layout.ceus, LumaRange::Full)?;
-        let bmode = frame.gray_region(&self.layout.bmode, LumaRange::Full)?;
-        let q = self.quality.assess(t, &ceus, &bmode);
+        let Some(detail) = self.detail_needed(frame, t) else {
+            return Ok(self.update_phases(t));
+        };
+        let panes = frame.gray_regions(
+            &[self.layout.ceus, self.layout.bmode],
+            LumaRange::Full,
+            detail,
+        )?;
+        let [ceus, bmode] = <[_; 2]>::try_from(panes)
+            .map_err(|_| ExamError::Layout("internal: two panes expected".into()))?;
+        self.last_assessed_s = Some(t);
+        let mut q = match detail {
+            Detail::Full => self.quality.assess(t, &ceus, &bmode),
+            Detail::BlockMeans => self.quality.assess_without_sharpness(t, &ceus, &bmode),
+        };
         // The pane's mean hardly changes when the probe moves, so only black and frozen
         // frames are kept out of the time-intensity curve.
         if !(q.black || q.frozen) {
@@ -373,6 +394,45 @@ impl Exam {
                 }
             }
         }
+        let status = self.update_phases(t);
+        if let Some(elapsed) = status.elapsed_s {
+            if detail == Detail::BlockMeans && self.in_window(elapsed) {
+                // The clock was set by this very frame: the window needs its every pixel.
+                let full = frame.gray_region(&self.layout.ceus, LumaRange::Full)?;
+                q.sharpness = sharpness(&full);
+                self.window.offer(elapsed, t, frame.sequence, q, &full);
+            } else {
+                self.window.offer(elapsed, t, frame.sequence, q, &ceus);
+            }
+        }
+        Ok(status)
+    }
+
+    /// How much of `frame` the exam needs: all of it in the key-frame window (its panes may be
+    /// kept and scored) and for uncompressed formats; block means for other MJPEG frames, and
+    /// nothing for those within `MJPEG_ASSESS_INTERVAL_S` of the last assessed frame.
+    fn detail_needed(&self, frame: &Frame, t: f64) -> Option<Detail> {
+        if frame.format != PixelFormat::Mjpeg {
+            return Some(Detail::Full);
+        }
+        if self.clock.elapsed(t).is_some_and(|e| self.in_window(e)) {
+            return Some(Detail::Full);
+        }
+        if self
+            .last_assessed_s
+            .is_some_and(|last| (t - last).abs() < MJPEG_ASSESS_INTERVAL_S)
+        {
+            return None;
+        }
+        Some(Detail::BlockMeans)
+    }
+
+    fn in_window(&self, elapsed_s: f64) -> bool {
+        elapsed_s >= self.window.start_s && elapsed_s <= self.window.end_s
+    }
+
+    /// Advances the phases to `t`, noting a change in the timeline.
+    fn update_phases(&mut self, t: f64) -> TimingStatus {
         let (status, changed) = self.phases.update(t, &self.clock);
         if let Some(phase) = changed {
             self.timeline.push(TimelineEvent::Phase {
@@ -381,11 +441,8 @@ impl Exam {
                 elapsed_s: status.elapsed_s,
             });
         }
-        if let Some(elapsed) = status.elapsed_s {
-            self.window.offer(elapsed, t, frame.sequence, q, &ceus);
-        }
         self.last_status = Some(status);
-        Ok(status)
+        status
     }
 
     /// The source's frames changed to `to` at `at_s`; they are read at `layout` from now on.

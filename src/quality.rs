@@ -254,6 +254,21 @@ impl QualityTracker {
 
     /// The quality of the frame at `t` seconds, from its CEUS and B-mode panes.
     pub fn assess(&mut self, t: f64, ceus: &GrayImage, bmode: &GrayImage) -> FrameQuality {
+        let quality = self.assess_without_sharpness(t, ceus, bmode);
+        FrameQuality {
+            sharpness: sharpness(ceus),
+            ..quality
+        }
+    }
+
+    /// The same, with sharpness 0: for panes at the detail of block means (MJPEG frames outside
+    /// the key-frame window), whose Laplacian would mean nothing and which no window keeps.
+    pub fn assess_without_sharpness(
+        &mut self,
+        t: f64,
+        ceus: &GrayImage,
+        bmode: &GrayImage,
+    ) -> FrameQuality {
         let (mean, black, frozen) = self.black_or_frozen(ceus);
         // Black and frozen frames carry no motion information.
         let informative = !(black || frozen);
@@ -263,7 +278,7 @@ impl QualityTracker {
             && motion_speed.is_some_and(|v| v > self.limits.motion_speed.max(floor));
         FrameQuality {
             mean,
-            sharpness: sharpness(ceus),
+            sharpness: 0.0,
             motion_speed,
             black,
             frozen,

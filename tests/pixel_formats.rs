@@ -1,8 +1,13 @@
 //! Every capture pixel format converted to the gray of a region, against straightforward
 //! references: Pillow's luma for RGB/BGR (itself checked against Pillow in
-//! `preprocess_pillow.rs`), the Y plane for YUV, and an independent decode for MJPEG.
+//! `preprocess_pillow.rs`), the Y plane for YUV, and an independent decode for MJPEG; and the
+//! reduced MJPEG decode the exam uses outside its key-frame window.
 
-use ceusd::capture::frame::{Frame, LumaRange, PixelFormat};
+use ceusd::capture::frame::{Detail, Frame, LumaRange, PixelFormat};
+use ceusd::capture::source::Pacing;
+use ceusd::capture::synthetic::{LesionKind, SyntheticConfig, SyntheticScanner};
+use ceusd::exam::{Exam, ExamSettings};
+use ceusd::layout::Layout;
 use ceusd::pixels::gray_from_rgb;
 use ceusd::roi::Roi;
 use image::{GrayImage, RgbImage};
@@ -234,4 +239,106 @@ fn short_buffers_bad_strides_and_outside_regions_are_errors() {
     }
     assert_eq!("rgb24".parse::<PixelFormat>().unwrap(), PixelFormat::Rgb24);
     assert!("H264".parse::<PixelFormat>().unwrap_err().contains("H264"));
+}
+
+fn gray_scene_jpeg() -> Vec<u8> {
+    let scene = RgbImage::from_fn(W, H, |x, y| {
+        let v = (x * 2 + y * 3 + (x * y) % 23) as u8;
+        image::Rgb([v, v, v])
+    });
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
+        .encode_image(&scene)
+        .unwrap();
+    jpeg
+}
+
+#[test]
+fn mjpeg_block_means_are_the_means_of_the_full_decodes_blocks() {
+    let f = frame(PixelFormat::Mjpeg, 0, gray_scene_jpeg());
+    let regions = regions();
+    let full = f
+        .gray_regions(&regions, LumaRange::Full, Detail::Full)
+        .unwrap();
+    let blocks = f
+        .gray_regions(&regions, LumaRange::Full, Detail::BlockMeans)
+        .unwrap();
+    let whole = f.gray_region(&Roi::full(W, H), LumaRange::Full).unwrap();
+    let block_mean = |x: u32, y: u32| {
+        let (bx, by) = (x / 8 * 8, y / 8 * 8);
+        let sum: u32 = (0..64)
+            .map(|i| whole.get_pixel(bx + i % 8, by + i / 8).0[0] as u32)
+            .sum();
+        sum as f64 / 64.0
+    };
+    let mut worst = 0f64;
+    for ((roi, full), blocks) in regions.iter().zip(&full).zip(&blocks) {
+        assert_eq!(full, &f.gray_region(roi, LumaRange::Full).unwrap(), "{roi}");
+        assert_eq!((blocks.width(), blocks.height()), (roi.width, roi.height));
+        for (x, y, v) in blocks.enumerate_pixels() {
+            let diff = (v.0[0] as f64 - block_mean(roi.x + x, roi.y + y)).abs();
+            worst = worst.max(diff);
+        }
+    }
+    // The DC coefficient is the block's mean before the decoder's rounding of each pixel.
+    assert!(worst <= 1.0, "block means differ by up to {worst}");
+}
+
+#[test]
+fn corrupt_or_mislabelled_mjpeg_is_an_error_at_either_detail() {
+    let mut wrong = frame(PixelFormat::Mjpeg, 0, gray_scene_jpeg());
+    wrong.width = 100;
+    let e = wrong
+        .gray_regions(&[Roi::full(100, H)], LumaRange::Full, Detail::BlockMeans)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("96x64") && e.contains("100x64"), "{e}");
+    let mut truncated = gray_scene_jpeg();
+    truncated.truncate(40);
+    for data in [vec![0xFF, 0xD8, 0x00], truncated, Vec::new()] {
+        let e = frame(PixelFormat::Mjpeg, 0, data)
+            .gray_regions(&[Roi::full(W, H)], LumaRange::Full, Detail::BlockMeans)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MJPEG"), "{e}");
+    }
+}
+
+/// An MJPEG exam at 40 fps whose key-frame window (30-40 s after injection) is its last 10
+/// seconds: frames before the window are assessed on block means (every second one), those in
+/// it in full. Every kept frame's pane, the key frame's among them, is the full decode's gray.
+#[test]
+fn kept_mjpeg_frames_are_the_full_decodes_gray() {
+    let config = SyntheticConfig {
+        width: 480,
+        height: 272,
+        fps: 40.0,
+        duration_s: 13.0,
+        injection_s: 0.0,
+        format: PixelFormat::Mjpeg,
+        ..SyntheticConfig::new(LesionKind::Pdac, 11)
+    };
+    let mut scanner = SyntheticScanner::new(config, Pacing::AsFastAsPossible).unwrap();
+    let truth = scanner.truth().clone();
+    let layout = Layout {
+        bmode: truth.bmode_pane,
+        ceus: truth.ceus_pane,
+    };
+    let mut exam = Exam::new(ExamSettings::default(), layout).unwrap();
+    exam.recorded_injection(0.0, -27.0);
+    for index in 0..scanner.frame_count() {
+        exam.process(&scanner.frame(index)).unwrap();
+    }
+    let kept = exam.window.kept();
+    assert_eq!(kept.len(), ExamSettings::default().keep);
+    assert!(exam.window.key().is_some());
+    for candidate in kept {
+        let frame = scanner.frame(candidate.sequence);
+        let full = frame.gray_region(&layout.ceus, LumaRange::Full).unwrap();
+        assert!(full == candidate.ceus_pane, "frame {}", candidate.sequence);
+        assert_eq!(
+            candidate.quality.sharpness,
+            ceusd::quality::sharpness(&full)
+        );
+    }
 }

@@ -17,6 +17,8 @@
 //!   plane would be faster, but where a colour map's dark end leaves the RGB gamut, e.g. a
 //!   dark gold CEUS pixel, the decoded RGB clips and Pillow's luma of it, which is what a
 //!   training pipeline computed from the same JPEG, differs from the plane by a few levels.)
+//!   `gray_regions` with `Detail::BlockMeans` does read the luma plane, at 1/8 scale, for the
+//!   per-frame checks that need no more (`capture::mjpeg`).
 
 use image::GrayImage;
 use std::time::Duration;
@@ -232,6 +234,10 @@ impl Frame {
     pub fn gray_region(&self, region: &Roi, range: LumaRange) -> Result<GrayImage, ConvertError> {
         region.check_within(self.width, self.height)?;
         self.validate()?;
+        if self.format == PixelFormat::Mjpeg {
+            let rgb = decode_jpeg_rgb(&self.data, self.width, self.height)?;
+            return Ok(pillow_gray_of(&rgb, self.width, region));
+        }
         let (x0, y0) = (region.x as usize, region.y as usize);
         let (w, h) = (region.width as usize, region.height as usize);
         let mut out = vec![0u8; w * h];
@@ -283,21 +289,69 @@ impl Frame {
                     }
                 }
             }
-            PixelFormat::Mjpeg => {
-                let rgb = decode_jpeg_rgb(&self.data, self.width, self.height)?;
-                let line = 3 * self.width as usize;
-                for (row, dst) in out.chunks_exact_mut(w).enumerate() {
-                    let start = (y0 + row) * line + 3 * x0;
-                    let src = &rgb[start..start + 3 * w];
-                    for (d, px) in dst.iter_mut().zip(src.chunks_exact(3)) {
-                        *d = pillow_luma(px[0], px[1], px[2]);
-                    }
-                }
-            }
+            PixelFormat::Mjpeg => {} // decoded above
         }
         GrayImage::from_raw(region.width, region.height, out)
             .ok_or_else(|| ConvertError::Jpeg("internal: gray buffer size".into()))
     }
+
+    /// The gray of several regions of one frame, decoding an MJPEG frame once. With
+    /// `Detail::BlockMeans` an MJPEG frame is decoded at 1/8 scale and each region comes at
+    /// full size but with every pixel its 8x8 block's mean (`capture::mjpeg`); other formats,
+    /// whose gray costs little, always come in full.
+    pub fn gray_regions(
+        &self,
+        regions: &[Roi],
+        range: LumaRange,
+        detail: Detail,
+    ) -> Result<Vec<GrayImage>, ConvertError> {
+        if self.format != PixelFormat::Mjpeg {
+            return regions.iter().map(|r| self.gray_region(r, range)).collect();
+        }
+        for region in regions {
+            region.check_within(self.width, self.height)?;
+        }
+        Ok(match detail {
+            Detail::Full => {
+                let rgb = decode_jpeg_rgb(&self.data, self.width, self.height)?;
+                regions
+                    .iter()
+                    .map(|r| pillow_gray_of(&rgb, self.width, r))
+                    .collect()
+            }
+            Detail::BlockMeans => {
+                let blocks = super::mjpeg::block_means(&self.data, self.width, self.height)?;
+                regions
+                    .iter()
+                    .map(|r| super::mjpeg::region_from_blocks(&blocks, r))
+                    .collect()
+            }
+        })
+    }
+}
+
+/// How much of an MJPEG frame's detail a consumer needs (see `Frame::gray_regions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Every pixel, as `gray_region` gives it.
+    Full,
+    /// 8x8 block means: enough for the mean, black and frozen frames and probe motion.
+    BlockMeans,
+}
+
+/// Pillow's luma of `region` of a decoded RGB picture `width` pixels wide (checked region).
+fn pillow_gray_of(rgb: &[u8], width: u32, region: &Roi) -> GrayImage {
+    let line = 3 * width as usize;
+    let (x0, y0, w) = (region.x as usize, region.y as usize, region.width as usize);
+    let mut out = vec![0u8; w * region.height as usize];
+    for (row, dst) in out.chunks_exact_mut(w.max(1)).enumerate() {
+        let start = (y0 + row) * line + 3 * x0;
+        let src = &rgb[start..start + 3 * w];
+        for (d, px) in dst.iter_mut().zip(src.chunks_exact(3)) {
+            *d = pillow_luma(px[0], px[1], px[2]);
+        }
+    }
+    GrayImage::from_raw(region.width, region.height, out).unwrap_or_default()
 }
 
 /// Decodes a JPEG to interleaved RGB, checking its size.

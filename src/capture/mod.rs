@@ -7,6 +7,7 @@ pub mod dicom_write;
 pub mod folder;
 pub mod frame;
 pub mod input_error;
+pub mod mjpeg;
 pub mod picture;
 pub mod reconnect;
 pub mod record;

@@ -97,6 +97,12 @@ pub struct SyntheticConfig {
     /// The pixel format frames are delivered in, as a capture card would (RGB24 by default).
     #[serde(default = "default_format")]
     pub format: PixelFormat,
+    /// MJPEG only: this many consecutive frames (from 35 s after injection) are rendered and
+    /// encoded once, when the exam begins, and played in turn for the whole exam, so that the
+    /// scanner's own encoding costs nothing while it plays (a capture card encodes in
+    /// hardware). The loop replays no contrast kinetics, motion, frozen or black segments.
+    #[serde(default)]
+    pub jpeg_loop: Option<u32>,
 }
 
 fn default_format() -> PixelFormat {
@@ -118,6 +124,7 @@ impl SyntheticConfig {
             frozen: Vec::new(),
             black: Vec::new(),
             format: PixelFormat::Rgb24,
+            jpeg_loop: None,
         }
     }
 
@@ -155,6 +162,15 @@ impl SyntheticConfig {
         }
         if self.format == PixelFormat::Nv12 && self.height % 2 != 0 {
             return Err(format!("NV12: height {} must be even", self.height));
+        }
+        if let Some(k) = self.jpeg_loop {
+            if self.format != PixelFormat::Mjpeg || !(7..=600).contains(&k) {
+                // Fewer than 7 could repeat frames that the exam compares (up to every sixth
+                // one, at 120 fps), which would read as a frozen scanner.
+                return Err(format!(
+                    "loop={k}: expected 7..600 frames, with format=MJPEG"
+                ));
+            }
         }
         if let Some(t) = self.transit_s {
             if !(0.0..=60.0).contains(&t) {
@@ -243,6 +259,8 @@ pub struct SyntheticScanner {
     /// the probe is still (they depend on position only): computed once, so a frame costs
     /// the speckle alone.
     still_geometry: std::sync::OnceLock<[Vec<PixelGeometry>; 2]>,
+    /// The encoded frames `jpeg_loop` plays.
+    encoded_loop: std::sync::OnceLock<Vec<Vec<u8>>>,
 }
 
 /// What a pane pixel's value depends on besides time and speckle.
@@ -340,6 +358,28 @@ impl SyntheticScanner {
             next: 0,
             last_live: None,
             still_geometry: std::sync::OnceLock::new(),
+            encoded_loop: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The `jpeg_loop` frames, rendered and encoded on the first frame, before any is
+    /// delivered (none without the option).
+    fn encoded_loop(&self) -> &[Vec<u8>] {
+        self.encoded_loop.get_or_init(|| self.encode_loop())
+    }
+
+    fn encode_loop(&self) -> Vec<Vec<u8>> {
+        let Some(k) = self.config.jpeg_loop else {
+            return Vec::new();
+        };
+        let c = &self.config;
+        let last = self.frame_count().saturating_sub(k as u64);
+        let first = (((self.truth.injection_s + 35.0) * c.fps) as u64).min(last);
+        in_scanner_threads(|| {
+            (first..first + k as u64)
+                .into_par_iter()
+                .map(|i| encode(&self.render(i), c.width, c.height, PixelFormat::Mjpeg).1)
+                .collect()
         })
     }
 
@@ -553,6 +593,19 @@ impl SyntheticScanner {
     pub fn frame(&mut self, index: u64) -> Frame {
         let t = index as f64 / self.config.fps;
         let (w, h) = (self.config.width, self.config.height);
+        let encoded_loop = self.encoded_loop();
+        if !encoded_loop.is_empty() {
+            let data = encoded_loop[(index % encoded_loop.len() as u64) as usize].clone();
+            return Frame {
+                sequence: index,
+                timestamp: Duration::from_secs_f64(t),
+                width: w,
+                height: h,
+                format: PixelFormat::Mjpeg,
+                stride: 0,
+                data,
+            };
+        }
         let data = if self.config.black.iter().any(|s| s.contains(t)) {
             vec![0u8; (w * h * 3) as usize]
         } else if self.config.frozen.iter().any(|s| s.contains(t)) {
@@ -713,7 +766,8 @@ impl FrameSource for SyntheticScanner {
     }
 }
 
-/// Parses `pdac?seed=7&size=960x540&fps=15&duration=60&injection=5&transit=14&motion=20-24,40-41&frozen=..&black=..&format=YUYV`.
+/// Parses `pdac?seed=7&size=960x540&fps=15&duration=60&injection=5&transit=14&motion=20-24,40-41&frozen=..&black=..&format=YUYV`
+/// (and `format=MJPEG&loop=K`).
 pub fn parse_spec(spec: &str) -> Result<SyntheticConfig, String> {
     let (kind, query) = spec.split_once('?').unwrap_or((spec, ""));
     let mut c = SyntheticConfig::new(kind.parse()?, 0);
@@ -756,9 +810,16 @@ pub fn parse_spec(spec: &str) -> Result<SyntheticConfig, String> {
             "frozen" => c.frozen = spans(value)?,
             "black" => c.black = spans(value)?,
             "format" => c.format = value.parse()?,
+            "loop" => {
+                c.jpeg_loop = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("loop={value}: not a whole number"))?,
+                )
+            }
             other => {
                 return Err(format!(
-                    "unknown option '{other}' (expected seed, size, fps, duration, injection, transit, motion, frozen, black, format)"
+                    "unknown option '{other}' (expected seed, size, fps, duration, injection, transit, motion, frozen, black, format, loop)"
                 ))
             }
         }
