@@ -47,7 +47,8 @@ for entry in \
     "-rw-r--r-- 0/0 ./usr/share/ceusd/display/display.css" \
     "-rw-r--r-- 0/0 ./usr/share/ceusd/display/vendor/mqtt.min.js" \
     "-rw-r--r-- 0/0 ./usr/share/ceusd/display/vendor/mqtt.LICENSE.md" \
-    "-rw-r--r-- 0/0 ./usr/share/ceusd/display/mosquitto-ceusd-display.conf"; do
+    "-rw-r--r-- 0/0 ./usr/share/ceusd/display/mosquitto-ceusd-display.conf" \
+    "-rw-r--r-- 0/0 ./usr/share/ceusd/display/mosquitto-ceusd-bridge.conf"; do
     check "package holds: $entry" grep -qxF -- "$entry" <<<"$listing"
 done
 # The shipped Mosquitto snippet serves the shipped page (on free ports, from the unpacked files).

@@ -74,7 +74,8 @@ impl Mosquitto {
         self.child.as_ref().map(|c| c.id())
     }
 
-    fn start_with(dir: &Path, persistent: bool, extra: &str) -> Self {
+    /// A broker whose configuration ends with `extra` (a conf.d snippet, for example).
+    pub fn start_with(dir: &Path, persistent: bool, extra: &str) -> Self {
         let port = free_port();
         std::fs::create_dir_all(dir).unwrap();
         let conf = dir.join("mosquitto.conf");
