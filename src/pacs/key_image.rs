@@ -8,7 +8,7 @@ use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 use image::{Rgb, RgbImage};
 
-use super::dataset::put;
+use super::dataset::{put, DicomMoment};
 use crate::draw::{line, text};
 use crate::exam::{ExamResult, KeyFramePicture};
 use crate::roi::Roi;
@@ -140,7 +140,7 @@ fn draw_box(image: &mut RgbImage, roi: &Roi) {
 
 /// The Secondary Capture Image modules (General Image, SC Equipment, Image Pixel) of `image`.
 /// Patient, study, series and SOP common come from `dataset::put_common`.
-pub fn put_key_image(obj: &mut InMemDicomObject, image: &RgbImage, content: &super::DicomMoment) {
+pub fn put_key_image(obj: &mut InMemDicomObject, image: &RgbImage, content: &DicomMoment) {
     put(obj, tags::CONVERSION_TYPE, VR::CS, "WSD");
     // The pancreas is not a paired organ: laterality is known to be none.
     put(obj, tags::LATERALITY, VR::CS, "");
