@@ -258,6 +258,16 @@ impl ExamResult {
     }
 }
 
+/// The key frame's CEUS pane with the ROI on it and the ROI's Grad-CAM overlay (the ROI's
+/// size), for the key image sent to the PACS.
+#[derive(Debug, Clone)]
+pub struct KeyFramePicture {
+    pub ceus_pane: GrayImage,
+    /// The ROI in the pane's coordinates.
+    pub roi_on_pane: Roi,
+    pub overlay: image::RgbImage,
+}
+
 /// The running exam. Cloning it is cheap enough to hand a snapshot to the inference worker:
 /// it holds the K kept panes, not the video.
 #[derive(Clone)]
@@ -699,6 +709,25 @@ impl Exam {
         let cam = model.gradcam(&out)?.squeeze(0).map_err(ModelError::from)?;
         let heat = crate::model::gradcam::upsample_normalised(&cam, crop.width(), crop.height())?;
         Ok(Some(crate::model::gradcam::overlay(&crop, &heat)?))
+    }
+
+    /// The key frame as the archive's key image shows it: its CEUS pane, the ROI on that
+    /// pane and the Grad-CAM overlay of the ROI. `None` without a key frame.
+    pub fn key_frame_picture(
+        &self,
+        model: &DlrModel,
+        roi: &Roi,
+    ) -> Result<Option<KeyFramePicture>, ExamError> {
+        let (Some(key), Some(overlay)) = (self.window.key(), self.key_frame_heatmap(model, roi)?)
+        else {
+            return Ok(None);
+        };
+        let (_, roi_on_pane) = self.pane_roi(roi)?;
+        Ok(Some(KeyFramePicture {
+            ceus_pane: key.ceus_pane.clone(),
+            roi_on_pane,
+            overlay,
+        }))
     }
 
     /// `roi` on the CEUS pane in frame coordinates, and relative to the pane (as the kept

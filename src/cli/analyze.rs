@@ -17,6 +17,7 @@ use ceusd::model::{parse_device, DlrModel, ModelIdentity, Training};
 use ceusd::roi::Roi;
 use ceusd::timing::clock::ClockSource;
 
+use super::dicom_out::{Analysed, DicomOutArgs};
 use super::{load_model, LOG_TARGET};
 
 /// Seed of the built-in untrained model used when `analyze` is given no `--model`.
@@ -74,6 +75,8 @@ pub struct AnalyzeArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    dicom: DicomOutArgs,
 }
 
 pub fn run(a: AnalyzeArgs, out: &mut impl Write) -> Result<()> {
@@ -93,6 +96,12 @@ pub fn run(a: AnalyzeArgs, out: &mut impl Write) -> Result<()> {
     };
     if let Some(spec) = cine_source(&a.file, a.frame)? {
         return run_cine(&a, spec, &model, out);
+    }
+    if a.dicom.dicom_out.is_some() {
+        bail!(
+            "--dicom-out needs a cine (an exam with an injection time and a key-frame window); \
+             one image has neither"
+        );
     }
     let report = analyze(
         &model,
@@ -189,14 +198,29 @@ fn run_cine(
         |_| {},
     )?;
     let result = exam.result(model, &roi)?;
+    let wants_picture = a.heatmap.is_some() || a.dicom.dicom_out.is_some();
+    let picture = match wants_picture && result.score.is_some() {
+        true => exam.key_frame_picture(model, &roi)?,
+        false => None,
+    };
     if let Some(path) = &a.heatmap {
-        match exam.key_frame_heatmap(model, &roi)? {
-            Some(image) => ceusd::analyze::write_png_atomically(path, &image)?,
+        match &picture {
+            Some(p) => ceusd::analyze::write_png_atomically(path, &p.overlay)?,
             None => {
-                log::warn!(target: LOG_TARGET, "no key frame: no heatmap written to {}", path.display())
+                log::warn!(target: LOG_TARGET, "no scored key frame: no heatmap written to {}", path.display())
             }
         }
     }
+    let dicom_file = match &spec {
+        SourceSpec::Dicom(path) => Some(path.as_path()),
+        _ => None,
+    };
+    let dicom_written = a.dicom.write(&Analysed {
+        source: &source.describe(),
+        dicom_file,
+        result: &result,
+        key_frame: picture.as_ref(),
+    })?;
     if a.json {
         let doc = serde_json::json!({
             "source": source.describe(),
@@ -204,6 +228,7 @@ fn run_cine(
             "layout": exam.layout,
             "timeline": exam.timeline,
             "result": result,
+            "dicom_out": dicom_written,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(());
@@ -214,6 +239,9 @@ fn run_cine(
         result: &result,
     };
     write!(out, "{report}")?;
+    for path in &dicom_written {
+        writeln!(out, "dicom      {}", path.display())?;
+    }
     Ok(())
 }
 

@@ -17,6 +17,7 @@ pub mod check;
 pub mod command;
 pub mod demo;
 pub mod devices;
+pub mod dicom_out;
 pub mod eval;
 pub mod model;
 pub mod run;

@@ -3,10 +3,10 @@
 //! Drawn directly on an RGB image (text in an 8x8 bitmap font), so it needs no font files or
 //! plotting system on the cart or the researcher's machine.
 
-use font8x8::legacy::BASIC_LEGACY;
 use image::{Rgb, RgbImage};
 
 use super::results::{CohortReport, EvalReport};
+use crate::draw::{line, put, text};
 
 const SIZE: u32 = 720;
 const LEFT: f64 = 80.0;
@@ -21,66 +21,12 @@ const COLOURS: [[u8; 3]; 6] = [
     [23, 190, 207],
 ];
 
-fn put(img: &mut RgbImage, x: i64, y: i64, c: [u8; 3]) {
-    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
-        img.put_pixel(x as u32, y as u32, Rgb(c));
-    }
-}
-
-fn line(
-    img: &mut RgbImage,
-    (x0, y0): (f64, f64),
-    (x1, y1): (f64, f64),
-    c: [u8; 3],
-    width: i64,
-    dash: bool,
-) {
-    let steps = ((x1 - x0).abs().max((y1 - y0).abs()) * 2.0).ceil().max(1.0) as usize;
-    for i in 0..=steps {
-        if dash && (i / 12) % 2 == 1 {
-            continue;
-        }
-        let t = i as f64 / steps as f64;
-        let (x, y) = (
-            (x0 + t * (x1 - x0)).round() as i64,
-            (y0 + t * (y1 - y0)).round() as i64,
-        );
-        for dx in -(width / 2)..=(width - 1) / 2 {
-            for dy in -(width / 2)..=(width - 1) / 2 {
-                put(img, x + dx, y + dy, c);
-            }
-        }
-    }
-}
-
 fn disc(img: &mut RgbImage, (cx, cy): (f64, f64), r: f64, c: [u8; 3]) {
     let ri = r.ceil() as i64;
     for dy in -ri..=ri {
         for dx in -ri..=ri {
             if (dx * dx + dy * dy) as f64 <= r * r {
                 put(img, cx.round() as i64 + dx, cy.round() as i64 + dy, c);
-            }
-        }
-    }
-}
-
-fn text(img: &mut RgbImage, x: f64, y: f64, s: &str, c: [u8; 3], scale: i64) {
-    for (i, ch) in s.chars().enumerate() {
-        let glyph = BASIC_LEGACY.get(ch as usize).copied().unwrap_or([0; 8]);
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..8 {
-                if bits & (1 << col) != 0 {
-                    for sy in 0..scale {
-                        for sx in 0..scale {
-                            put(
-                                img,
-                                x as i64 + (i as i64 * 8 + col) * scale + sx,
-                                y as i64 + row as i64 * scale + sy,
-                                c,
-                            );
-                        }
-                    }
-                }
             }
         }
     }
