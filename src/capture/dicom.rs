@@ -381,7 +381,9 @@ impl DicomFile {
                 ))
             }
         };
-        let lut = PaletteLut::read(&self.obj).map_err(|e| self.fail(e))?;
+        let big_endian =
+            self.obj.meta().transfer_syntax().trim_end_matches('\0') == EXPLICIT_VR_BIG_ENDIAN;
+        let lut = PaletteLut::read(&self.obj, big_endian).map_err(|e| self.fail(e))?;
         let mut rgb = RgbImage::new(decoded.columns(), decoded.rows());
         for (px, idx) in rgb.pixels_mut().zip(indices) {
             px.0 = lut.colour(idx);

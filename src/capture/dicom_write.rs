@@ -44,7 +44,8 @@ fn uid(seed: u64, what: u64) -> String {
     format!("2.25.{v}")
 }
 
-fn put(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: impl Into<PrimitiveValue>) {
+/// Puts one element with a primitive value.
+pub fn put(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: impl Into<PrimitiveValue>) {
     obj.put(DataElement::new(tag, vr, value.into()));
 }
 
@@ -70,7 +71,17 @@ pub fn write_cine(
 
     let mut obj = InMemDicomObject::new_empty();
     put_identity(&mut obj, info);
-    put_image_pixel(&mut obj, w, h, n);
+    // 8-bit YBR_FULL_422, as baseline JPEG stores it.
+    put_colour_pixels(
+        &mut obj,
+        &ColourPixels {
+            width: w,
+            height: h,
+            frames: Some(n),
+            photometric: "YBR_FULL_422",
+            lossy: true,
+        },
+    );
     put_cine_timing(&mut obj, info).map_err(fail)?;
     obj.put(DataElement::new(
         tags::PIXEL_DATA,
@@ -176,44 +187,39 @@ fn put_identity(obj: &mut InMemDicomObject, info: &CineInfo) {
     put(obj, tags::INSTANCE_NUMBER, VR::IS, "1");
 }
 
-/// The Image Pixel module: `n` frames of `w`x`h` 8-bit YBR_FULL_422 (baseline JPEG).
-fn put_image_pixel(obj: &mut InMemDicomObject, w: u32, h: u32, n: u32) {
-    put(
-        obj,
-        tags::SAMPLES_PER_PIXEL,
-        VR::US,
-        PrimitiveValue::from(3u16),
-    );
+/// The Image Pixel module's description of 8-bit, three-sample pixels (and whether they were
+/// ever lossily compressed).
+pub struct ColourPixels<'a> {
+    pub width: u32,
+    pub height: u32,
+    /// Number of Frames, for multi-frame objects.
+    pub frames: Option<u32>,
+    pub photometric: &'a str,
+    pub lossy: bool,
+}
+
+/// The Image Pixel module's attributes (not the pixel data) for `pixels`.
+pub fn put_colour_pixels(obj: &mut InMemDicomObject, pixels: &ColourPixels) {
+    let us = |v: u16| PrimitiveValue::from(v);
+    put(obj, tags::SAMPLES_PER_PIXEL, VR::US, us(3));
     put(
         obj,
         tags::PHOTOMETRIC_INTERPRETATION,
         VR::CS,
-        "YBR_FULL_422",
+        pixels.photometric,
     );
-    put(
-        obj,
-        tags::PLANAR_CONFIGURATION,
-        VR::US,
-        PrimitiveValue::from(0u16),
-    );
-    put(obj, tags::NUMBER_OF_FRAMES, VR::IS, n.to_string());
-    put(obj, tags::ROWS, VR::US, PrimitiveValue::from(h as u16));
-    put(obj, tags::COLUMNS, VR::US, PrimitiveValue::from(w as u16));
-    put(
-        obj,
-        tags::BITS_ALLOCATED,
-        VR::US,
-        PrimitiveValue::from(8u16),
-    );
-    put(obj, tags::BITS_STORED, VR::US, PrimitiveValue::from(8u16));
-    put(obj, tags::HIGH_BIT, VR::US, PrimitiveValue::from(7u16));
-    put(
-        obj,
-        tags::PIXEL_REPRESENTATION,
-        VR::US,
-        PrimitiveValue::from(0u16),
-    );
-    put(obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "01");
+    put(obj, tags::PLANAR_CONFIGURATION, VR::US, us(0));
+    if let Some(n) = pixels.frames {
+        put(obj, tags::NUMBER_OF_FRAMES, VR::IS, n.to_string());
+    }
+    put(obj, tags::ROWS, VR::US, us(pixels.height as u16));
+    put(obj, tags::COLUMNS, VR::US, us(pixels.width as u16));
+    put(obj, tags::BITS_ALLOCATED, VR::US, us(8));
+    put(obj, tags::BITS_STORED, VR::US, us(8));
+    put(obj, tags::HIGH_BIT, VR::US, us(7));
+    put(obj, tags::PIXEL_REPRESENTATION, VR::US, us(0));
+    let lossy = if pixels.lossy { "01" } else { "00" };
+    put(obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, lossy);
 }
 
 /// Frame timing, and the contrast agent with its injection time when known.

@@ -23,6 +23,7 @@
 use image::GrayImage;
 use std::time::Duration;
 
+use super::mjpeg::MjpegError;
 use crate::pixels::pillow_luma;
 use crate::roi::{Roi, RoiError};
 
@@ -148,15 +149,8 @@ pub enum ConvertError {
         height: u32,
         stride: usize,
     },
-    #[error("MJPEG frame: {0}")]
-    Jpeg(String),
-    #[error("MJPEG frame decodes to {got_w}x{got_h}, the source announced {width}x{height}")]
-    JpegSize {
-        width: u32,
-        height: u32,
-        got_w: u32,
-        got_h: u32,
-    },
+    #[error(transparent)]
+    Mjpeg(#[from] MjpegError),
     #[error(transparent)]
     Region(#[from] RoiError),
 }
@@ -291,8 +285,9 @@ impl Frame {
             }
             PixelFormat::Mjpeg => {} // decoded above
         }
-        GrayImage::from_raw(region.width, region.height, out)
-            .ok_or_else(|| ConvertError::Jpeg("internal: gray buffer size".into()))
+        GrayImage::from_raw(region.width, region.height, out).ok_or_else(|| {
+            ConvertError::Mjpeg(MjpegError::Decode("internal: gray buffer size".into()))
+        })
     }
 
     /// The gray of several regions of one frame, decoding an MJPEG frame once. With
@@ -363,18 +358,18 @@ fn decode_jpeg_rgb(data: &[u8], width: u32, height: u32) -> Result<Vec<u8>, Conv
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(data), options);
     let pixels = decoder
         .decode()
-        .map_err(|e| ConvertError::Jpeg(e.to_string()))?;
+        .map_err(|e| ConvertError::Mjpeg(MjpegError::Decode(e.to_string())))?;
     let info = decoder
         .info()
-        .ok_or_else(|| ConvertError::Jpeg("no image header".into()))?;
+        .ok_or_else(|| ConvertError::Mjpeg(MjpegError::Decode("no image header".into())))?;
     let (got_w, got_h) = (info.width as u32, info.height as u32);
     if (got_w, got_h) != (width, height) || pixels.len() < 3 * (width * height) as usize {
-        return Err(ConvertError::JpegSize {
+        return Err(ConvertError::Mjpeg(MjpegError::Size {
             width,
             height,
             got_w,
             got_h,
-        });
+        }));
     }
     Ok(pixels)
 }

@@ -7,15 +7,28 @@
 
 use image::GrayImage;
 
-use super::frame::ConvertError;
 use crate::roi::Roi;
 
 /// The scale of the reduced decode: 1/8, one value per 8x8 block.
 pub const BLOCK: u32 = 8;
 
+/// A frame that does not decode as the source announced it.
+#[derive(Debug, thiserror::Error)]
+pub enum MjpegError {
+    #[error("MJPEG frame: {0}")]
+    Decode(String),
+    #[error("MJPEG frame decodes to {got_w}x{got_h}, the source announced {width}x{height}")]
+    Size {
+        width: u32,
+        height: u32,
+        got_w: u32,
+        got_h: u32,
+    },
+}
+
 /// The luma plane of a JPEG at 1/8 scale (each value is its 8x8 block's mean), checking the
 /// picture's size against what the source announced.
-pub fn block_means(data: &[u8], width: u32, height: u32) -> Result<GrayImage, ConvertError> {
+pub fn block_means(data: &[u8], width: u32, height: u32) -> Result<GrayImage, MjpegError> {
     // libjpeg reports errors by unwinding out of its error handler (the `mozjpeg` crate's
     // documented contract): caught here, so a corrupt frame is an error, not a crash.
     let decoded = std::panic::catch_unwind(|| -> std::io::Result<(u32, u32, u32, Vec<u8>)> {
@@ -30,11 +43,11 @@ pub fn block_means(data: &[u8], width: u32, height: u32) -> Result<GrayImage, Co
     });
     let (got_w, got_h, expected, luma) = match decoded {
         Ok(Ok(d)) => d,
-        Ok(Err(e)) => return Err(ConvertError::Jpeg(e.to_string())),
-        Err(panic) => return Err(ConvertError::Jpeg(panic_message(panic))),
+        Ok(Err(e)) => return Err(MjpegError::Decode(e.to_string())),
+        Err(panic) => return Err(MjpegError::Decode(panic_message(panic))),
     };
     if (got_w, got_h) != (width, height) || luma.len() != expected as usize {
-        return Err(ConvertError::JpegSize {
+        return Err(MjpegError::Size {
             width,
             height,
             got_w,
@@ -42,7 +55,7 @@ pub fn block_means(data: &[u8], width: u32, height: u32) -> Result<GrayImage, Co
         });
     }
     GrayImage::from_raw(width.div_ceil(BLOCK), height.div_ceil(BLOCK), luma)
-        .ok_or_else(|| ConvertError::Jpeg("internal: block means buffer size".into()))
+        .ok_or_else(|| MjpegError::Decode("internal: block means buffer size".into()))
 }
 
 fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {

@@ -3,7 +3,7 @@
 //! that put DICOM elements into a data set.
 
 use dicom_core::value::DataSetSequence;
-use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use std::time::SystemTime;
@@ -14,9 +14,7 @@ use super::context::ExamContext;
 const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const MANUFACTURER: &str = "ceusd";
 
-pub fn put(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: impl Into<PrimitiveValue>) {
-    obj.put(DataElement::new(tag, vr, value.into()));
-}
+pub use crate::capture::dicom_write::put;
 
 /// A sequence of `items` (possibly empty: a type 2 sequence).
 pub fn put_sequence(obj: &mut InMemDicomObject, tag: Tag, items: Vec<InMemDicomObject>) {

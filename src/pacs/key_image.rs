@@ -9,6 +9,7 @@ use dicom_object::InMemDicomObject;
 use image::{Rgb, RgbImage};
 
 use super::dataset::{put, DicomMoment};
+use crate::capture::dicom_write::{put_colour_pixels, ColourPixels};
 use crate::draw::{line, text};
 use crate::exam::{ExamResult, KeyFramePicture};
 use crate::roi::Roi;
@@ -162,46 +163,16 @@ pub fn put_key_image(obj: &mut InMemDicomObject, image: &RgbImage, content: &Dic
         "CEUS pane of the key frame with the ROI's Grad-CAM heatmap, the ROI box and the \
          AI result burned in",
     );
-    put(
+    put_colour_pixels(
         obj,
-        tags::SAMPLES_PER_PIXEL,
-        VR::US,
-        PrimitiveValue::from(3u16),
+        &ColourPixels {
+            width: image.width(),
+            height: image.height(),
+            frames: None,
+            photometric: "RGB",
+            lossy: false,
+        },
     );
-    put(obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "RGB");
-    put(
-        obj,
-        tags::PLANAR_CONFIGURATION,
-        VR::US,
-        PrimitiveValue::from(0u16),
-    );
-    put(
-        obj,
-        tags::ROWS,
-        VR::US,
-        PrimitiveValue::from(image.height() as u16),
-    );
-    put(
-        obj,
-        tags::COLUMNS,
-        VR::US,
-        PrimitiveValue::from(image.width() as u16),
-    );
-    put(
-        obj,
-        tags::BITS_ALLOCATED,
-        VR::US,
-        PrimitiveValue::from(8u16),
-    );
-    put(obj, tags::BITS_STORED, VR::US, PrimitiveValue::from(8u16));
-    put(obj, tags::HIGH_BIT, VR::US, PrimitiveValue::from(7u16));
-    put(
-        obj,
-        tags::PIXEL_REPRESENTATION,
-        VR::US,
-        PrimitiveValue::from(0u16),
-    );
-    put(obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00");
     put(
         obj,
         tags::PIXEL_DATA,
@@ -220,3 +191,86 @@ fn even_length(mut bytes: Vec<u8>) -> Vec<u8> {
 
 /// The SOP class of the key image.
 pub const SOP_CLASS: &str = uids::SECONDARY_CAPTURE_IMAGE_STORAGE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exam::{ResultTiming, Spread};
+    use crate::model::metadata::Training;
+    use crate::model::ModelIdentity;
+    use image::GrayImage;
+
+    fn result(not_for_clinical_use: bool) -> ExamResult {
+        ExamResult {
+            score: Some(0.83),
+            label: Some("PDAC".into()),
+            reason: None,
+            threshold: 0.5,
+            positive_class: "PDAC".into(),
+            key_frame: None,
+            frames: Vec::new(),
+            spread: Spread::default(),
+            roi: None,
+            timing: ResultTiming::default(),
+            enhancement: None,
+            warnings: Vec::new(),
+            model: ModelIdentity {
+                name: "site-model".into(),
+                content_hash: format!("sha256:{}", "ab".repeat(32)),
+                quantization: "f32".into(),
+                trained: true,
+                training: Training::Trained,
+                intended_use: "CEUS of pancreatic lesions".into(),
+                not_for_clinical_use,
+                source: "test".into(),
+                path: None,
+                classes: vec!["CP".into(), "PDAC".into()],
+                positive_class: "PDAC".into(),
+                threshold: 0.5,
+            },
+        }
+    }
+
+    fn picture() -> KeyFramePicture {
+        KeyFramePicture {
+            ceus_pane: GrayImage::from_pixel(576, 400, image::Luma([90])),
+            roi_on_pane: Roi::new(100, 80, 120, 90),
+            overlay: RgbImage::from_pixel(120, 90, Rgb([10, 200, 30])),
+        }
+    }
+
+    fn count(image: &RgbImage, colour: [u8; 3]) -> usize {
+        image.pixels().filter(|p| p.0 == colour).count()
+    }
+
+    #[test]
+    fn not_for_clinical_use_is_burned_in_exactly_when_the_model_says_so() {
+        let flagged = burn_in(&picture(), &result(true));
+        let clinical = burn_in(&picture(), &result(false));
+        assert!(
+            count(&flagged.image, WARNING_TEXT) > 100,
+            "the words are drawn"
+        );
+        assert_eq!(count(&clinical.image, WARNING_TEXT), 0);
+        assert!(
+            flagged.image.height() > clinical.image.height(),
+            "the warning has a line of its own"
+        );
+    }
+
+    #[test]
+    fn the_overlay_sits_in_the_roi_with_its_box_around_it_below_the_banner() {
+        let burned = burn_in(&picture(), &result(false));
+        let banner = burned.image.height() - 400;
+        assert_eq!(burned.roi, Roi::new(100, 80 + banner, 120, 90));
+        assert_eq!(
+            count(&burned.image, [10, 200, 30]),
+            120 * 90,
+            "overlay intact"
+        );
+        let corner = burned.image.get_pixel(99, 80 + banner - 1);
+        assert_eq!(corner.0, ROI_BOX, "box just outside the ROI");
+        let pane = burned.image.get_pixel(300, 300 + banner);
+        assert_eq!(pane.0, [90, 90, 90], "the pane in gray below the banner");
+    }
+}

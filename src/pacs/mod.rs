@@ -102,50 +102,27 @@ pub fn build_objects(
 ) -> Result<ResultObjects, PacsError> {
     r.context.validate()?;
     let device = settings.equipment.device_id.as_str();
-    let uid = |what: &str, id: &str| settings.uid_root.uid_for(&[what, device, id]);
     let study_made_here = r.context.study_instance_uid.is_none();
     let study = match &r.context.study_instance_uid {
         Some(s) => s.clone(),
-        None => uid("study", r.exam_id),
+        None => settings.uid_root.uid_for(&["study", device, r.exam_id]),
     };
-    let created = DicomMoment::of(r.created);
+    let maker = ObjectMaker {
+        settings,
+        r,
+        study: &study,
+        created: DicomMoment::of(r.created),
+    };
     let mut objects = Vec::new();
     let mut key_image_ref = None;
     if let Some(picture) = r.key_frame {
         let burned = key_image::burn_in(picture, r.result);
-        let referenced = Referenced {
-            sop_class_uid: key_image::SOP_CLASS.into(),
-            sop_instance_uid: uid("key-image", r.result_id),
-        };
-        let series = uid("key-image-series", r.exam_id);
-        let placement = Placement {
-            study_instance_uid: &study,
-            series_instance_uid: &series,
-            series_number: KEY_IMAGE_SERIES_NUMBER,
-            series_description: "ceusd AI key frame",
-            modality: "US",
-        };
-        let mut obj = InMemDicomObject::new_empty();
-        put_common(
-            &mut obj,
-            (&referenced.sop_class_uid, &referenced.sop_instance_uid),
-            r.context,
-            &placement,
-            &settings.equipment,
-            &created,
-        );
-        key_image::put_key_image(&mut obj, &burned.image, &created);
+        let (referenced, series, mut obj) = maker.start(ObjectKind::KeyImage);
+        key_image::put_key_image(&mut obj, &burned.image, &maker.created);
         objects.push(encode(obj, ObjectKind::KeyImage, &referenced)?);
         key_image_ref = Some((referenced, series, burned.roi));
     }
-    let report = report_object(
-        settings,
-        r,
-        &study,
-        study_made_here,
-        &created,
-        key_image_ref,
-    )?;
+    let report = maker.report(study_made_here, key_image_ref)?;
     objects.insert(0, report);
     Ok(ResultObjects {
         study_instance_uid: study,
@@ -154,55 +131,85 @@ pub fn build_objects(
     })
 }
 
-fn report_object(
-    settings: &ArchiveSettings,
-    r: &ResultToArchive,
-    study: &str,
-    study_made_here: bool,
-    created: &DicomMoment,
-    key_image: Option<(Referenced, String, crate::roi::Roi)>,
-) -> Result<DicomObject, PacsError> {
-    let device = settings.equipment.device_id.as_str();
-    let referenced = Referenced {
-        sop_class_uid: structured_report::SOP_CLASS.into(),
-        sop_instance_uid: settings.uid_root.uid_for(&["report", device, r.result_id]),
-    };
-    let series = settings
-        .uid_root
-        .uid_for(&["report-series", device, r.exam_id]);
-    let placement = Placement {
-        study_instance_uid: study,
-        series_instance_uid: &series,
-        series_number: REPORT_SERIES_NUMBER,
-        series_description: "ceusd AI result",
-        modality: "SR",
-    };
-    let mut obj = InMemDicomObject::new_empty();
-    put_common(
-        &mut obj,
-        (&referenced.sop_class_uid, &referenced.sop_instance_uid),
-        r.context,
-        &placement,
-        &settings.equipment,
-        created,
-    );
-    let evidence = key_image
-        .as_ref()
-        .map(|(image, series, _)| (study, series.as_str(), image));
-    structured_report::put_document(&mut obj, created, evidence, request_item(r.context, study));
-    let notes = report_notes(r.context, study_made_here);
-    let observer_uid = settings.uid_root.uid_for(&["device", device]);
-    structured_report::put_content(
-        &mut obj,
-        &ReportFacts {
-            result: r.result,
-            device_id: device,
-            device_observer_uid: &observer_uid,
-            key_image: key_image.as_ref().map(|(image, _, roi)| (image, *roi)),
-            notes: &notes,
-        },
-    );
-    encode(obj, ObjectKind::Report, &referenced)
+/// Makes the objects of one result: their UIDs, series and common attributes.
+struct ObjectMaker<'a> {
+    settings: &'a ArchiveSettings,
+    r: &'a ResultToArchive<'a>,
+    study: &'a str,
+    created: DicomMoment,
+}
+
+impl ObjectMaker<'_> {
+    /// A new object of `kind`: its reference, its series UID, and a data set holding the
+    /// patient, study, series, equipment and SOP common attributes.
+    fn start(&self, kind: ObjectKind) -> (Referenced, String, InMemDicomObject) {
+        let device = self.settings.equipment.device_id.as_str();
+        let uid = |what: &str, id: &str| self.settings.uid_root.uid_for(&[what, device, id]);
+        let (sop_class, series_number, description, modality) = match kind {
+            ObjectKind::Report => (
+                structured_report::SOP_CLASS,
+                REPORT_SERIES_NUMBER,
+                "ceusd AI result",
+                "SR",
+            ),
+            ObjectKind::KeyImage => (
+                key_image::SOP_CLASS,
+                KEY_IMAGE_SERIES_NUMBER,
+                "ceusd AI key frame",
+                "US",
+            ),
+        };
+        let referenced = Referenced {
+            sop_class_uid: sop_class.into(),
+            sop_instance_uid: uid(kind.name(), self.r.result_id),
+        };
+        let series = uid(&format!("{}-series", kind.name()), self.r.exam_id);
+        let placement = Placement {
+            study_instance_uid: self.study,
+            series_instance_uid: &series,
+            series_number,
+            series_description: description,
+            modality,
+        };
+        let mut obj = InMemDicomObject::new_empty();
+        put_common(
+            &mut obj,
+            (&referenced.sop_class_uid, &referenced.sop_instance_uid),
+            self.r.context,
+            &placement,
+            &self.settings.equipment,
+            &self.created,
+        );
+        (referenced, series, obj)
+    }
+
+    /// The Structured Report, referring to the key image when there is one.
+    fn report(
+        &self,
+        study_made_here: bool,
+        key_image: Option<(Referenced, String, crate::roi::Roi)>,
+    ) -> Result<DicomObject, PacsError> {
+        let (referenced, _, mut obj) = self.start(ObjectKind::Report);
+        let evidence = key_image
+            .as_ref()
+            .map(|(image, series, _)| (self.study, series.as_str(), image));
+        let request = request_item(self.r.context, self.study);
+        structured_report::put_document(&mut obj, &self.created, evidence, request);
+        let notes = report_notes(self.r.context, study_made_here);
+        let device = self.settings.equipment.device_id.as_str();
+        let observer_uid = self.settings.uid_root.uid_for(&["device", device]);
+        structured_report::put_content(
+            &mut obj,
+            &ReportFacts {
+                result: self.r.result,
+                device_id: device,
+                device_observer_uid: &observer_uid,
+                key_image: key_image.as_ref().map(|(image, _, roi)| (image, *roi)),
+                notes: &notes,
+            },
+        );
+        encode(obj, ObjectKind::Report, &referenced)
+    }
 }
 
 /// What the report says about where its study came from.

@@ -55,9 +55,9 @@ struct Descriptor {
 }
 
 impl PaletteLut {
-    pub(super) fn read(obj: &DefaultDicomObject) -> Result<Self, String> {
-        let big_endian =
-            obj.meta().transfer_syntax().trim_end_matches('\0') == super::EXPLICIT_VR_BIG_ENDIAN;
+    /// The palette of `obj`; `big_endian` when its transfer syntax stores words big end
+    /// first (segmented tables are read as raw bytes).
+    pub(super) fn read(obj: &DefaultDicomObject, big_endian: bool) -> Result<Self, String> {
         // All channels index with the red descriptor, as pydicom does.
         let red = descriptor(obj, &CHANNELS[0])?;
         let mut channels: [Vec<u8>; 3] = Default::default();
