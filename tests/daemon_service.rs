@@ -332,10 +332,12 @@ fn journal_lines_carry_priorities_and_what_an_installer_looks_for() {
         serde_json::json!({"id": "roi", "command": "set_roi", "roi": lesion_roi(source, 0)}),
     );
     daemon.wait_for_log(" stored: ", start + Duration::from_secs(180), "no result");
-    let result = retained(broker.port, "ceus/jr/exam/+/result")
-        .first()
-        .expect("a retained result")
-        .json();
+    let result = wait_retained(
+        broker.port,
+        "ceus/jr/exam/+/result",
+        Duration::from_secs(30),
+    )
+    .json();
     assert!(daemon.terminate().success());
     let text = std::fs::read_to_string(&log).unwrap();
 

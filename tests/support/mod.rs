@@ -250,6 +250,15 @@ pub fn retained(port: u16, filter: &str) -> Vec<Received> {
     s.snapshot().into_iter().filter(|m| m.retained).collect()
 }
 
+/// The first retained message on `filter`, waiting for it: a result is stored in the outbox
+/// (and logged) before it is published, so a test that saw the log line may be early.
+pub fn wait_retained(port: u16, filter: &str, timeout: Duration) -> Received {
+    let s = Subscriber::start(port, filter, None);
+    s.wait_for(&format!("retained message on {filter}"), timeout, |m| {
+        m.retained
+    })
+}
+
 pub fn publish(port: u16, topic: &str, payload: &[u8]) {
     let mut child = Command::new("mosquitto_pub")
         .args([
