@@ -1,7 +1,8 @@
 //! `ceusd check --config …`: what an installer runs before starting the service. Each check
 //! prints one pass/fail line with what it found: the configuration, the model file and its
-//! hash, the capture source and its format, the state directory, and the broker (connection,
-//! credentials, and whether this device may publish and subscribe under its topics).
+//! hash, the capture source and its format, the state directory, the broker (connection,
+//! credentials, and whether this device may publish and subscribe under its topics), and the
+//! PACS (C-ECHO).
 
 use std::path::Path;
 use std::time::Duration;
@@ -30,7 +31,7 @@ impl std::fmt::Display for CheckLine {
 }
 
 /// The checks after the configuration's, in the order they run.
-pub const CHECKS: [&str; 4] = ["model", "source", "state", "broker"];
+pub const CHECKS: [&str; 5] = ["model", "source", "state", "broker", "pacs"];
 
 /// Runs the configuration check, then those of `only` (all of [`CHECKS`] when empty); later
 /// checks need a valid configuration.
@@ -72,7 +73,37 @@ pub fn run_checks(
     if wanted("broker") {
         lines.push(check_broker(&config, timeout));
     }
+    if wanted("pacs") {
+        lines.push(check_pacs(&config, timeout));
+    }
     lines
+}
+
+/// C-ECHO to the configured PACS, as the service's AE title.
+fn check_pacs(config: &Config, timeout: Duration) -> CheckLine {
+    let line = |passed: bool, detail: String| CheckLine {
+        name: "pacs",
+        passed,
+        detail,
+    };
+    let Some(pacs) = &config.pacs else {
+        return line(
+            true,
+            "no [pacs] section: results are not sent to a PACS".into(),
+        );
+    };
+    let mut peer = pacs.peer.clone();
+    peer.timeout = peer.timeout.min(timeout);
+    match crate::pacs::network::echo(&peer) {
+        Ok(()) => line(
+            true,
+            format!(
+                "C-ECHO to {peer} answered (calling AE title {})",
+                peer.calling_ae_title
+            ),
+        ),
+        Err(e) => line(false, e.to_string()),
+    }
 }
 
 fn check_model(config: &Config) -> CheckLine {
@@ -185,10 +216,22 @@ fn check_state_dir(config: &Config) -> CheckLine {
                 );
             }
             match crate::publish::outbox::Outbox::count_read_only(&outbox) {
-                Ok(n) => line(
-                    true,
-                    format!("{} writable; outbox holds {n} message(s)", dir.display()),
-                ),
+                Ok((n, archive)) => {
+                    let mut detail =
+                        format!("{} writable; outbox holds {n} message(s)", dir.display());
+                    if archive != Default::default() {
+                        detail.push_str(&format!(
+                            "; for the PACS: {} waiting, {} refused, {} not kept",
+                            archive.waiting, archive.refused, archive.not_kept
+                        ));
+                        if let Some(reason) = &archive.last_refusal {
+                            detail.push_str(&format!(" (last refusal: {reason})"));
+                        }
+                    }
+                    // Refused or dropped objects never reached the patient's record: a
+                    // hospital engineer must look at them.
+                    line(archive.refused == 0 && archive.not_kept == 0, detail)
+                }
                 Err(e) => line(false, e.to_string()),
             }
         }

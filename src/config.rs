@@ -53,6 +53,9 @@ pub struct ConfigFile {
     pub pipeline: PipelineSection,
     #[serde(default)]
     pub preview: PreviewSection,
+    /// Absent: results are not sent to a PACS.
+    #[serde(default)]
+    pub pacs: Option<PacsSection>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,6 +259,62 @@ impl Default for PreviewSection {
     }
 }
 
+/// The hospital's archive that results are sent to (C-STORE), as DICOM objects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacsSection {
+    pub host: String,
+    #[serde(default = "default_dicom_port")]
+    pub port: u16,
+    /// The PACS's AE title.
+    pub called_ae_title: String,
+    /// This cart's AE title, as the PACS knows it.
+    #[serde(default = "default_calling_ae_title")]
+    pub calling_ae_title: String,
+    /// Root of the objects' UIDs: the site's registered root, or 2.25 (UUID-derived UIDs,
+    /// which need no registration).
+    #[serde(default = "default_uid_root")]
+    pub uid_root: String,
+    /// Written as Institution Name in the objects.
+    #[serde(default)]
+    pub institution_name: Option<String>,
+    /// Longest wait to connect, and for each answer.
+    #[serde(default = "default_pacs_timeout")]
+    pub timeout_s: f64,
+    /// Objects kept for the PACS (waiting or refused) before new results' objects are
+    /// recorded as not kept.
+    #[serde(default = "default_pacs_capacity")]
+    pub capacity: usize,
+    /// Retry backoff while the PACS is unreachable: doubles from the first to the longest.
+    #[serde(default = "default_pacs_retry_min")]
+    pub retry_min_s: f64,
+    #[serde(default = "default_pacs_retry_max")]
+    pub retry_max_s: f64,
+}
+
+fn default_dicom_port() -> u16 {
+    104
+}
+fn default_calling_ae_title() -> String {
+    "CEUSD".into()
+}
+fn default_uid_root() -> String {
+    crate::pacs::UidRoot::default().to_string()
+}
+fn default_pacs_timeout() -> f64 {
+    10.0
+}
+// Two objects a result: a hundred results, some hundreds of MB at most.
+fn default_pacs_capacity() -> usize {
+    200
+}
+fn default_pacs_retry_min() -> f64 {
+    2.0
+}
+fn default_pacs_retry_max() -> f64 {
+    300.0
+}
+
 // About 15 kB a second: Mosquitto 2.0's websockets listener moves only some tens of kB/s to
 // a browser.
 fn default_preview_fps() -> f64 {
@@ -394,6 +453,19 @@ pub struct Config {
     pub pipeline: Pipeline,
     /// `None` when the preview is off.
     pub preview: Option<Preview>,
+    /// `None` when results are not sent to a PACS.
+    pub pacs: Option<Pacs>,
+}
+
+/// The PACS, checked.
+#[derive(Debug, Clone)]
+pub struct Pacs {
+    pub peer: crate::pacs::network::PacsPeer,
+    pub uid_root: crate::pacs::UidRoot,
+    pub institution_name: Option<String>,
+    pub capacity: usize,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
 }
 
 /// Where frames come from.
@@ -588,7 +660,68 @@ impl TryFrom<ConfigFile> for Config {
             state: checked_state(file.state)?,
             pipeline: Pipeline::try_from(&file.pipeline)?,
             preview: checked_preview(&file.preview)?,
+            pacs: file.pacs.as_ref().map(Pacs::try_from).transpose()?,
             device: file.device,
+        })
+    }
+}
+
+impl TryFrom<&PacsSection> for Pacs {
+    type Error = FieldError;
+
+    fn try_from(raw: &PacsSection) -> Result<Self, FieldError> {
+        if raw.host.trim().is_empty() {
+            return Err(invalid(
+                "pacs.host",
+                "empty: the PACS's host name or address",
+            ));
+        }
+        if raw.port == 0 {
+            return Err(invalid("pacs.port", "0: expected 1 to 65535"));
+        }
+        let ae_title = |field: &'static str, title: &str| {
+            crate::pacs::network::check_ae_title(title)
+                .map(|()| title.trim().to_string())
+                .map_err(|reason| invalid(field, format!("'{title}': {reason}")))
+        };
+        let uid_root = raw
+            .uid_root
+            .parse::<crate::pacs::UidRoot>()
+            .map_err(|e| invalid("pacs.uid_root", e.to_string()))?;
+        let seconds = |field: &'static str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(invalid(
+                    field,
+                    format!("{v}: expected a positive number of seconds"),
+                ))
+            }
+        };
+        let retry_min = seconds("pacs.retry_min_s", raw.retry_min_s)?;
+        let retry_max = seconds("pacs.retry_max_s", raw.retry_max_s)?;
+        if retry_max < retry_min {
+            return Err(invalid(
+                "pacs.retry_max_s",
+                format!("{}: less than pacs.retry_min_s", raw.retry_max_s),
+            ));
+        }
+        if raw.capacity == 0 {
+            return Err(invalid("pacs.capacity", "0: at least one object must fit"));
+        }
+        Ok(Self {
+            peer: crate::pacs::network::PacsPeer {
+                host: raw.host.trim().to_string(),
+                port: raw.port,
+                called_ae_title: ae_title("pacs.called_ae_title", &raw.called_ae_title)?,
+                calling_ae_title: ae_title("pacs.calling_ae_title", &raw.calling_ae_title)?,
+                timeout: seconds("pacs.timeout_s", raw.timeout_s)?,
+            },
+            uid_root,
+            institution_name: raw.institution_name.clone(),
+            capacity: raw.capacity,
+            retry_min,
+            retry_max,
         })
     }
 }
@@ -878,6 +1011,51 @@ mod tests {
             "[device]\nid = \"cart-1\"\n[source]\nuri = \"synthetic:pdac\"\nspeed = 4.0\n{extra}\n[model]\npath = \"demo\"\n"
         );
         Config::parse(&text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn a_pacs_section_is_checked_field_by_field() {
+        let pacs = |fields: &str| {
+            let text = format!(
+                "[device]\nid = \"cart-1\"\n[source]\nuri = \"synthetic:pdac\"\n[model]\npath = \"demo\"\n[pacs]\n{fields}\n"
+            );
+            Config::parse(&text, Path::new("t.toml"))
+        };
+        assert!(config("").unwrap().pacs.is_none());
+        let c = pacs("host = \"pacs.example\"\ncalled_ae_title = \"ARCHIVE\"").unwrap();
+        let p = c.pacs.unwrap();
+        assert_eq!(p.peer.to_string(), "ARCHIVE@pacs.example:104");
+        assert_eq!(p.peer.calling_ae_title, "CEUSD");
+        assert_eq!(p.uid_root.to_string(), "2.25");
+        assert_eq!(p.capacity, 200);
+        assert_eq!(p.retry_min, Duration::from_secs(2));
+        let field_of = |fields: &str| match pacs(fields) {
+            Err(ConfigError::Invalid { field, reason, .. }) => format!("{field}: {reason}"),
+            other => panic!("{fields}: {other:?}"),
+        };
+        let base = "host = \"pacs.example\"\ncalled_ae_title = \"ARCHIVE\"";
+        assert!(field_of(&format!(
+            "{base}\ncalling_ae_title = \"A-TITLE-OF-MORE-THAN-16\""
+        ))
+        .starts_with("pacs.calling_ae_title: 'A-TITLE-OF-MORE-THAN-16': 23 characters"));
+        assert!(
+            field_of("host = \"pacs.example\"\ncalled_ae_title = \"A\\\\B\"")
+                .starts_with("pacs.called_ae_title:")
+        );
+        assert!(field_of(&format!("{base}\nuid_root = \"1.2.x\"")).starts_with("pacs.uid_root:"));
+        assert!(
+            field_of(&format!("{base}\nretry_min_s = 10.0\nretry_max_s = 1.0"))
+                .starts_with("pacs.retry_max_s:")
+        );
+        assert!(field_of(&format!("{base}\ncapacity = 0")).starts_with("pacs.capacity:"));
+        assert!(field_of("host = \" \"\ncalled_ae_title = \"A\"").starts_with("pacs.host:"));
+        // A missing AE title is the parser's error, naming the field.
+        match pacs("host = \"pacs.example\"") {
+            Err(ConfigError::Parse { message, .. }) => {
+                assert!(message.contains("called_ae_title"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

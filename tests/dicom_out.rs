@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod support;
+use support::dicom_tools::{dumped, sr_number, tool};
+
 fn ceusd(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ceusd"))
         .args(args)
@@ -20,26 +23,6 @@ fn ok(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-/// A tool from dcmtk or dicom3tools; their absence fails the test (`.ci/run` installs them).
-fn tool(name: &str, file: &Path) -> String {
-    // UIDs as numbers, long texts whole.
-    let options: &[&str] = match name {
-        "dcmdump" => &["-Un"],
-        "dsrdump" => &["+Pl"],
-        _ => &[],
-    };
-    let o = Command::new(name)
-        .args(options)
-        .arg(file)
-        .output()
-        .unwrap_or_else(|e| panic!("{name} (install dcmtk and dicom3tools): {e}"));
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A 50 s synthetic PDAC cine, 5 frames a second, as the scanner would export it.
@@ -88,29 +71,6 @@ fn analyze(
         .map(|p| PathBuf::from(p.as_str().expect("a path")))
         .collect();
     (json, files)
-}
-
-/// The value of `tag` as dcmdump prints it, e.g. `(0008,0018) UI [1.2.3]`.
-fn dumped(dump: &str, tag: &str) -> String {
-    let line = dump
-        .lines()
-        .find(|l| l.trim_start().starts_with(tag))
-        .unwrap_or_else(|| panic!("{tag} not in\n{dump}"));
-    let value = line.split_once('[').map_or("", |(_, v)| v);
-    value.split_once(']').map_or(value, |(v, _)| v).to_string()
-}
-
-/// The numeric value of the NUM item named `concept` in dsrdump's rendering.
-fn sr_number(sr: &str, concept: &str) -> f64 {
-    let marker = format!("\"{concept}\")=\"");
-    let at = sr
-        .find(&marker)
-        .unwrap_or_else(|| panic!("{concept} not in\n{sr}"))
-        + marker.len();
-    let value = &sr[at..];
-    value[..value.find('"').expect("closing quote")]
-        .parse()
-        .expect("a number")
 }
 
 /// dciodvfy's errors; its warnings about ceusd's private coding scheme and the empty Study ID

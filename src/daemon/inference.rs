@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use tokio::sync::mpsc as tokio_mpsc;
 
-use crate::exam::{ExamResult, ResultTiming};
+use crate::exam::{ExamResult, KeyFramePicture, ResultTiming};
 use crate::exam_lifecycle::ScoreRequest;
 use crate::health::Heart;
 use crate::model::DlrModel;
+use crate::pacs::{build_objects, ArchiveSettings, ExamContext, ResultToArchive};
 use crate::publish::messages::{HeatmapInfo, ResultMessage, Topics};
 use crate::publish::mqtt::Outbound;
-use crate::publish::outbox::{Outbox, OutgoingMessage};
+use crate::publish::outbox::{ArchiveObject, ArchiveQueued, Outbox, OutgoingMessage};
 
 /// One result to compute.
 pub struct ScoringJob {
@@ -42,6 +43,10 @@ pub struct InferenceWorker {
     pub outbound: tokio_mpsc::Sender<Outbound>,
     pub done: SyncSender<ScoringDone>,
     pub heart: Arc<Heart>,
+    /// Set when results go to a PACS: their DICOM objects are stored with them.
+    pub archive: Option<ArchiveSettings>,
+    /// Told when objects for the PACS were stored.
+    pub archive_wake: Option<SyncSender<()>>,
 }
 
 impl InferenceWorker {
@@ -55,10 +60,17 @@ impl InferenceWorker {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             self.heart.busy();
-            let (mut message, heatmap) = score_job(&self.model, &self.topics, &job.request);
+            let scored = score_with_key_frame(&self.model, &self.topics, &job.request);
+            let (mut message, heatmap) = (scored.message, scored.heatmap);
             message.window_to_result_ms = Some(job.requested.elapsed().as_millis() as u64);
-            let stored = self.store(&message, heatmap);
+            let objects = self.archive_objects(&message, scored.key_frame.as_ref());
+            let stored = self.store(&message, heatmap, &objects);
             let _ = self.outbound.blocking_send(Outbound::OutboxChanged);
+            if stored && !objects.is_empty() {
+                if let Some(wake) = &self.archive_wake {
+                    let _ = wake.try_send(());
+                }
+            }
             // For the pipeline's log only: never wait for it.
             let _ = self.done.try_send(ScoringDone {
                 exam_id: job.request.exam_id,
@@ -71,9 +83,56 @@ impl InferenceWorker {
         self.heart.finish();
     }
 
-    /// Writes the result (and heatmap) to the outbox; retries while it is full, so a result
-    /// is never thrown away while the daemon runs.
-    fn store(&self, message: &ResultMessage, heatmap: Option<Vec<u8>>) -> bool {
+    /// The result's DICOM objects for the PACS (none when no PACS is configured). An object
+    /// that cannot be made is logged: the result still goes to the bedside.
+    fn archive_objects(
+        &self,
+        message: &ResultMessage,
+        key_frame: Option<&KeyFramePicture>,
+    ) -> Vec<ArchiveObject> {
+        let Some(settings) = &self.archive else {
+            return Vec::new();
+        };
+        let made = build_objects(
+            settings,
+            &ResultToArchive {
+                result: &message.result,
+                exam_id: &message.exam_id,
+                result_id: &message.result_id,
+                context: &ExamContext::default(),
+                key_frame,
+                created: std::time::SystemTime::now(),
+            },
+        );
+        match made {
+            Ok(made) => made
+                .objects
+                .into_iter()
+                .map(|o| ArchiveObject {
+                    kind: o.kind.name().to_string(),
+                    sop_class_uid: o.sop_class_uid,
+                    sop_instance_uid: o.sop_instance_uid,
+                    file: o.bytes,
+                })
+                .collect(),
+            Err(e) => {
+                log::error!(
+                    "result {}: its DICOM objects for the PACS could not be made: {e}",
+                    message.result_id
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// Writes the result (and heatmap, and its objects for the PACS) to the outbox; retries
+    /// while it is full, so a result is never thrown away while the daemon runs.
+    fn store(
+        &self,
+        message: &ResultMessage,
+        heatmap: Option<Vec<u8>>,
+        objects: &[ArchiveObject],
+    ) -> bool {
         let json = match serde_json::to_vec(message) {
             Ok(j) => j,
             Err(e) => {
@@ -98,9 +157,17 @@ impl InferenceWorker {
                 .outbox
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .enqueue(&message.result_id, &messages);
+                .enqueue_with_archive(&message.result_id, &messages, objects);
             match stored {
-                Ok(()) => {
+                Ok(queued) => {
+                    if let ArchiveQueued::NotKept { capacity } = queued {
+                        log::error!(
+                            "result {}: its {} DICOM object(s) are NOT kept for the PACS: \
+                             {capacity} objects already wait for it (is the PACS down?)",
+                            message.result_id,
+                            objects.len()
+                        );
+                    }
                     log::info!(
                         "exam {}: result {} stored: {}",
                         message.exam_id,
@@ -151,18 +218,49 @@ pub fn score_job(
     topics: &Topics,
     job: &ScoreRequest,
 ) -> (ResultMessage, Option<Vec<u8>>) {
-    let (result, heatmap) = score_exam(model, topics, job);
-    let (png, info) = heatmap.unzip();
-    let message = ResultMessage::new(&job.result_id, &job.exam_id, job.revision, result, info);
-    (message, png)
+    let scored = score_with_key_frame(model, topics, job);
+    (scored.message, scored.heatmap)
 }
 
-/// The exam's result, and its heatmap PNG when it has a score.
-fn score_exam(
-    model: &DlrModel,
-    topics: &Topics,
-    job: &ScoreRequest,
-) -> (ExamResult, Option<(Vec<u8>, HeatmapInfo)>) {
+/// One job's result message, heatmap PNG, and the key frame the PACS's key image shows.
+pub struct Scored {
+    pub message: ResultMessage,
+    pub heatmap: Option<Vec<u8>>,
+    pub key_frame: Option<KeyFramePicture>,
+}
+
+/// [`score_job`], keeping the key frame's picture (its pane, ROI and Grad-CAM overlay).
+pub fn score_with_key_frame(model: &DlrModel, topics: &Topics, job: &ScoreRequest) -> Scored {
+    let (result, key_frame) = score_exam(model, job);
+    let heatmap = key_frame.as_ref().and_then(|picture| {
+        match heatmap_png(&picture.overlay, &job.result_id) {
+            Ok(png) => {
+                let info = HeatmapInfo {
+                    topic: topics.heatmap(&job.exam_id),
+                    sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&png)),
+                    width: picture.overlay.width(),
+                    height: picture.overlay.height(),
+                };
+                Some((png, info))
+            }
+            Err(e) => {
+                log::error!("exam {}: heatmap PNG: {e}", job.exam_id);
+                None
+            }
+        }
+    });
+    let (png, info) = heatmap.unzip();
+    let message = ResultMessage::new(&job.result_id, &job.exam_id, job.revision, result, info);
+    Scored {
+        message,
+        heatmap: png,
+        key_frame,
+    }
+}
+
+/// The exam's result, and its key frame's picture (with the Grad-CAM overlay) when it has a
+/// score.
+fn score_exam(model: &DlrModel, job: &ScoreRequest) -> (ExamResult, Option<KeyFramePicture>) {
     let exam = job.exam.as_deref();
     let unscored =
         |reason: String| ExamResult::unscored(reason, job.roi, ResultTiming::of(exam), model);
@@ -185,29 +283,14 @@ fn score_exam(
     if result.score.is_none() {
         return (result, None);
     }
-    let heatmap = match exam.key_frame_heatmap(model, &roi) {
-        Ok(Some(rgb)) => match heatmap_png(&rgb, &job.result_id) {
-            Ok(png) => {
-                let info = HeatmapInfo {
-                    topic: topics.heatmap(&job.exam_id),
-                    sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&png)),
-                    width: rgb.width(),
-                    height: rgb.height(),
-                };
-                Some((png, info))
-            }
-            Err(e) => {
-                log::error!("exam {}: heatmap PNG: {e}", job.exam_id);
-                None
-            }
-        },
-        Ok(None) => None,
+    let key_frame = match exam.key_frame_picture(model, &roi) {
+        Ok(picture) => picture,
         Err(e) => {
             log::error!("exam {}: heatmap: {e}", job.exam_id);
             None
         }
     };
-    (result, heatmap)
+    (result, key_frame)
 }
 
 /// The heatmap as PNG, its result id in a text chunk (`ceusd:result_id`) so the image can be

@@ -14,6 +14,7 @@
 //! SIGTERM the result in flight is finished and stored, the outbox is drained while the
 //! broker acknowledges, the status says offline, and the process exits 0.
 
+pub mod archive_sender;
 pub mod inference;
 pub mod pipeline;
 pub mod queue;
@@ -183,6 +184,24 @@ fn start(
     let (done_tx, done_rx) = std::sync::mpsc::sync_channel(16);
     let (mqtt_stop_tx, mqtt_stop_rx) = watch::channel(false);
     let (connected_tx, _connected_rx) = watch::channel(false);
+    // The PACS sender: not joined on stopping (a C-STORE may wait for its timeout); what it
+    // has not sent stays in the outbox for the next start.
+    let archive_wake = match &config.pacs {
+        Some(pacs) => {
+            let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
+            let sender = archive_sender::ArchiveSender {
+                peer: pacs.peer.clone(),
+                outbox: outbox.clone(),
+                retry_min: pacs.retry_min,
+                retry_max: pacs.retry_max,
+                wake: wake_rx,
+                stopping: stopping.clone(),
+            };
+            spawn_thread("pacs", move || sender.run())?;
+            Some(wake_tx)
+        }
+        None => None,
+    };
 
     // Capture: blocking calls into the driver, on their own thread. It is not joined on
     // stopping: a call stuck in a driver must not keep the service from exiting.
@@ -204,6 +223,17 @@ fn start(
             outbound: outbound_tx.clone(),
             done: done_tx,
             heart: health.inference.clone(),
+            archive: config
+                .pacs
+                .as_ref()
+                .map(|pacs| crate::pacs::ArchiveSettings {
+                    uid_root: pacs.uid_root.clone(),
+                    equipment: crate::pacs::Equipment {
+                        device_id: config.device.id.clone(),
+                        institution_name: pacs.institution_name.clone(),
+                    },
+                }),
+            archive_wake,
         };
         spawn_thread("inference", move || worker.run(job_rx))?
     };
@@ -321,13 +351,31 @@ fn open_outbox(config: &Config) -> Result<Arc<Mutex<Outbox>>, DaemonError> {
         path: config.state.dir.clone(),
         source,
     })?;
-    let outbox = Outbox::open(
+    let mut outbox = Outbox::open(
         &config.state.dir.join("outbox.sqlite"),
         config.state.outbox_capacity,
     )?;
+    if let Some(pacs) = &config.pacs {
+        outbox = outbox.with_archive_capacity(pacs.capacity);
+    }
     let waiting = outbox.len()?;
     if waiting > 0 {
         log::info!("outbox: {waiting} message(s) from before the restart will be sent");
+    }
+    let archive = outbox.archive_counts()?;
+    if archive.waiting > 0 {
+        log::info!(
+            "outbox: {} object(s) for the PACS from before the restart will be sent",
+            archive.waiting
+        );
+    }
+    if archive.refused > 0 || archive.not_kept > 0 {
+        log::warn!(
+            "outbox: {} object(s) refused by the PACS and {} not kept (outbox full) never \
+             reached it: see `ceusd check`",
+            archive.refused,
+            archive.not_kept
+        );
     }
     Ok(Arc::new(Mutex::new(outbox)))
 }
@@ -348,6 +396,7 @@ fn pipeline_settings(config: &Config, source_name: &str) -> PipelineSettings {
         },
         timing_interval: config.exam.timing_interval,
         outbox_capacity: config.state.outbox_capacity,
+        pacs_capacity: config.pacs.as_ref().map(|p| p.capacity),
         state_file: config.state.dir.join("state.json"),
         preview: config.preview.map(|p| {
             (

@@ -31,8 +31,8 @@ use crate::layout::LayoutSource;
 use crate::model::ModelIdentity;
 use crate::publish::commands::{Command, Request};
 use crate::publish::messages::{
-    unix_ms, CommandReply, DaemonState, FrameCounters, OutboxState, StatusMessage, TimingMessage,
-    Topics, CONTRACT_VERSION,
+    unix_ms, CommandReply, DaemonState, FrameCounters, OutboxState, PacsState, StatusMessage,
+    TimingMessage, Topics, CONTRACT_VERSION,
 };
 use crate::publish::mqtt::Outbound;
 use crate::publish::outbox::{Outbox, OutgoingMessage};
@@ -60,6 +60,8 @@ pub struct PipelineSettings {
     pub exam: ExamSetup,
     pub timing_interval: Duration,
     pub outbox_capacity: usize,
+    /// The bound of objects for the PACS; `None` when results are not sent to one.
+    pub pacs_capacity: Option<usize>,
     /// Where the last exam id is kept across restarts.
     pub state_file: std::path::PathBuf,
     /// The preview for displays, and its wall-clock interval; `None` when turned off.
@@ -541,20 +543,48 @@ impl Pipeline {
 
     pub fn status_message(&self) -> StatusMessage {
         let (state, mut detail) = self.state();
-        let outbox = {
+        let (outbox, pacs) = {
             let o = self.links.outbox.lock().unwrap_or_else(|e| e.into_inner());
-            o.len().ok().map(|pending| OutboxState {
+            let outbox = o.len().ok().map(|pending| OutboxState {
                 pending,
                 capacity: self.settings.outbox_capacity,
                 filling: pending * 10 >= self.settings.outbox_capacity * 8,
-            })
+            });
+            let pacs = self.settings.pacs_capacity.and_then(|capacity| {
+                o.archive_counts().ok().map(|c| PacsState {
+                    waiting: c.waiting,
+                    refused: c.refused,
+                    not_kept: c.not_kept,
+                    capacity,
+                    last_error: c.last_error,
+                })
+            });
+            (outbox, pacs)
+        };
+        let mut note = |text: String| {
+            detail = Some(match detail.take() {
+                Some(d) => format!("{d}; {text}"),
+                None => text,
+            });
         };
         if outbox.is_some_and(|o| o.filling) {
-            let note = "outbox filling: the broker has not acknowledged results for a while";
-            detail = Some(match detail {
-                Some(d) => format!("{d}; {note}"),
-                None => note.into(),
-            });
+            note("outbox filling: the broker has not acknowledged results for a while".into());
+        }
+        if let Some(p) = &pacs {
+            if p.not_kept > 0 {
+                note(format!(
+                    "{} DICOM object(s) not kept for the PACS (outbox full)",
+                    p.not_kept
+                ));
+            } else if (p.waiting + p.refused) * 10 >= p.capacity * 8 {
+                note(format!(
+                    "PACS outbox filling: {} of {} objects wait",
+                    p.waiting, p.capacity
+                ));
+            }
+            if p.refused > 0 {
+                note(format!("{} DICOM object(s) refused by the PACS", p.refused));
+            }
         }
         StatusMessage {
             contract: CONTRACT_VERSION,
@@ -577,6 +607,7 @@ impl Pipeline {
                 dropped_in_queue: self.links.frames.dropped(),
             },
             outbox,
+            pacs,
             time_ms: unix_ms(),
         }
     }

@@ -8,6 +8,7 @@
 pub mod context;
 pub mod dataset;
 pub mod key_image;
+pub mod network;
 pub mod structured_report;
 pub mod uid;
 

@@ -89,6 +89,21 @@ pub struct OutboxState {
     pub filling: bool,
 }
 
+/// What waits for the hospital's archive (PACS), in the status when results go to one.
+/// Counts only: no patient data and no UIDs leave the cart on MQTT.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PacsState {
+    /// DICOM objects the PACS has not kept yet.
+    pub waiting: usize,
+    /// Objects the PACS refused for good (kept in the outbox, reported by `ceusd check`).
+    pub refused: usize,
+    /// Objects not kept because `capacity` objects were already waiting.
+    pub not_kept: usize,
+    pub capacity: usize,
+    /// Why the oldest waiting object has not been sent yet.
+    pub last_error: Option<String>,
+}
+
 /// `…/status`, retained. The last will publishes `online: false` with the state "offline".
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusMessage {
@@ -106,6 +121,9 @@ pub struct StatusMessage {
     pub software: String,
     pub frames: FrameCounters,
     pub outbox: Option<OutboxState>,
+    /// Absent when results are not sent to a PACS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pacs: Option<PacsState>,
     /// Unix time, milliseconds.
     pub time_ms: u64,
 }
@@ -126,6 +144,7 @@ impl StatusMessage {
             software: software(),
             frames: FrameCounters::default(),
             outbox: None,
+            pacs: None,
             time_ms: 0,
         }
     }

@@ -9,6 +9,13 @@
 //! killed and the cart losing power. The outbox is bounded; when it is full a new result is
 //! refused with an error (the caller reports it and keeps the result on screen), never dropped
 //! silently, and `fill` tells the status when it is filling.
+//!
+//! The objects for the hospital's archive (PACS) wait in a second table of the same database,
+//! written in the same transaction as the result's messages, and leave it only when the PACS
+//! has said it keeps them (`archive_*`). An object the PACS refuses for good stays, with the
+//! PACS's reason, for the status and `ceusd check` to report. That table is bounded too: when
+//! it is full, a new result's objects are recorded as not kept (never silently dropped) while
+//! the result itself is still stored and published.
 
 use std::path::{Path, PathBuf};
 
@@ -51,6 +58,53 @@ pub struct Outbox {
     path: PathBuf,
     conn: Connection,
     capacity: usize,
+    /// Objects for the PACS the outbox holds (waiting or refused).
+    archive_capacity: usize,
+}
+
+/// A DICOM object for the PACS, as the outbox keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveObject {
+    /// "report" or "key-image", for logs.
+    pub kind: String,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    /// The Part 10 file.
+    pub file: Vec<u8>,
+}
+
+/// An object waiting for the PACS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingObject {
+    pub id: i64,
+    pub result_id: String,
+    pub object: ArchiveObject,
+    /// How many times sending it failed.
+    pub attempts: u32,
+}
+
+/// What the outbox holds for the PACS, for the status and `ceusd check`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveCounts {
+    /// Objects the PACS has not kept yet.
+    pub waiting: usize,
+    /// Objects the PACS refused for good, kept with its reason.
+    pub refused: usize,
+    /// Objects not kept because the table was full when their result was stored.
+    pub not_kept: usize,
+    /// Why the oldest waiting object has not been sent yet, if it was tried.
+    pub last_error: Option<String>,
+    /// The newest refusal's reason.
+    pub last_refusal: Option<String>,
+}
+
+/// What `enqueue_with_archive` did with a result's objects for the PACS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveQueued {
+    /// Queued (or queued before: the same SOP instances are not queued twice).
+    Queued,
+    /// The table was full: recorded as not kept.
+    NotKept { capacity: usize },
 }
 
 impl Outbox {
@@ -77,6 +131,19 @@ impl Outbox {
                  attempts INTEGER NOT NULL DEFAULT 0,
                  created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
                  UNIQUE (result_id, topic)
+             );
+             CREATE TABLE IF NOT EXISTS archive_outbox (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 result_id TEXT NOT NULL,
+                 kind TEXT NOT NULL,
+                 sop_class_uid TEXT NOT NULL,
+                 sop_instance_uid TEXT NOT NULL UNIQUE,
+                 file BLOB,
+                 attempts INTEGER NOT NULL DEFAULT 0,
+                 next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+                 last_error TEXT,
+                 refused TEXT,
+                 created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
              );",
         )
         .map_err(db)?;
@@ -84,7 +151,15 @@ impl Outbox {
             path: path.to_path_buf(),
             conn,
             capacity: capacity.max(1),
+            // Set by `with_archive_capacity` where results go to a PACS.
+            archive_capacity: capacity.max(1),
         })
+    }
+
+    /// Bounds the objects kept for the PACS (waiting or refused).
+    pub fn with_archive_capacity(mut self, capacity: usize) -> Self {
+        self.archive_capacity = capacity.max(1);
+        self
     }
 
     fn db(&self, source: rusqlite::Error) -> OutboxError {
@@ -101,6 +176,19 @@ impl Outbox {
         result_id: &str,
         messages: &[OutgoingMessage],
     ) -> Result<(), OutboxError> {
+        self.enqueue_with_archive(result_id, messages, &[])
+            .map(|_| ())
+    }
+
+    /// [`enqueue`](Self::enqueue), and in the same transaction the result's objects for the
+    /// PACS: when their table is full they are recorded as not kept, and the messages are
+    /// stored all the same (the bedside must still see the result).
+    pub fn enqueue_with_archive(
+        &mut self,
+        result_id: &str,
+        messages: &[OutgoingMessage],
+        objects: &[ArchiveObject],
+    ) -> Result<ArchiveQueued, OutboxError> {
         if messages.is_empty() {
             return Err(OutboxError::Empty(result_id.to_string()));
         }
@@ -124,6 +212,7 @@ impl Outbox {
             path: path.clone(),
             source,
         };
+        let archive_capacity = self.archive_capacity;
         let tx = self.conn.transaction().map_err(db)?;
         for m in messages {
             tx.execute(
@@ -132,8 +221,133 @@ impl Outbox {
             )
             .map_err(db)?;
         }
+        let mut queued = ArchiveQueued::Queued;
+        if !objects.is_empty() {
+            let kept: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM archive_outbox WHERE file IS NOT NULL",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            let room = kept as usize + objects.len() <= archive_capacity;
+            if !room {
+                queued = ArchiveQueued::NotKept {
+                    capacity: archive_capacity,
+                };
+            }
+            for o in objects {
+                let (file, note) = if room {
+                    (Some(&o.file), None)
+                } else {
+                    (
+                        None,
+                        Some(format!(
+                            "not kept: {archive_capacity} objects were already waiting for the PACS"
+                        )),
+                    )
+                };
+                tx.execute(
+                    "INSERT OR IGNORE INTO archive_outbox
+                         (result_id, kind, sop_class_uid, sop_instance_uid, file, last_error)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        result_id,
+                        o.kind,
+                        o.sop_class_uid,
+                        o.sop_instance_uid,
+                        file,
+                        note
+                    ],
+                )
+                .map_err(db)?;
+            }
+        }
         tx.commit().map_err(db)?;
+        Ok(queued)
+    }
+
+    /// Objects waiting for the PACS whose next try is due at `now_ms` (Unix milliseconds),
+    /// oldest first, at most `limit`.
+    pub fn archive_due(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<WaitingObject>, OutboxError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, result_id, kind, sop_class_uid, sop_instance_uid, file, attempts
+                 FROM archive_outbox
+                 WHERE file IS NOT NULL AND refused IS NULL AND next_attempt_ms <= ?1
+                 ORDER BY id LIMIT ?2",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map(params![now_ms, limit], |r| {
+                Ok(WaitingObject {
+                    id: r.get(0)?,
+                    result_id: r.get(1)?,
+                    object: ArchiveObject {
+                        kind: r.get(2)?,
+                        sop_class_uid: r.get(3)?,
+                        sop_instance_uid: r.get(4)?,
+                        file: r.get(5)?,
+                    },
+                    attempts: r.get::<_, i64>(6)? as u32,
+                })
+            })
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.db(e))
+    }
+
+    /// When the next waiting object is due (Unix milliseconds); `None` when none waits.
+    pub fn archive_next_due(&self) -> Result<Option<i64>, OutboxError> {
+        self.conn
+            .query_row(
+                "SELECT MIN(next_attempt_ms) FROM archive_outbox
+                 WHERE file IS NOT NULL AND refused IS NULL",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map_err(|e| self.db(e))
+    }
+
+    /// The PACS keeps object `id`: it leaves the outbox.
+    pub fn archive_stored(&self, id: i64) -> Result<(), OutboxError> {
+        self.conn
+            .execute("DELETE FROM archive_outbox WHERE id = ?1", params![id])
+            .map_err(|e| self.db(e))?;
         Ok(())
+    }
+
+    /// Sending object `id` failed for a reason that may pass: try again at `next_ms`.
+    pub fn archive_retry(&self, id: i64, next_ms: i64, error: &str) -> Result<(), OutboxError> {
+        self.conn
+            .execute(
+                "UPDATE archive_outbox
+                 SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3 WHERE id = ?1",
+                params![id, next_ms, error],
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    /// The PACS refused object `id` for good: kept with the reason, not sent again.
+    pub fn archive_refused(&self, id: i64, reason: &str) -> Result<(), OutboxError> {
+        self.conn
+            .execute(
+                "UPDATE archive_outbox SET attempts = attempts + 1, refused = ?2 WHERE id = ?1",
+                params![id, reason],
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    /// What waits for the PACS, what it refused and what was not kept.
+    pub fn archive_counts(&self) -> Result<ArchiveCounts, OutboxError> {
+        archive_counts(&self.conn).map_err(|e| self.db(e))
     }
 
     /// Everything waiting, in the order it was written.
@@ -188,9 +402,10 @@ impl Outbox {
         Ok(n == 1)
     }
 
-    /// Messages waiting in the outbox at `path`, read without writing anything (for `ceusd
-    /// check`, which must not create or change the service's files).
-    pub fn count_read_only(path: &Path) -> Result<usize, OutboxError> {
+    /// Messages waiting in the outbox at `path`, and what it holds for the PACS, read without
+    /// writing anything (for `ceusd check`, which must not create or change the service's
+    /// files).
+    pub fn count_read_only(path: &Path) -> Result<(usize, ArchiveCounts), OutboxError> {
         let db = |source| OutboxError::Database {
             path: path.to_path_buf(),
             source,
@@ -216,7 +431,21 @@ impl Outbox {
         let n: i64 = conn
             .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
             .map_err(db)?;
-        Ok(n as usize)
+        // An outbox written before the PACS table existed has none.
+        let has_archive: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'archive_outbox'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(db)?
+            > 0;
+        let archive = if has_archive {
+            archive_counts(&conn).map_err(db)?
+        } else {
+            ArchiveCounts::default()
+        };
+        Ok((n as usize, archive))
     }
 
     /// Messages waiting.
@@ -249,6 +478,48 @@ impl Outbox {
             .map(Option::flatten)
             .map_err(|e| self.db(e))
     }
+}
+
+fn archive_counts(conn: &Connection) -> Result<ArchiveCounts, rusqlite::Error> {
+    let (waiting, refused, not_kept) = conn.query_row(
+        "SELECT
+             COUNT(*) FILTER (WHERE file IS NOT NULL AND refused IS NULL),
+             COUNT(*) FILTER (WHERE refused IS NOT NULL),
+             COUNT(*) FILTER (WHERE file IS NULL AND refused IS NULL)
+         FROM archive_outbox",
+        [],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)? as usize,
+                r.get::<_, i64>(1)? as usize,
+                r.get::<_, i64>(2)? as usize,
+            ))
+        },
+    )?;
+    let last_error = conn
+        .query_row(
+            "SELECT last_error FROM archive_outbox
+             WHERE file IS NOT NULL AND refused IS NULL ORDER BY id LIMIT 1",
+            [],
+            |r| r.get::<_, Option<String>>(0),
+        )
+        .optional()?
+        .flatten();
+    let last_refusal = conn
+        .query_row(
+            "SELECT refused FROM archive_outbox WHERE refused IS NOT NULL ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get::<_, Option<String>>(0),
+        )
+        .optional()?
+        .flatten();
+    Ok(ArchiveCounts {
+        waiting,
+        refused,
+        not_kept,
+        last_error,
+        last_refusal,
+    })
 }
 
 /// `path` as the path part of an SQLite `file:` URI (RFC 3986 escapes for what would end it).

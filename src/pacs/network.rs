@@ -1,0 +1,537 @@
+//! Talking to the PACS: C-ECHO (is it there?) and C-STORE (keep this object), over a DICOM
+//! association opened with dicom-ul. dicom-ul negotiates the association and moves PDUs; the
+//! DIMSE messages on top (a command set, then the data set) are written here, as PS3.7
+//! describes them.
+//!
+//! Each SOP class gets an association of its own, so that a PACS refusing one class (no
+//! presentation context accepted for it) refuses those objects alone.
+
+use std::io::Write;
+use std::time::Duration;
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::{InMemDicomObject, OpenFileOptions};
+use dicom_transfer_syntax_registry::{
+    entries, TransferSyntax, TransferSyntaxIndex, TransferSyntaxRegistry,
+};
+use dicom_ul::association::client::ClientAssociation;
+use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultReason};
+use dicom_ul::ClientAssociationOptions;
+
+/// Where the PACS is and who is calling it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacsPeer {
+    pub host: String,
+    pub port: u16,
+    /// The PACS's AE title.
+    pub called_ae_title: String,
+    /// This cart's AE title, as the PACS knows it.
+    pub calling_ae_title: String,
+    /// Longest wait to connect, and for each read or write.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Display for PacsPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}:{}", self.called_ae_title, self.host, self.port)
+    }
+}
+
+/// PS3.5's AE VR: 1 to 16 characters of the default repertoire, no backslash, not only
+/// spaces.
+pub fn check_ae_title(title: &str) -> Result<(), String> {
+    let trimmed = title.trim();
+    if trimmed.is_empty() {
+        return Err("empty".into());
+    }
+    if trimmed.len() > 16 {
+        return Err(format!("{} characters, at most 16", trimmed.len()));
+    }
+    if let Some(c) = trimmed
+        .chars()
+        .find(|c| !c.is_ascii() || c.is_ascii_control() || *c == '\\')
+    {
+        return Err(format!("{c:?} is not allowed in an AE title"));
+    }
+    Ok(())
+}
+
+/// Why an exchange with the PACS did not happen: worth trying again later.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("PACS {peer}: association: {reason}")]
+    Association { peer: String, reason: String },
+    #[error("PACS {peer}: {what}: {reason}")]
+    Exchange {
+        peer: String,
+        what: &'static str,
+        reason: String,
+    },
+}
+
+/// What the PACS said about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// Status 0000: kept.
+    Stored,
+    /// A warning status (0001, Bxxx): kept, with a remark (coerced or discarded elements).
+    StoredWithWarning { status: u16, comment: String },
+    /// Refused for good (SOP class not accepted, data set not understood): sending it again
+    /// would be refused again.
+    Refused { reason: String },
+    /// A failure the PACS may get over (out of resources, processing failure): try later.
+    TryLater { reason: String },
+}
+
+/// One object to store: its class, its instance and its Part 10 file.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectToStore<'a> {
+    pub sop_class_uid: &'a str,
+    pub sop_instance_uid: &'a str,
+    pub file: &'a [u8],
+}
+
+const VERIFICATION: &str = uids::VERIFICATION;
+const C_STORE_RQ: u16 = 0x0001;
+const C_STORE_RSP: u16 = 0x8001;
+const C_ECHO_RQ: u16 = 0x0030;
+const C_ECHO_RSP: u16 = 0x8030;
+/// Command Data Set Type: a data set follows / none follows.
+const DATA_SET_PRESENT: u16 = 0x0000;
+const NO_DATA_SET: u16 = 0x0101;
+
+/// C-ECHO: opens an association for the Verification SOP class and asks for an echo.
+pub fn echo(peer: &PacsPeer) -> Result<(), NetworkError> {
+    let mut association = open(peer, VERIFICATION)?.ok_or_else(|| NetworkError::Association {
+        peer: peer.to_string(),
+        reason: "the PACS accepts no Verification (C-ECHO) presentation context".into(),
+    })?;
+    let (context_id, _) =
+        accepted_context(&association, VERIFICATION).ok_or_else(|| NetworkError::Association {
+            peer: peer.to_string(),
+            reason: "no accepted presentation context for Verification".into(),
+        })?;
+    let command = command_set(C_ECHO_RQ, 1, VERIFICATION, None);
+    let exchange = send_command(&mut association, context_id, &command)
+        .and_then(|()| read_response(&mut association, C_ECHO_RSP));
+    let response = finish(association, exchange, peer, "C-ECHO")?;
+    match response.status {
+        0x0000 => Ok(()),
+        other => Err(NetworkError::Exchange {
+            peer: peer.to_string(),
+            what: "C-ECHO",
+            reason: format!("status {other:04X}{}", comment_text(&response.comment)),
+        }),
+    }
+}
+
+/// C-STORE of objects that share one SOP class, over one association. Returns one outcome
+/// per object, in order (when the association breaks, the object in hand and those after it
+/// are to be tried later); an error when no association could be opened.
+pub fn store(
+    peer: &PacsPeer,
+    sop_class_uid: &str,
+    objects: &[ObjectToStore],
+) -> Result<Vec<StoreOutcome>, NetworkError> {
+    let Some(mut association) = open(peer, sop_class_uid)? else {
+        let reason =
+            format!("the PACS accepts no presentation context for SOP class {sop_class_uid}");
+        return Ok(objects
+            .iter()
+            .map(|_| StoreOutcome::Refused {
+                reason: reason.clone(),
+            })
+            .collect());
+    };
+    let Some((context_id, transfer_syntax)) = accepted_context(&association, sop_class_uid) else {
+        let _ = association.abort();
+        return Err(NetworkError::Association {
+            peer: peer.to_string(),
+            reason: format!("no accepted presentation context for {sop_class_uid}"),
+        });
+    };
+    let mut outcomes = Vec::with_capacity(objects.len());
+    let mut exchange = Ok(());
+    for (index, object) in objects.iter().enumerate() {
+        if exchange.is_err() {
+            break;
+        }
+        let data_set = match data_set_bytes(object.file, transfer_syntax) {
+            Ok(bytes) => bytes,
+            Err(reason) => {
+                outcomes.push(StoreOutcome::Refused {
+                    reason: format!("the stored object cannot be encoded: {reason}"),
+                });
+                continue;
+            }
+        };
+        let message_id = (index + 1) as u16;
+        let command = command_set(
+            C_STORE_RQ,
+            message_id,
+            sop_class_uid,
+            Some(object.sop_instance_uid),
+        );
+        let answered = send_command(&mut association, context_id, &command)
+            .and_then(|()| send_data_set(&mut association, context_id, &data_set))
+            .and_then(|()| read_response(&mut association, C_STORE_RSP));
+        match answered {
+            Ok(response) => outcomes.push(outcome_of(&response)),
+            Err(e) => exchange = Err(e),
+        }
+    }
+    if let Err(e) = finish(association, exchange, peer, "C-STORE") {
+        let reason = e.to_string();
+        while outcomes.len() < objects.len() {
+            outcomes.push(StoreOutcome::TryLater {
+                reason: reason.clone(),
+            });
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Opens an association proposing `abstract_syntax` in the two uncompressed little-endian
+/// transfer syntaxes every SCP supports. `None` when the PACS accepts no context for it.
+fn open(
+    peer: &PacsPeer,
+    abstract_syntax: &str,
+) -> Result<Option<ClientAssociation<std::net::TcpStream>>, NetworkError> {
+    let options = ClientAssociationOptions::new()
+        .calling_ae_title(peer.calling_ae_title.as_str())
+        .called_ae_title(peer.called_ae_title.as_str())
+        .with_presentation_context(
+            abstract_syntax,
+            vec![
+                uids::EXPLICIT_VR_LITTLE_ENDIAN,
+                uids::IMPLICIT_VR_LITTLE_ENDIAN,
+            ],
+        )
+        .connection_timeout(peer.timeout)
+        .read_timeout(peer.timeout)
+        .write_timeout(peer.timeout);
+    match options.establish((peer.host.as_str(), peer.port)) {
+        Ok(association) => Ok(Some(association)),
+        Err(dicom_ul::association::Error::NoAcceptedPresentationContexts { .. }) => Ok(None),
+        Err(e) => Err(NetworkError::Association {
+            peer: peer.to_string(),
+            reason: error_chain(&e),
+        }),
+    }
+}
+
+/// The accepted presentation context for `abstract_syntax`: its id and transfer syntax.
+fn accepted_context(
+    association: &ClientAssociation<std::net::TcpStream>,
+    abstract_syntax: &str,
+) -> Option<(u8, &'static TransferSyntax)> {
+    association
+        .presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .filter(|pc| trim_uid(&pc.abstract_syntax) == abstract_syntax)
+        .find_map(|pc| {
+            TransferSyntaxRegistry
+                .get(trim_uid(&pc.transfer_syntax))
+                .map(|ts| (pc.id, ts))
+        })
+}
+
+fn trim_uid(uid: &str) -> &str {
+    uid.trim_end_matches(['\0', ' '])
+}
+
+/// A DIMSE command set (group 0000), in Implicit VR Little Endian as PS3.7 requires.
+fn command_set(
+    command_field: u16,
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: Option<&str>,
+) -> Vec<u8> {
+    let mut obj = InMemDicomObject::new_empty();
+    let uid = |v: &str| PrimitiveValue::from(v.to_string());
+    obj.put(DataElement::new(
+        tags::AFFECTED_SOP_CLASS_UID,
+        VR::UI,
+        uid(sop_class_uid),
+    ));
+    obj.put(DataElement::new(
+        tags::COMMAND_FIELD,
+        VR::US,
+        PrimitiveValue::from(command_field),
+    ));
+    obj.put(DataElement::new(
+        tags::MESSAGE_ID,
+        VR::US,
+        PrimitiveValue::from(message_id),
+    ));
+    let data_set_type = match sop_instance_uid {
+        Some(instance) => {
+            obj.put(DataElement::new(
+                tags::PRIORITY,
+                VR::US,
+                PrimitiveValue::from(0u16),
+            ));
+            obj.put(DataElement::new(
+                tags::AFFECTED_SOP_INSTANCE_UID,
+                VR::UI,
+                uid(instance),
+            ));
+            DATA_SET_PRESENT
+        }
+        None => NO_DATA_SET,
+    };
+    obj.put(DataElement::new(
+        tags::COMMAND_DATA_SET_TYPE,
+        VR::US,
+        PrimitiveValue::from(data_set_type),
+    ));
+    let implicit = entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
+    let mut body = Vec::new();
+    // Writing to memory: an error here would be a bug in the elements above.
+    if let Err(e) = obj.write_dataset_with_ts(&mut body, &implicit) {
+        log::error!("DIMSE command set: {e}");
+    }
+    // Command Group Length (0000,0000), UL, first: the length of what follows it.
+    let mut command = Vec::with_capacity(body.len() + 12);
+    command.extend_from_slice(&[0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00]);
+    command.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    command.extend_from_slice(&body);
+    command
+}
+
+/// The data set of a Part 10 file, re-encoded in the negotiated transfer syntax (both
+/// proposed syntaxes are uncompressed, so this never touches pixel codecs).
+fn data_set_bytes(file: &[u8], transfer_syntax: &TransferSyntax) -> Result<Vec<u8>, String> {
+    let object = OpenFileOptions::new()
+        .read_preamble(dicom_object::file::ReadPreamble::Auto)
+        .from_reader(file)
+        .map_err(|e| e.to_string())?;
+    let mut bytes = Vec::with_capacity(file.len());
+    object
+        .write_dataset_with_ts(&mut bytes, transfer_syntax)
+        .map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
+
+type Exchange<T> = Result<T, (&'static str, String)>;
+
+fn send_command<S>(
+    association: &mut ClientAssociation<S>,
+    context_id: u8,
+    command: &[u8],
+) -> Exchange<()>
+where
+    S: std::io::Read + std::io::Write + dicom_ul::association::CloseSocket,
+{
+    association
+        .send(&Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: context_id,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data: command.to_vec(),
+            }],
+        })
+        .map_err(|e| ("sending the command", error_chain(&e)))
+}
+
+/// The data set, split into PDUs of the size the PACS accepts.
+fn send_data_set<S>(
+    association: &mut ClientAssociation<S>,
+    context_id: u8,
+    data_set: &[u8],
+) -> Exchange<()>
+where
+    S: std::io::Read + std::io::Write + dicom_ul::association::CloseSocket,
+{
+    let mut writer = association.send_pdata(context_id);
+    writer
+        .write_all(data_set)
+        .and_then(|()| writer.finish())
+        .map_err(|e| ("sending the data set", e.to_string()))
+}
+
+/// What a DIMSE response said.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    comment: Option<String>,
+}
+
+/// Reads P-DATA until a whole command set has arrived; checks it answers `expected`.
+fn read_response<S>(association: &mut ClientAssociation<S>, expected: u16) -> Exchange<Response>
+where
+    S: std::io::Read + std::io::Write + dicom_ul::association::CloseSocket,
+{
+    let mut command = Vec::new();
+    loop {
+        let pdu = association
+            .receive()
+            .map_err(|e| ("reading the response", error_chain(&e)))?;
+        match pdu {
+            Pdu::PData { data } => {
+                let mut last = false;
+                for value in data {
+                    if value.value_type == PDataValueType::Command {
+                        command.extend_from_slice(&value.data);
+                        last |= value.is_last;
+                    }
+                }
+                if last {
+                    break;
+                }
+            }
+            Pdu::AbortRQ { source } => {
+                return Err(("reading the response", format!("aborted by {source:?}")));
+            }
+            other => {
+                return Err((
+                    "reading the response",
+                    format!("unexpected {}", other.short_description()),
+                ));
+            }
+        }
+    }
+    let implicit = entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
+    let obj = InMemDicomObject::read_dataset_with_ts(&command[..], &implicit)
+        .map_err(|e| ("reading the response", e.to_string()))?;
+    let number = |tag| obj.element(tag).ok().and_then(|e| e.to_int::<u16>().ok());
+    if number(tags::COMMAND_FIELD) != Some(expected) {
+        return Err((
+            "reading the response",
+            format!(
+                "expected command {expected:04X}, got {:?}",
+                number(tags::COMMAND_FIELD)
+            ),
+        ));
+    }
+    let status = number(tags::STATUS).ok_or(("reading the response", "no status".into()))?;
+    let comment = obj
+        .element(tags::ERROR_COMMENT)
+        .ok()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    Ok(Response { status, comment })
+}
+
+/// Releases the association after a good exchange, aborts it after a broken one.
+fn finish<T>(
+    association: ClientAssociation<std::net::TcpStream>,
+    exchange: Exchange<T>,
+    peer: &PacsPeer,
+    what: &'static str,
+) -> Result<T, NetworkError> {
+    match exchange {
+        Ok(value) => {
+            if let Err(e) = association.release() {
+                log::warn!("PACS {peer}: {what}: releasing the association: {e}");
+            }
+            Ok(value)
+        }
+        Err((step, reason)) => {
+            let _ = association.abort();
+            Err(NetworkError::Exchange {
+                peer: peer.to_string(),
+                what,
+                reason: format!("{step}: {reason}"),
+            })
+        }
+    }
+}
+
+/// PS3.7 Annex C and PS3.4 B.2.3: which statuses keep the object, which refuse it for
+/// good, and which are worth another try.
+fn outcome_of(response: &Response) -> StoreOutcome {
+    let status = response.status;
+    let comment = response.comment.clone().unwrap_or_default();
+    let reason = || format!("status {status:04X}{}", comment_text(&response.comment));
+    match status {
+        0x0000 => StoreOutcome::Stored,
+        0x0001 | 0xB000..=0xBFFF => StoreOutcome::StoredWithWarning { status, comment },
+        // Out of resources, processing failure, resource limitation, duplicate invocation.
+        0xA700..=0xA7FF | 0x0110 | 0x0213 | 0x0210 => StoreOutcome::TryLater { reason: reason() },
+        _ => StoreOutcome::Refused { reason: reason() },
+    }
+}
+
+fn comment_text(comment: &Option<String>) -> String {
+    comment
+        .as_deref()
+        .map(|c| format!(": {c}"))
+        .unwrap_or_default()
+}
+
+/// An error and its causes on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_set_starts_with_its_group_length() {
+        let command = command_set(
+            C_STORE_RQ,
+            7,
+            "1.2.840.10008.5.1.4.1.1.88.33",
+            Some("2.25.1"),
+        );
+        let implicit = entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
+        let obj = InMemDicomObject::read_dataset_with_ts(&command[..], &implicit).unwrap();
+        let length = obj
+            .element(tags::COMMAND_GROUP_LENGTH)
+            .unwrap()
+            .to_int::<u32>()
+            .unwrap();
+        assert_eq!(length as usize, command.len() - 12);
+        let field = |tag| obj.element(tag).unwrap().to_int::<u16>().unwrap();
+        assert_eq!(field(tags::COMMAND_FIELD), C_STORE_RQ);
+        assert_eq!(field(tags::MESSAGE_ID), 7);
+        assert_eq!(field(tags::COMMAND_DATA_SET_TYPE), DATA_SET_PRESENT);
+        assert_eq!(
+            obj.element(tags::AFFECTED_SOP_INSTANCE_UID)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim_end_matches('\0'),
+            "2.25.1"
+        );
+    }
+
+    #[test]
+    fn statuses_sort_into_kept_refused_and_try_later() {
+        let of = |status, comment: Option<&str>| {
+            outcome_of(&Response {
+                status,
+                comment: comment.map(str::to_string),
+            })
+        };
+        assert_eq!(of(0x0000, None), StoreOutcome::Stored);
+        assert!(matches!(
+            of(0xB000, Some("coerced")),
+            StoreOutcome::StoredWithWarning { status: 0xB000, .. }
+        ));
+        assert!(matches!(of(0xA700, None), StoreOutcome::TryLater { .. }));
+        assert!(matches!(of(0x0110, None), StoreOutcome::TryLater { .. }));
+        match of(0x0122, Some("SOP class not supported")) {
+            StoreOutcome::Refused { reason } => {
+                assert_eq!(reason, "status 0122: SOP class not supported")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(of(0xA900, None), StoreOutcome::Refused { .. }));
+        assert!(matches!(of(0xC000, None), StoreOutcome::Refused { .. }));
+    }
+}

@@ -1,0 +1,463 @@
+//! Results into the hospital's archive: the daemon sends each result's Structured Report and
+//! key image to a real PACS (Orthanc, from Debian) through the durable outbox, and to dcmtk's
+//! `storescp` where a PACS that refuses the objects' SOP classes is needed. The PACS is down
+//! before the result and comes up after it; the daemon is SIGKILLed between storing a result
+//! and sending it; the PACS refuses; the PACS stays away until the outbox is full.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod support;
+use support::dicom_tools::{sr_number, tool};
+use support::*;
+
+const LONG: Duration = Duration::from_secs(180);
+/// Each synthetic exam here: 60 s of recording at 8 frames a second, replayed 4x.
+const SOURCE: &str = "synthetic:pdac?fps=8&duration=60";
+
+/// Orthanc on loopback ports of its own, its database in a scratch directory.
+struct Orthanc {
+    child: Option<Child>,
+    config: PathBuf,
+    log: PathBuf,
+    dicom_port: u16,
+    http_port: u16,
+}
+
+impl Orthanc {
+    /// Writes the configuration; `start` runs it (the PACS can be "down" at first).
+    fn configure(dir: &Path) -> Self {
+        let storage = dir.join("orthanc-db");
+        std::fs::create_dir_all(&storage).unwrap();
+        let (dicom_port, http_port) = (free_port(), free_port());
+        let config = dir.join("orthanc.json");
+        let json = serde_json::json!({
+            "Name": "ceusd-test-pacs",
+            "StorageDirectory": storage,
+            "IndexDirectory": storage,
+            "DicomAet": "ORTHANC",
+            "DicomPort": dicom_port,
+            "DicomCheckCalledAet": true,
+            "HttpPort": http_port,
+            "RemoteAccessAllowed": false,
+            "AuthenticationEnabled": false,
+            "Plugins": [],
+        });
+        std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+        Self {
+            child: None,
+            config,
+            log: dir.join("orthanc.log"),
+            dicom_port,
+            http_port,
+        }
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new("Orthanc")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("Orthanc is installed (apt install orthanc)");
+        self.child = Some(child);
+        wait_for_port(self.http_port);
+        wait_for_port(self.dicom_port);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+
+    /// A GET on Orthanc's REST API.
+    fn get(&self, path: &str) -> Vec<u8> {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{}{path}", self.http_port)])
+            .output()
+            .expect("curl is installed");
+        assert!(out.status.success(), "GET {path} failed");
+        out.stdout
+    }
+
+    fn json(&self, path: &str) -> serde_json::Value {
+        serde_json::from_slice(&self.get(path)).unwrap()
+    }
+
+    /// Every instance the PACS holds: its Orthanc id and simplified tags.
+    fn instances(&self) -> Vec<(String, serde_json::Value)> {
+        let ids = self.json("/instances");
+        ids.as_array()
+            .unwrap()
+            .iter()
+            .map(|id| {
+                let id = id.as_str().unwrap().to_string();
+                let tags = self.json(&format!("/instances/{id}/simplified-tags"));
+                (id, tags)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Orthanc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The daemon's configuration with a `[pacs]` section for `port`.
+fn pacs_config(dir: &Path, name: &str, device: &str, broker: &Mosquitto, pacs: &str) -> PathBuf {
+    let config = dir.join(name);
+    write_config(
+        &config,
+        device,
+        SOURCE,
+        &broker.url(),
+        &dir.join("state"),
+        &format!("[exam]\nauto_start = true\n[pacs]\nhost = \"127.0.0.1\"\n{pacs}\ntimeout_s = 5\nretry_min_s = 0.2\nretry_max_s = 1.0\n"),
+    );
+    config
+}
+
+/// Starts the daemon, draws the lesion's ROI once the exam runs, and returns the result.
+fn exam_result(daemon: &Daemon, broker: &Mosquitto, device: &str) -> serde_json::Value {
+    let start = Instant::now();
+    daemon.wait_for_log(": started", start + LONG, "no exam");
+    command(
+        broker.port,
+        device,
+        serde_json::json!({"id": "roi", "command": "set_roi", "roi": lesion_roi(SOURCE, 0)}),
+    );
+    wait_retained(broker.port, &format!("ceus/{device}/exam/+/result"), LONG).json()
+}
+
+/// Waits for a status whose `pacs` part satisfies `pred`; checks the status against the
+/// AsyncAPI document and returns its `pacs` part.
+fn wait_pacs_status(
+    status: &Subscriber,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    // Only statuses from now on: earlier ones may satisfy `pred` too.
+    let since = Instant::now();
+    let message = status
+        .wait_for(what, LONG, |m| {
+            m.at >= since
+                && serde_json::from_slice::<serde_json::Value>(&m.payload)
+                    .is_ok_and(|v| v["online"] == true && pred(&v["pacs"]))
+        })
+        .json();
+    assert_valid(&schema("Status"), what, &message);
+    message["pacs"].clone()
+}
+
+fn ceusd_check(config: &Path, only: &str) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ceusd"))
+        .args(["check", "--timeout", "3", "--only", only, "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+/// The SOP Instance UIDs ceusd gives result `result_id`'s objects (deterministic).
+fn expected_uids(device: &str, result_id: &str) -> (String, String) {
+    let root = ceusd::pacs::UidRoot::default();
+    (
+        root.uid_for(&["report", device, result_id]),
+        root.uid_for(&["key-image", device, result_id]),
+    )
+}
+
+/// Checks that the PACS holds exactly the report and key image of `result`, once each, in
+/// one study, and that the report says what the result said.
+fn assert_pacs_holds_once(orthanc: &Orthanc, device: &str, result: &serde_json::Value, dir: &Path) {
+    let instances = orthanc.instances();
+    assert_eq!(
+        instances.len(),
+        2,
+        "one report and one key image: {instances:?}; Orthanc's log: {}",
+        std::fs::read_to_string(&orthanc.log).unwrap_or_default()
+    );
+    let result_id = result["result_id"].as_str().unwrap();
+    let (report_uid, image_uid) = expected_uids(device, result_id);
+    let by_uid = |uid: &str| {
+        instances
+            .iter()
+            .find(|(_, t)| t["SOPInstanceUID"] == uid)
+            .unwrap_or_else(|| panic!("{uid} not in the PACS: {instances:?}"))
+    };
+    let (report_id, report) = by_uid(&report_uid);
+    let (_, image) = by_uid(&image_uid);
+    assert_eq!(report["Modality"], "SR");
+    assert_eq!(image["Modality"], "US");
+    assert_eq!(report["StudyInstanceUID"], image["StudyInstanceUID"]);
+    assert_eq!(orthanc.json("/studies").as_array().unwrap().len(), 1);
+
+    // The report as the PACS keeps it, read back by dcmtk.
+    let file = dir.join("from-pacs-report.dcm");
+    std::fs::write(&file, orthanc.get(&format!("/instances/{report_id}/file"))).unwrap();
+    let sr = tool("dsrdump", &file);
+    let score = result["score"].as_f64().unwrap();
+    let reported = sr_number(&sr, "Probability of cancer");
+    assert!(
+        (reported - score).abs() < 1e-4,
+        "{reported} vs {score}: {sr}"
+    );
+    let hash = result["model"]["hash"].as_str().unwrap();
+    assert!(sr.contains(&hash[..20]), "the model's hash: {sr}");
+    assert!(sr.contains("ceusd made a new study"), "{sr}");
+}
+
+/// The PACS is down when the result is made: it waits in the outbox (the status says how
+/// many objects wait and why), `ceusd check` fails its C-ECHO; when the PACS comes up the
+/// objects arrive, once, and a restart of the daemon sends nothing again.
+#[test]
+fn results_wait_for_a_pacs_that_is_down_and_arrive_once_when_it_returns() {
+    let _heavy = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"), false);
+    let mut orthanc = Orthanc::configure(dir.path());
+    let pacs = format!(
+        "port = {}\ncalled_ae_title = \"ORTHANC\"",
+        orthanc.dicom_port
+    );
+    let config = pacs_config(dir.path(), "ceusd.toml", "pd", &broker, &pacs);
+    let status = Subscriber::start(broker.port, "ceus/pd/status", None);
+    let everything = Subscriber::start(broker.port, "ceus/#", None);
+    let daemon = Daemon::start(&config, &dir.path().join("daemon.log"), &[]);
+    let result = exam_result(&daemon, &broker, "pd");
+    assert!(result["score"].is_number(), "{result}");
+
+    let waiting = wait_pacs_status(&status, "two objects waiting for the PACS", |p| {
+        p["waiting"] == 2 && p["last_error"].is_string()
+    });
+    assert_eq!(waiting["refused"], 0);
+    assert_eq!(waiting["not_kept"], 0);
+    let (passed, text) = ceusd_check(&config, "pacs");
+    assert!(!passed, "C-ECHO to a PACS that is down: {text}");
+    assert!(text.contains("FAIL pacs"), "{text}");
+
+    orthanc.start();
+    let sent = wait_pacs_status(&status, "nothing waiting for the PACS", |p| {
+        p["waiting"] == 0
+    });
+    assert_eq!(sent["refused"], 0, "{}", daemon.log_text());
+    assert_pacs_holds_once(&orthanc, "pd", &result, dir.path());
+    let (passed, text) = ceusd_check(&config, "pacs");
+    assert!(passed, "{text}");
+    assert!(text.contains("C-ECHO to ORTHANC@127.0.0.1"), "{text}");
+    let log = daemon.log_text();
+    assert!(
+        log.contains("stored in the PACS ORTHANC@127.0.0.1"),
+        "{log}"
+    );
+
+    // What went on MQTT named neither the objects nor the study.
+    let study = orthanc.instances()[0].1["StudyInstanceUID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (report_uid, _) = expected_uids("pd", result["result_id"].as_str().unwrap());
+    for m in everything.snapshot() {
+        let text = String::from_utf8_lossy(&m.payload);
+        assert!(
+            !text.contains(&study) && !text.contains(&report_uid),
+            "{}: {text}",
+            m.topic
+        );
+    }
+
+    // A restart sends nothing again; the PACS, restarted too, still holds one copy.
+    assert!(daemon.terminate().success());
+    orthanc.stop();
+    orthanc.start();
+    let idle = write_idle_config(dir.path(), &broker, "pd", &pacs);
+    let daemon = Daemon::start(&idle, &dir.path().join("daemon2.log"), &[]);
+    daemon.wait_for_log("ready:", Instant::now() + LONG, "no restart");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(daemon.terminate().success());
+    assert_pacs_holds_once(&orthanc, "pd", &result, dir.path());
+}
+
+/// The same daemon configuration without exams of its own (a restart that only sends what
+/// waits).
+fn write_idle_config(dir: &Path, broker: &Mosquitto, device: &str, pacs: &str) -> PathBuf {
+    let config = dir.join("idle.toml");
+    write_config(
+        &config,
+        device,
+        SOURCE,
+        &broker.url(),
+        &dir.join("state"),
+        &format!("[pacs]\nhost = \"127.0.0.1\"\n{pacs}\ntimeout_s = 5\nretry_min_s = 0.2\nretry_max_s = 1.0\n"),
+    );
+    config
+}
+
+/// SIGKILL after the result is stored and before the PACS could take it: after the restart
+/// the objects arrive, once.
+#[test]
+fn objects_stored_before_a_crash_reach_the_pacs_after_the_restart() {
+    let _heavy = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"), false);
+    let mut orthanc = Orthanc::configure(dir.path());
+    let pacs = format!(
+        "port = {}\ncalled_ae_title = \"ORTHANC\"",
+        orthanc.dicom_port
+    );
+    let config = pacs_config(dir.path(), "ceusd.toml", "pk", &broker, &pacs);
+    let status = Subscriber::start(broker.port, "ceus/pk/status", None);
+    let daemon = Daemon::start(&config, &dir.path().join("daemon.log"), &[]);
+    let result = exam_result(&daemon, &broker, "pk");
+    wait_pacs_status(&status, "two objects waiting for the PACS", |p| {
+        p["waiting"] == 2
+    });
+    daemon.kill();
+
+    orthanc.start();
+    let idle = write_idle_config(dir.path(), &broker, "pk", &pacs);
+    let daemon = Daemon::start(&idle, &dir.path().join("daemon2.log"), &[]);
+    wait_pacs_status(&status, "nothing waiting after the restart", |p| {
+        p["waiting"] == 0
+    });
+    let log = daemon.log_text();
+    assert!(
+        log.contains("2 object(s) for the PACS from before the restart will be sent"),
+        "{log}"
+    );
+    assert!(daemon.terminate().success());
+    assert_pacs_holds_once(&orthanc, "pk", &result, dir.path());
+}
+
+/// dcmtk's storescp accepting CT images only: the report and the key image are refused,
+/// reported in the status, the log and `ceusd check`, and not sent again.
+#[test]
+fn objects_the_pacs_refuses_are_reported_and_not_retried() {
+    let _heavy = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"), false);
+    let profile = dir.path().join("ct-only.cfg");
+    std::fs::write(
+        &profile,
+        "[[TransferSyntaxes]]\n[Uncompressed]\nTransferSyntax1 = LocalEndianExplicit\n\
+         TransferSyntax2 = LittleEndianImplicit\n\n[[PresentationContexts]]\n[CT]\n\
+         PresentationContext1 = CTImageStorage\\Uncompressed\n\n[[Profiles]]\n[CTOnly]\n\
+         PresentationContexts = CT\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let received = dir.path().join("received");
+    std::fs::create_dir_all(&received).unwrap();
+    let scp_log = dir.path().join("storescp.log");
+    let mut scp = Command::new("storescp")
+        .args(["-v", "-xf"])
+        .arg(&profile)
+        .args(["CTOnly", "-od"])
+        .arg(&received)
+        .arg(port.to_string())
+        .stdout(std::fs::File::create(&scp_log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("storescp is installed (apt install dcmtk)");
+    wait_for_port(port);
+    let config = pacs_config(
+        dir.path(),
+        "ceusd.toml",
+        "pr",
+        &broker,
+        &format!("port = {port}\ncalled_ae_title = \"STORESCP\""),
+    );
+    let status = Subscriber::start(broker.port, "ceus/pr/status", None);
+    let daemon = Daemon::start(&config, &dir.path().join("daemon.log"), &[]);
+    exam_result(&daemon, &broker, "pr");
+    let refused = wait_pacs_status(&status, "two objects refused", |p| p["refused"] == 2);
+    assert_eq!(refused["waiting"], 0);
+    let associations = || {
+        std::fs::read_to_string(&scp_log)
+            .unwrap()
+            .matches("Association Received")
+            .count()
+    };
+    let seen = associations();
+    // Retries would come every 0.2 to 1 s.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(associations(), seen, "a refused object was sent again");
+    assert!(seen <= 2, "one association per SOP class: {seen}");
+    let log = daemon.log_text();
+    assert!(
+        log.contains("REFUSED by the PACS STORESCP@127.0.0.1")
+            && log.contains(
+                "accepts no presentation context for SOP class 1.2.840.10008.5.1.4.1.1.88.33"
+            ),
+        "{log}"
+    );
+    assert!(daemon.terminate().success());
+    let (passed, text) = ceusd_check(&config, "state");
+    assert!(!passed, "{text}");
+    assert!(text.contains("0 waiting, 2 refused, 0 not kept"), "{text}");
+    assert_eq!(std::fs::read_dir(&received).unwrap().count(), 0);
+    let _ = scp.kill();
+    let _ = scp.wait();
+}
+
+/// A PACS away for long: what waits for it is bounded (`pacs.capacity`); a result past the
+/// bound is still stored and shown at the bedside, and its objects are counted as not kept.
+#[test]
+fn a_full_pacs_outbox_still_stores_and_publishes_results() {
+    let _heavy = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"), false);
+    let pacs = format!(
+        "port = {}\ncalled_ae_title = \"AWAY\"\ncapacity = 2",
+        free_port()
+    );
+    let config = pacs_config(dir.path(), "ceusd.toml", "pf", &broker, &pacs);
+    let status = Subscriber::start(broker.port, "ceus/pf/status", None);
+    let results = Subscriber::start(broker.port, "ceus/pf/exam/+/result", None);
+    let daemon = Daemon::start(&config, &dir.path().join("daemon.log"), &[]);
+    let first = exam_result(&daemon, &broker, "pf");
+    wait_pacs_status(&status, "the first result's objects waiting", |p| {
+        p["waiting"] == 2
+    });
+    command(
+        broker.port,
+        "pf",
+        serde_json::json!({"id": "again", "command": "rescore"}),
+    );
+    let second = results.wait_for("the rescored result", LONG, |m| {
+        serde_json::from_slice::<serde_json::Value>(&m.payload).is_ok_and(|v| v["revision"] == 2)
+    });
+    assert_eq!(second.json()["exam_id"], first["exam_id"]);
+    let full = wait_pacs_status(&status, "the second result's objects not kept", |p| {
+        p["not_kept"] == 2
+    });
+    assert_eq!(full["waiting"], 2);
+    assert_eq!(full["capacity"], 2);
+    let detail = status.snapshot().last().unwrap().json()["detail"].clone();
+    assert!(
+        detail
+            .as_str()
+            .is_some_and(|d| d.contains("2 DICOM object(s) not kept for the PACS")),
+        "{detail}"
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("its 2 DICOM object(s) are NOT kept for the PACS"),
+        "{log}"
+    );
+    assert!(daemon.terminate().success());
+}
