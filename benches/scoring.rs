@@ -485,6 +485,7 @@ fn window_latency() {
                 exam: Some(Box::new(exam.clone())),
                 roi: Some(truth.lesion_ceus),
                 rescore: false,
+                order: Default::default(),
             };
             let (message, heatmap) = score_job(model, &topics, &job);
             assert!(

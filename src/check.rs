@@ -1,8 +1,8 @@
 //! `ceusd check --config …`: what an installer runs before starting the service. Each check
 //! prints one pass/fail line with what it found: the configuration, the model file and its
 //! hash, the capture source and its format, the state directory, the broker (connection,
-//! credentials, and whether this device may publish and subscribe under its topics), and the
-//! PACS (C-ECHO).
+//! credentials, and whether this device may publish and subscribe under its topics), the PACS
+//! and the modality worklist (C-ECHO).
 
 use std::path::Path;
 use std::time::Duration;
@@ -31,7 +31,7 @@ impl std::fmt::Display for CheckLine {
 }
 
 /// The checks after the configuration's, in the order they run.
-pub const CHECKS: [&str; 5] = ["model", "source", "state", "broker", "pacs"];
+pub const CHECKS: [&str; 6] = ["model", "source", "state", "broker", "pacs", "worklist"];
 
 /// Runs the configuration check, then those of `only` (all of [`CHECKS`] when empty); later
 /// checks need a valid configuration.
@@ -76,23 +76,48 @@ pub fn run_checks(
     if wanted("pacs") {
         lines.push(check_pacs(&config, timeout));
     }
+    if wanted("worklist") {
+        lines.push(check_worklist(&config, timeout));
+    }
     lines
 }
 
 /// C-ECHO to the configured PACS, as the service's AE title.
 fn check_pacs(config: &Config, timeout: Duration) -> CheckLine {
+    match &config.pacs {
+        Some(pacs) => echo_line("pacs", &pacs.peer, timeout),
+        None => CheckLine {
+            name: "pacs",
+            passed: true,
+            detail: "no [pacs] section: results are not sent to a PACS".into(),
+        },
+    }
+}
+
+/// C-ECHO to the configured modality worklist SCP.
+fn check_worklist(config: &Config, timeout: Duration) -> CheckLine {
+    match config.pacs.as_ref().and_then(|p| p.worklist.as_ref()) {
+        Some(peer) => echo_line("worklist", peer, timeout),
+        None => CheckLine {
+            name: "worklist",
+            passed: true,
+            detail: "no [pacs.worklist] section: exams take their context from start_exam alone"
+                .into(),
+        },
+    }
+}
+
+fn echo_line(
+    name: &'static str,
+    peer: &crate::pacs::network::PacsPeer,
+    timeout: Duration,
+) -> CheckLine {
     let line = |passed: bool, detail: String| CheckLine {
-        name: "pacs",
+        name,
         passed,
         detail,
     };
-    let Some(pacs) = &config.pacs else {
-        return line(
-            true,
-            "no [pacs] section: results are not sent to a PACS".into(),
-        );
-    };
-    let mut peer = pacs.peer.clone();
+    let mut peer = peer.clone();
     peer.timeout = peer.timeout.min(timeout);
     match crate::pacs::network::echo(&peer) {
         Ok(()) => line(
@@ -102,7 +127,7 @@ fn check_pacs(config: &Config, timeout: Duration) -> CheckLine {
                 peer.calling_ae_title
             ),
         ),
-        Err(e) => line(false, e.to_string()),
+        Err(e) => line(false, format!("C-ECHO to {e}")),
     }
 }
 

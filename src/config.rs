@@ -290,6 +290,23 @@ pub struct PacsSection {
     pub retry_min_s: f64,
     #[serde(default = "default_pacs_retry_max")]
     pub retry_max_s: f64,
+    /// Whether start_exam may carry a patient id (else only an accession number, and the
+    /// worklist names the patient).
+    #[serde(default)]
+    pub patient_id_from_commands: bool,
+    /// The modality worklist SCP that start_exam's accession number is looked up in.
+    #[serde(default)]
+    pub worklist: Option<WorklistSection>,
+}
+
+/// `[pacs.worklist]`: the RIS's modality worklist, queried with this cart's AE title.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorklistSection {
+    pub host: String,
+    #[serde(default = "default_dicom_port")]
+    pub port: u16,
+    pub called_ae_title: String,
 }
 
 fn default_dicom_port() -> u16 {
@@ -466,6 +483,9 @@ pub struct Pacs {
     pub capacity: usize,
     pub retry_min: Duration,
     pub retry_max: Duration,
+    pub patient_id_from_commands: bool,
+    /// The modality worklist SCP; `None` when exams take their context from commands alone.
+    pub worklist: Option<crate::pacs::network::PacsPeer>,
 }
 
 /// Where frames come from.
@@ -709,14 +729,36 @@ impl TryFrom<&PacsSection> for Pacs {
         if raw.capacity == 0 {
             return Err(invalid("pacs.capacity", "0: at least one object must fit"));
         }
+        let calling_ae_title = ae_title("pacs.calling_ae_title", &raw.calling_ae_title)?;
+        let timeout = seconds("pacs.timeout_s", raw.timeout_s)?;
+        let worklist = match &raw.worklist {
+            Some(w) => {
+                if w.host.trim().is_empty() || w.port == 0 {
+                    return Err(invalid(
+                        "pacs.worklist.host",
+                        "expected the worklist SCP's host and a port from 1 to 65535",
+                    ));
+                }
+                Some(crate::pacs::network::PacsPeer {
+                    host: w.host.trim().to_string(),
+                    port: w.port,
+                    called_ae_title: ae_title("pacs.worklist.called_ae_title", &w.called_ae_title)?,
+                    calling_ae_title: calling_ae_title.clone(),
+                    timeout,
+                })
+            }
+            None => None,
+        };
         Ok(Self {
             peer: crate::pacs::network::PacsPeer {
                 host: raw.host.trim().to_string(),
                 port: raw.port,
                 called_ae_title: ae_title("pacs.called_ae_title", &raw.called_ae_title)?,
-                calling_ae_title: ae_title("pacs.calling_ae_title", &raw.calling_ae_title)?,
-                timeout: seconds("pacs.timeout_s", raw.timeout_s)?,
+                calling_ae_title,
+                timeout,
             },
+            patient_id_from_commands: raw.patient_id_from_commands,
+            worklist,
             uid_root,
             institution_name: raw.institution_name.clone(),
             capacity: raw.capacity,

@@ -67,10 +67,19 @@ pub enum InjectionMark {
     AfterFirstFrame(f64),
 }
 
+/// What the operator said the exam is for (start_exam's fields): the key to the worklist
+/// entry, and the patient where the site lets commands name one. Never published.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExamOrder {
+    pub accession_number: Option<String>,
+    pub patient_id: Option<String>,
+}
+
 /// The identity of one exam run, in every state but `NoExam`.
 #[derive(Debug, Clone)]
 pub struct ExamRun {
     pub id: String,
+    pub order: ExamOrder,
     /// The lesion's ROI as the operator drew it (B-mode or CEUS pane).
     pub roi: Option<Roi>,
     /// Results asked for so far: 1 for the first, then one per rescore.
@@ -144,6 +153,8 @@ pub struct ScoreRequest {
     pub exam: Option<Box<Exam>>,
     pub roi: Option<Roi>,
     pub rescore: bool,
+    /// What the operator said the exam is for.
+    pub order: ExamOrder,
 }
 
 /// What the driver must do after a call.
@@ -206,6 +217,11 @@ pub enum Refusal {
     ExamIdUsed(String),
     #[error("the previous exam's retained result cannot be cleared ({0}); not starting")]
     PreviousNotCleared(String),
+    #[error(
+        "patient_id is not accepted in commands at this site (pacs.patient_id_from_commands); \
+         give the accession number, the worklist names the patient"
+    )]
+    PatientIdNotAllowed,
     #[error("no exam is running")]
     NothingToStop,
     #[error("no exam is running: start an exam first")]
@@ -279,9 +295,15 @@ pub enum Accepted {
 pub struct StartPlan {
     exam_id: String,
     clears: Option<String>,
+    order: ExamOrder,
 }
 
 impl StartPlan {
+    /// The exam is for `order`.
+    pub fn for_order(self, order: ExamOrder) -> Self {
+        Self { order, ..self }
+    }
+
     /// The previous exam, whose retained result and heatmap must be cleared before this one
     /// starts.
     pub fn clears(&self) -> Option<&str> {
@@ -406,6 +428,7 @@ impl ExamLifecycle {
         Ok(StartPlan {
             exam_id,
             clears: self.previous_exam_id.clone(),
+            order: ExamOrder::default(),
         })
     }
 
@@ -420,6 +443,7 @@ impl ExamLifecycle {
         self.state = ExamState::AwaitingFrame {
             run: ExamRun {
                 id: id.clone(),
+                order: plan.order,
                 roi: None,
                 revision: 0,
             },
@@ -820,6 +844,7 @@ fn score_request(run: &ExamRun, exam: Option<&Exam>, rescore: bool) -> ScoreRequ
         exam: exam.map(|e| Box::new(e.clone())),
         roi: run.roi,
         rescore,
+        order: run.order.clone(),
     }
 }
 

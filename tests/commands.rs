@@ -47,7 +47,7 @@ proptest! {
                         prop_assert!(roi.is_none());
                     }
                     Command::SetRoi { roi: r } => prop_assert!(r.width >= 8 && r.height >= 8),
-                    Command::StartExam { exam_id } => {
+                    Command::StartExam { exam_id, .. } => {
                         prop_assert!(seconds.is_none() && roi.is_none());
                         if let Some(e) = exam_id { prop_assert!(ceusd::config::is_topic_word(e)); }
                     }
@@ -111,4 +111,46 @@ fn refusals_say_why() {
     }
     let big = vec![b' '; 20_000];
     assert!(parse_command(&big).unwrap_err().reason.contains("at most"));
+}
+
+/// start_exam's order (accession number, patient id) is read as given, refused on other
+/// commands, and a refusal never repeats the value: replies go on MQTT.
+#[test]
+fn start_exam_carries_the_order_and_never_echoes_it() {
+    let r = parse_command(
+        json!({"id": "a", "command": "start_exam", "accession_number": " ACC-1 ", "patient_id": "P-9"})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    let Command::StartExam { exam_id, order } = r.command else {
+        panic!("{:?}", r.command)
+    };
+    assert_eq!(exam_id, None);
+    assert_eq!(order.accession_number.as_deref(), Some("ACC-1"));
+    assert_eq!(order.patient_id.as_deref(), Some("P-9"));
+
+    let secret = "ACCESSION-OF-17CH";
+    for payload in [
+        json!({"id": "b", "command": "start_exam", "accession_number": secret}),
+        json!({"id": "b", "command": "start_exam", "patient_id": "A\\B-secret"}),
+        json!({"id": "b", "command": "start_exam", "accession_number": 42}),
+    ] {
+        let e = parse_command(payload.to_string().as_bytes()).unwrap_err();
+        assert!(e.reason.contains("value not repeated"), "{}", e.reason);
+        assert!(
+            !e.reason.contains(secret) && !e.reason.contains("secret") && !e.reason.contains("42")
+        );
+    }
+    let e = parse_command(
+        json!({"id": "c", "command": "stop_exam", "accession_number": "ACC-1"})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap_err();
+    assert!(
+        e.reason.contains("does not belong to stop_exam"),
+        "{}",
+        e.reason
+    );
 }

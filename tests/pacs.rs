@@ -461,3 +461,237 @@ fn a_full_pacs_outbox_still_stores_and_publishes_results() {
     );
     assert!(daemon.terminate().success());
 }
+
+/// dcmtk's worklist SCP (`wlmscpfs`) serving one entry scheduled for this cart today: the
+/// patient, the study and the requested procedure of a CEUS exam of the pancreas.
+struct Worklist {
+    child: Child,
+    port: u16,
+}
+
+const ACCESSION: &str = "ACC-7731";
+const PATIENT_ID: &str = "PAT-4711";
+const PATIENT_NAME: &str = "Doe^Jane";
+const BIRTH_DATE: &str = "19610203";
+const WORKLIST_STUDY: &str = "1.2.826.0.1.3680043.10.999.7731";
+
+impl Worklist {
+    fn start(dir: &Path) -> Self {
+        let db = dir.join("wlistdb");
+        let ae_dir = db.join("WORKLIST");
+        std::fs::create_dir_all(&ae_dir).unwrap();
+        std::fs::write(ae_dir.join("lockfile"), b"").unwrap();
+        let today = ceusd::pacs::DicomMoment::of(std::time::SystemTime::now()).date;
+        // wlmscpfs ignores an entry without every attribute a worklist entry must have, so
+        // the empty ones are there too.
+        let dump = format!(
+            "(0008,0005) CS [ISO_IR 100]\n(0008,0050) SH [{ACCESSION}]\n\
+             (0010,0010) PN [{PATIENT_NAME}]\n(0010,0020) LO [{PATIENT_ID}]\n\
+             (0010,0030) DA [{BIRTH_DATE}]\n(0010,0040) CS [F]\n(0010,2000) LO\n\
+             (0010,2110) LO\n(0020,000d) UI [{WORKLIST_STUDY}]\n(0032,1032) PN\n\
+             (0032,1060) LO [CEUS pancreas]\n\
+             (0040,0100) SQ (Sequence with undefined length)\n(fffe,e000) na (Item)\n\
+             (0008,0060) CS [US]\n(0032,1070) LO\n(0040,0001) AE [CEUSD]\n\
+             (0040,0002) DA [{today}]\n(0040,0003) TM [090000]\n(0040,0006) PN\n\
+             (0040,0007) LO [CEUS of the pancreas]\n(0040,0009) SH [SPS-1]\n\
+             (0040,0010) SH\n(0040,0011) SH\n(0040,0012) LO\n(0040,0400) LT\n\
+             (fffe,e00d) na (ItemDelimitationItem)\n(fffe,e0dd) na (SequenceDelimitationItem)\n\
+             (0040,1001) SH [RP-1]\n(0040,1003) SH\n"
+        );
+        let dump_file = dir.join("entry.dump");
+        std::fs::write(&dump_file, dump).unwrap();
+        let made = Command::new("dump2dcm")
+            .arg(&dump_file)
+            .arg(ae_dir.join("entry.wl"))
+            .output()
+            .expect("dump2dcm is installed (apt install dcmtk)");
+        assert!(
+            made.status.success(),
+            "dump2dcm: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let port = free_port();
+        let child = Command::new("wlmscpfs")
+            .args(["-dfp"])
+            .arg(&db)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("wlmscpfs is installed (apt install dcmtk)");
+        wait_for_port(port);
+        Self { child, port }
+    }
+}
+
+impl Drop for Worklist {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An exam started with an accession number: its result reaches the PACS in the worklist's
+/// study with the worklist's patient, and nothing on MQTT names the patient.
+fn exam_for_accession(
+    dir: &Path,
+    device: &str,
+    worklist_port: u16,
+    orthanc: &Orthanc,
+    broker: &Mosquitto,
+    everything: &Subscriber,
+) -> serde_json::Value {
+    let config = dir.join("ceusd.toml");
+    write_config(
+        &config,
+        device,
+        SOURCE,
+        &broker.url(),
+        &dir.join("state"),
+        &format!(
+            "[pacs]\nhost = \"127.0.0.1\"\nport = {}\ncalled_ae_title = \"ORTHANC\"\n\
+             timeout_s = 5\nretry_min_s = 0.2\nretry_max_s = 1.0\n\
+             [pacs.worklist]\nhost = \"127.0.0.1\"\nport = {worklist_port}\n\
+             called_ae_title = \"WORKLIST\"\n",
+            orthanc.dicom_port
+        ),
+    );
+    let daemon = Daemon::start(&config, &dir.join("daemon.log"), &[]);
+    daemon.wait_for_log("ready:", Instant::now() + LONG, "no start");
+    // This site does not let commands name the patient.
+    command(
+        broker.port,
+        device,
+        serde_json::json!({"id": "who", "command": "start_exam", "patient_id": PATIENT_ID}),
+    );
+    let refused = everything
+        .wait_for("the refusal of a patient id", LONG, |m| {
+            m.topic.ends_with("/cmd/reply")
+                && serde_json::from_slice::<serde_json::Value>(&m.payload)
+                    .is_ok_and(|v| v["id"] == "who")
+        })
+        .json();
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("patient_id is not accepted")),
+        "{refused}"
+    );
+    command(
+        broker.port,
+        device,
+        serde_json::json!({"id": "go", "command": "start_exam", "accession_number": ACCESSION}),
+    );
+    everything.wait_for("the exam's start", LONG, |m| {
+        m.topic.ends_with("/cmd/reply")
+            && serde_json::from_slice::<serde_json::Value>(&m.payload)
+                .is_ok_and(|v| v["id"] == "go" && v["ok"] == true)
+    });
+    command(
+        broker.port,
+        device,
+        serde_json::json!({"id": "roi", "command": "set_roi", "roi": lesion_roi(SOURCE, 0)}),
+    );
+    let result = wait_retained(broker.port, &format!("ceus/{device}/exam/+/result"), LONG).json();
+    let status = Subscriber::start(broker.port, &format!("ceus/{device}/status"), None);
+    wait_pacs_status(&status, "the objects in the PACS", |p| p["waiting"] == 0);
+    assert!(daemon.terminate().success());
+    result
+}
+
+/// Every payload on `ceus/#` but the test's own commands: none names the patient or the
+/// order.
+fn assert_no_patient_data_on_mqtt(everything: &Subscriber, device: &str) {
+    let messages = everything.snapshot();
+    assert!(messages.iter().any(|m| m.topic.ends_with("/result")));
+    for m in messages
+        .iter()
+        .filter(|m| m.topic != format!("ceus/{device}/cmd"))
+    {
+        let text = String::from_utf8_lossy(&m.payload);
+        for secret in [ACCESSION, PATIENT_ID, "Doe", BIRTH_DATE, WORKLIST_STUDY] {
+            assert!(!text.contains(secret), "{secret} on {}: {text}", m.topic);
+        }
+    }
+}
+
+#[test]
+fn the_worklist_entry_of_the_accession_number_names_the_study_and_never_reaches_mqtt() {
+    let _heavy = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"), false);
+    let mut orthanc = Orthanc::configure(dir.path());
+    orthanc.start();
+    let worklist = Worklist::start(dir.path());
+    let everything = Subscriber::start(broker.port, "ceus/#", None);
+    let result = exam_for_accession(
+        dir.path(),
+        "pw",
+        worklist.port,
+        &orthanc,
+        &broker,
+        &everything,
+    );
+    assert!(
+        result["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| !w.as_str().unwrap().contains("worklist")),
+        "{}",
+        result["warnings"]
+    );
+    let instances = orthanc.instances();
+    assert_eq!(instances.len(), 2, "{instances:?}");
+    for (_, tags) in &instances {
+        assert_eq!(tags["StudyInstanceUID"], WORKLIST_STUDY);
+        assert_eq!(tags["PatientID"], PATIENT_ID);
+        assert_eq!(tags["PatientName"], PATIENT_NAME);
+        assert_eq!(tags["PatientBirthDate"], BIRTH_DATE);
+        assert_eq!(tags["PatientSex"], "F");
+        assert_eq!(tags["AccessionNumber"], ACCESSION);
+    }
+    assert_no_patient_data_on_mqtt(&everything, "pw");
+
+    let config = dir.path().join("ceusd.toml");
+    let (passed, text) = ceusd_check(&config, "worklist");
+    assert!(passed, "{text}");
+    assert!(text.contains("C-ECHO to WORKLIST@127.0.0.1"), "{text}");
+}
+
+/// A worklist that is down: the exam goes on, the result says why it has no context, and the
+/// objects reach the PACS in a study ceusd made.
+#[test]
+fn without_the_worklist_the_exam_goes_on_and_the_result_says_so() {
+    let _heavy = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"), false);
+    let mut orthanc = Orthanc::configure(dir.path());
+    orthanc.start();
+    let everything = Subscriber::start(broker.port, "ceus/#", None);
+    let result = exam_for_accession(
+        dir.path(),
+        "pn",
+        free_port(),
+        &orthanc,
+        &broker,
+        &everything,
+    );
+    assert!(result["score"].is_number(), "{result}");
+    let warnings = result["warnings"].to_string();
+    assert!(
+        warnings.contains("worklist WORKLIST@127.0.0.1")
+            && warnings.contains("unreachable: the exam went on without its context"),
+        "{warnings}"
+    );
+    let instances = orthanc.instances();
+    assert_eq!(instances.len(), 2, "{instances:?}");
+    for (_, tags) in &instances {
+        assert_ne!(tags["StudyInstanceUID"], WORKLIST_STUDY);
+        // What the operator gave is kept: the accession number, for the PACS to reconcile.
+        assert_eq!(tags["AccessionNumber"], ACCESSION);
+        assert_eq!(tags["PatientID"], "");
+    }
+    assert_no_patient_data_on_mqtt(&everything, "pn");
+}

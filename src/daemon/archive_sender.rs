@@ -84,7 +84,7 @@ impl ArchiveSender {
                             .min()
                             .unwrap_or(self.retry_min);
                         log::warn!(
-                            "{e}; {} object(s) due wait for it, next try in {:.1} s",
+                            "PACS {e}; {} object(s) due wait for it, next try in {:.1} s",
                             all.len(),
                             next.as_secs_f64()
                         );

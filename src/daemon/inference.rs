@@ -10,9 +10,11 @@ use std::time::Duration;
 use tokio::sync::mpsc as tokio_mpsc;
 
 use crate::exam::{ExamResult, KeyFramePicture, ResultTiming};
-use crate::exam_lifecycle::ScoreRequest;
+use crate::exam_lifecycle::{ExamOrder, ScoreRequest};
 use crate::health::Heart;
 use crate::model::DlrModel;
+use crate::pacs::network::PacsPeer;
+use crate::pacs::worklist::{self, WorklistError};
 use crate::pacs::{build_objects, ArchiveSettings, ExamContext, ResultToArchive};
 use crate::publish::messages::{HeatmapInfo, ResultMessage, Topics};
 use crate::publish::mqtt::Outbound;
@@ -47,6 +49,8 @@ pub struct InferenceWorker {
     pub archive: Option<ArchiveSettings>,
     /// Told when objects for the PACS were stored.
     pub archive_wake: Option<SyncSender<()>>,
+    /// The modality worklist that gives an exam its patient and study.
+    pub worklist: Option<PacsPeer>,
 }
 
 impl InferenceWorker {
@@ -63,7 +67,13 @@ impl InferenceWorker {
             let scored = score_with_key_frame(&self.model, &self.topics, &job.request);
             let (mut message, heatmap) = (scored.message, scored.heatmap);
             message.window_to_result_ms = Some(job.requested.elapsed().as_millis() as u64);
-            let objects = self.archive_objects(&message, scored.key_frame.as_ref());
+            let objects = match &self.archive {
+                Some(settings) => {
+                    let context = self.exam_context(&job.request.order, &mut message);
+                    archive_objects(settings, &context, &message, scored.key_frame.as_ref())
+                }
+                None => Vec::new(),
+            };
             let stored = self.store(&message, heatmap, &objects);
             let _ = self.outbound.blocking_send(Outbound::OutboxChanged);
             if stored && !objects.is_empty() {
@@ -83,44 +93,82 @@ impl InferenceWorker {
         self.heart.finish();
     }
 
-    /// The result's DICOM objects for the PACS (none when no PACS is configured). An object
-    /// that cannot be made is logged: the result still goes to the bedside.
-    fn archive_objects(
-        &self,
-        message: &ResultMessage,
-        key_frame: Option<&KeyFramePicture>,
-    ) -> Vec<ArchiveObject> {
-        let Some(settings) = &self.archive else {
-            return Vec::new();
+    /// Who and what the exam is for: what start_exam said, completed from the worklist
+    /// entry of its accession number. When the worklist cannot say, the result's warnings
+    /// say why (without the accession number or any patient data: they go on MQTT) and the
+    /// objects join a new study.
+    fn exam_context(&self, order: &ExamOrder, message: &mut ResultMessage) -> ExamContext {
+        let given = ExamContext {
+            accession_number: order.accession_number.clone(),
+            patient_id: order.patient_id.clone(),
+            source: (order.accession_number.is_some() || order.patient_id.is_some())
+                .then(|| "the operator (start_exam)".to_string()),
+            ..ExamContext::default()
         };
-        let made = build_objects(
-            settings,
-            &ResultToArchive {
-                result: &message.result,
-                exam_id: &message.exam_id,
-                result_id: &message.result_id,
-                context: &ExamContext::default(),
-                key_frame,
-                created: std::time::SystemTime::now(),
-            },
-        );
-        match made {
-            Ok(made) => made
-                .objects
-                .into_iter()
-                .map(|o| ArchiveObject {
-                    kind: o.kind.name().to_string(),
-                    sop_class_uid: o.sop_class_uid,
-                    sop_instance_uid: o.sop_instance_uid,
-                    file: o.bytes,
-                })
-                .collect(),
-            Err(e) => {
-                log::error!(
-                    "result {}: its DICOM objects for the PACS could not be made: {e}",
+        let Some(peer) = &self.worklist else {
+            return given;
+        };
+        let warn = |message: &mut ResultMessage, text: String| {
+            log::warn!("result {}: {text}", message.result_id);
+            message.result.warnings.push(text);
+        };
+        let Some(accession) = &order.accession_number else {
+            warn(
+                message,
+                "no accession number was given at start_exam: the worklist was not asked and the \
+                 report for the PACS joins a new study"
+                    .into(),
+            );
+            return given;
+        };
+        let now = std::time::SystemTime::now();
+        match worklist::find_by_accession(peer, accession, &peer.calling_ae_title, now) {
+            Ok(Some(entry)) => {
+                if order.patient_id.is_some() && order.patient_id != entry.patient_id {
+                    warn(
+                        message,
+                        "the patient id given at start_exam is not the worklist entry's: neither \
+                         is used, the report for the PACS joins a new study; reconcile it by hand"
+                            .into(),
+                    );
+                    return ExamContext::default();
+                }
+                log::info!(
+                    "result {}: exam context from the worklist {peer}",
                     message.result_id
                 );
-                Vec::new()
+                entry
+            }
+            Ok(None) => {
+                warn(
+                    message,
+                    format!(
+                        "no entry of the worklist {peer} has this exam's accession number: the \
+                         report for the PACS joins a new study"
+                    ),
+                );
+                given
+            }
+            Err(e) => {
+                // The full error in the journal; on MQTT only what names no patient.
+                log::error!("result {}: {e}", message.result_id);
+                let why = match e {
+                    WorklistError::Network(_) => format!("worklist {peer} unreachable"),
+                    WorklistError::Failed { status, .. } => {
+                        format!("worklist {peer} answered status {status:04X}")
+                    }
+                    WorklistError::Ambiguous { count, .. } => {
+                        format!("{count} entries of the worklist {peer} share the accession number")
+                    }
+                    WorklistError::BadEntry { .. } => {
+                        format!("the worklist {peer} entry cannot be used (see the journal)")
+                    }
+                };
+                warn(
+                    message,
+                    format!("{why}: the exam went on without its context; the report for the PACS joins a new study"),
+                );
+                given
             }
         }
     }
@@ -207,6 +255,46 @@ impl InferenceWorker {
             message.result_id
         );
         false
+    }
+}
+
+/// The result's DICOM objects for the PACS. An object that cannot be made is logged: the
+/// result still goes to the bedside.
+fn archive_objects(
+    settings: &ArchiveSettings,
+    context: &ExamContext,
+    message: &ResultMessage,
+    key_frame: Option<&KeyFramePicture>,
+) -> Vec<ArchiveObject> {
+    let made = build_objects(
+        settings,
+        &ResultToArchive {
+            result: &message.result,
+            exam_id: &message.exam_id,
+            result_id: &message.result_id,
+            context,
+            key_frame,
+            created: std::time::SystemTime::now(),
+        },
+    );
+    match made {
+        Ok(made) => made
+            .objects
+            .into_iter()
+            .map(|o| ArchiveObject {
+                kind: o.kind.name().to_string(),
+                sop_class_uid: o.sop_class_uid,
+                sop_instance_uid: o.sop_instance_uid,
+                file: o.bytes,
+            })
+            .collect(),
+        Err(e) => {
+            log::error!(
+                "result {}: its DICOM objects for the PACS could not be made: {e}",
+                message.result_id
+            );
+            Vec::new()
+        }
     }
 }
 

@@ -234,6 +234,7 @@ fn start(
                     },
                 }),
             archive_wake,
+            worklist: config.pacs.as_ref().and_then(|p| p.worklist.clone()),
         };
         spawn_thread("inference", move || worker.run(job_rx))?
     };
@@ -397,6 +398,10 @@ fn pipeline_settings(config: &Config, source_name: &str) -> PipelineSettings {
         timing_interval: config.exam.timing_interval,
         outbox_capacity: config.state.outbox_capacity,
         pacs_capacity: config.pacs.as_ref().map(|p| p.capacity),
+        patient_id_from_commands: config
+            .pacs
+            .as_ref()
+            .is_some_and(|p| p.patient_id_from_commands),
         state_file: config.state.dir.join("state.json"),
         preview: config.preview.map(|p| {
             (

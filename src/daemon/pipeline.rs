@@ -23,8 +23,8 @@ use crate::capture::frame::Frame;
 use crate::capture::source::SourceEvent;
 use crate::capture::InputError;
 use crate::exam_lifecycle::{
-    Accepted, Effect, ExamLifecycle, ExamSetup, ExamState, InjectionMark, Recorded, Refusal,
-    ScoreRequest, StopReason,
+    Accepted, Effect, ExamLifecycle, ExamOrder, ExamSetup, ExamState, InjectionMark, Recorded,
+    Refusal, ScoreRequest, StopReason,
 };
 use crate::health::{systemd, Heart};
 use crate::layout::LayoutSource;
@@ -62,6 +62,8 @@ pub struct PipelineSettings {
     pub outbox_capacity: usize,
     /// The bound of objects for the PACS; `None` when results are not sent to one.
     pub pacs_capacity: Option<usize>,
+    /// Whether start_exam may name the patient (`pacs.patient_id_from_commands`).
+    pub patient_id_from_commands: bool,
     /// Where the last exam id is kept across restarts.
     pub state_file: std::path::PathBuf,
     /// The preview for displays, and its wall-clock interval; `None` when turned off.
@@ -245,7 +247,7 @@ impl Pipeline {
         if self.lifecycle.recording_moved_on(recorded.exam) {
             self.lifecycle.stop(StopReason::NextRecordedExam);
             let _ = self.perform_effects();
-            match self.start_exam(None) {
+            match self.start_exam(None, ExamOrder::default()) {
                 Ok(_) => log::debug!(
                     "exam {}: follows recorded exam {}",
                     self.lifecycle.exam_id().unwrap_or_default(),
@@ -407,9 +409,19 @@ impl Pipeline {
     }
 
     /// Starts an exam: clears what the previous one left retained, then begins.
-    fn start_exam(&mut self, requested: Option<String>) -> Result<Accepted, Refusal> {
+    fn start_exam(
+        &mut self,
+        requested: Option<String>,
+        order: ExamOrder,
+    ) -> Result<Accepted, Refusal> {
+        if order.patient_id.is_some() && !self.settings.patient_id_from_commands {
+            return Err(Refusal::PatientIdNotAllowed);
+        }
         let generated = self.new_exam_id();
-        let plan = self.lifecycle.plan_start(requested, generated)?;
+        let plan = self
+            .lifecycle
+            .plan_start(requested, generated)?
+            .for_order(order);
         if let Some(previous) = plan.clears() {
             self.clear_retained(previous)
                 .map_err(Refusal::PreviousNotCleared)?;
@@ -510,7 +522,7 @@ impl Pipeline {
     fn apply(&mut self, command: Command) -> Result<Option<serde_json::Value>, Refusal> {
         let accepted = match command {
             Command::Status => return Ok(serde_json::to_value(self.status_message()).ok()),
-            Command::StartExam { exam_id } => self.start_exam(exam_id)?,
+            Command::StartExam { exam_id, order } => self.start_exam(exam_id, order)?,
             Command::StopExam => self.lifecycle.stop_command()?,
             Command::MarkInjection { seconds_ago } => {
                 self.lifecycle.mark_injection(InjectionMark::SecondsAgo {

@@ -11,6 +11,7 @@ pub mod key_image;
 pub mod network;
 pub mod structured_report;
 pub mod uid;
+pub mod worklist;
 
 use dicom_dictionary_std::uids;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};

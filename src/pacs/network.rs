@@ -57,12 +57,13 @@ pub fn check_ae_title(title: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Why an exchange with the PACS did not happen: worth trying again later.
+/// Why an exchange with a DICOM peer (the PACS, the worklist) did not happen: worth trying
+/// again later.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
-    #[error("PACS {peer}: association: {reason}")]
+    #[error("{peer}: association: {reason}")]
     Association { peer: String, reason: String },
-    #[error("PACS {peer}: {what}: {reason}")]
+    #[error("{peer}: {what}: {reason}")]
     Exchange {
         peer: String,
         what: &'static str,
@@ -112,7 +113,7 @@ pub fn echo(peer: &PacsPeer) -> Result<(), NetworkError> {
             peer: peer.to_string(),
             reason: "no accepted presentation context for Verification".into(),
         })?;
-    let command = command_set(C_ECHO_RQ, 1, VERIFICATION, None);
+    let command = command_set(C_ECHO_RQ, 1, VERIFICATION, None, false);
     let exchange = send_command(&mut association, context_id, &command)
         .and_then(|()| read_response(&mut association, C_ECHO_RSP));
     let response = finish(association, exchange, peer, "C-ECHO")?;
@@ -172,6 +173,7 @@ pub fn store(
             message_id,
             sop_class_uid,
             Some(object.sop_instance_uid),
+            true,
         );
         let answered = send_command(&mut association, context_id, &command)
             .and_then(|()| send_data_set(&mut association, context_id, &data_set))
@@ -194,7 +196,7 @@ pub fn store(
 
 /// Opens an association proposing `abstract_syntax` in the two uncompressed little-endian
 /// transfer syntaxes every SCP supports. `None` when the PACS accepts no context for it.
-fn open(
+pub(crate) fn open(
     peer: &PacsPeer,
     abstract_syntax: &str,
 ) -> Result<Option<ClientAssociation<std::net::TcpStream>>, NetworkError> {
@@ -222,7 +224,7 @@ fn open(
 }
 
 /// The accepted presentation context for `abstract_syntax`: its id and transfer syntax.
-fn accepted_context(
+pub(crate) fn accepted_context(
     association: &ClientAssociation<std::net::TcpStream>,
     abstract_syntax: &str,
 ) -> Option<(u8, &'static TransferSyntax)> {
@@ -243,11 +245,12 @@ fn trim_uid(uid: &str) -> &str {
 }
 
 /// A DIMSE command set (group 0000), in Implicit VR Little Endian as PS3.7 requires.
-fn command_set(
+pub(crate) fn command_set(
     command_field: u16,
     message_id: u16,
     sop_class_uid: &str,
     sop_instance_uid: Option<&str>,
+    data_set: bool,
 ) -> Vec<u8> {
     let mut obj = InMemDicomObject::new_empty();
     let uid = |v: &str| PrimitiveValue::from(v.to_string());
@@ -266,21 +269,23 @@ fn command_set(
         VR::US,
         PrimitiveValue::from(message_id),
     ));
-    let data_set_type = match sop_instance_uid {
-        Some(instance) => {
-            obj.put(DataElement::new(
-                tags::PRIORITY,
-                VR::US,
-                PrimitiveValue::from(0u16),
-            ));
-            obj.put(DataElement::new(
-                tags::AFFECTED_SOP_INSTANCE_UID,
-                VR::UI,
-                uid(instance),
-            ));
-            DATA_SET_PRESENT
-        }
-        None => NO_DATA_SET,
+    if let Some(instance) = sop_instance_uid {
+        obj.put(DataElement::new(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            VR::UI,
+            uid(instance),
+        ));
+    }
+    // Requests with a data set (C-STORE, C-FIND) carry a priority: medium.
+    let data_set_type = if data_set {
+        obj.put(DataElement::new(
+            tags::PRIORITY,
+            VR::US,
+            PrimitiveValue::from(0u16),
+        ));
+        DATA_SET_PRESENT
+    } else {
+        NO_DATA_SET
     };
     obj.put(DataElement::new(
         tags::COMMAND_DATA_SET_TYPE,
@@ -315,9 +320,9 @@ fn data_set_bytes(file: &[u8], transfer_syntax: &TransferSyntax) -> Result<Vec<u
     Ok(bytes)
 }
 
-type Exchange<T> = Result<T, (&'static str, String)>;
+pub(crate) type Exchange<T> = Result<T, (&'static str, String)>;
 
-fn send_command<S>(
+pub(crate) fn send_command<S>(
     association: &mut ClientAssociation<S>,
     context_id: u8,
     command: &[u8],
@@ -338,7 +343,7 @@ where
 }
 
 /// The data set, split into PDUs of the size the PACS accepts.
-fn send_data_set<S>(
+pub(crate) fn send_data_set<S>(
     association: &mut ClientAssociation<S>,
     context_id: u8,
     data_set: &[u8],
@@ -355,31 +360,40 @@ where
 
 /// What a DIMSE response said.
 #[derive(Debug)]
-struct Response {
-    status: u16,
-    comment: Option<String>,
+pub(crate) struct Response {
+    pub status: u16,
+    pub comment: Option<String>,
+    /// The data set that came with it (a C-FIND match), in the context's transfer syntax.
+    pub data_set: Option<Vec<u8>>,
 }
 
-/// Reads P-DATA until a whole command set has arrived; checks it answers `expected`.
-fn read_response<S>(association: &mut ClientAssociation<S>, expected: u16) -> Exchange<Response>
+/// Reads P-DATA until a whole response has arrived (its command set, and its data set when
+/// the command says one follows); checks it answers `expected`.
+pub(crate) fn read_response<S>(
+    association: &mut ClientAssociation<S>,
+    expected: u16,
+) -> Exchange<Response>
 where
     S: std::io::Read + std::io::Write + dicom_ul::association::CloseSocket,
 {
     let mut command = Vec::new();
+    let mut data_set = Vec::new();
+    let (mut command_done, mut data_done) = (false, false);
     loop {
         let pdu = association
             .receive()
             .map_err(|e| ("reading the response", error_chain(&e)))?;
         match pdu {
             Pdu::PData { data } => {
-                let mut last = false;
                 for value in data {
-                    if value.value_type == PDataValueType::Command {
-                        command.extend_from_slice(&value.data);
-                        last |= value.is_last;
-                    }
+                    let (bytes, done) = match value.value_type {
+                        PDataValueType::Command => (&mut command, &mut command_done),
+                        PDataValueType::Data => (&mut data_set, &mut data_done),
+                    };
+                    bytes.extend_from_slice(&value.data);
+                    *done |= value.is_last;
                 }
-                if last {
+                if command_done && (data_done || !data_set_follows(&command)) {
                     break;
                 }
             }
@@ -414,11 +428,28 @@ where
         .and_then(|e| e.to_str().ok())
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
-    Ok(Response { status, comment })
+    Ok(Response {
+        status,
+        comment,
+        data_set: data_done.then_some(data_set),
+    })
+}
+
+/// Whether a (complete) command set says a data set follows it.
+fn data_set_follows(command: &[u8]) -> bool {
+    let implicit = entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
+    InMemDicomObject::read_dataset_with_ts(command, &implicit)
+        .ok()
+        .and_then(|obj| {
+            obj.element(tags::COMMAND_DATA_SET_TYPE)
+                .ok()
+                .and_then(|e| e.to_int::<u16>().ok())
+        })
+        .is_some_and(|kind| kind != NO_DATA_SET)
 }
 
 /// Releases the association after a good exchange, aborts it after a broken one.
-fn finish<T>(
+pub(crate) fn finish<T>(
     association: ClientAssociation<std::net::TcpStream>,
     exchange: Exchange<T>,
     peer: &PacsPeer,
@@ -427,7 +458,7 @@ fn finish<T>(
     match exchange {
         Ok(value) => {
             if let Err(e) = association.release() {
-                log::warn!("PACS {peer}: {what}: releasing the association: {e}");
+                log::warn!("{peer}: {what}: releasing the association: {e}");
             }
             Ok(value)
         }
@@ -465,7 +496,7 @@ fn comment_text(comment: &Option<String>) -> String {
 }
 
 /// An error and its causes on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -487,6 +518,7 @@ mod tests {
             7,
             "1.2.840.10008.5.1.4.1.1.88.33",
             Some("2.25.1"),
+            true,
         );
         let implicit = entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
         let obj = InMemDicomObject::read_dataset_with_ts(&command[..], &implicit).unwrap();
@@ -516,6 +548,7 @@ mod tests {
             outcome_of(&Response {
                 status,
                 comment: comment.map(str::to_string),
+                data_set: None,
             })
         };
         assert_eq!(of(0x0000, None), StoreOutcome::Stored);

@@ -5,6 +5,7 @@
 use serde::Deserialize;
 
 use crate::config::is_topic_word;
+use crate::exam_lifecycle::ExamOrder;
 use crate::roi::Roi;
 
 /// Largest command payload accepted.
@@ -17,6 +18,8 @@ pub enum Command {
     /// Starts an exam; the id is generated when not given.
     StartExam {
         exam_id: Option<String>,
+        /// The accession number and (where the site allows) patient id: never echoed.
+        order: ExamOrder,
     },
     /// The contrast was injected `seconds_ago` seconds before the command (0 = now).
     MarkInjection {
@@ -78,6 +81,10 @@ struct Wire {
     seconds_ago: Option<serde_json::Value>,
     #[serde(default)]
     roi: Option<serde_json::Value>,
+    #[serde(default)]
+    accession_number: Option<serde_json::Value>,
+    #[serde(default)]
+    patient_id: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -185,13 +192,25 @@ impl Addressed {
     /// the sender means.
     fn command(&self, wire: Wire) -> Result<(Command, Option<String>), Refusal> {
         let exam_id = self.exam_id(wire.exam_id.clone())?;
+        if self.name != "start_exam" {
+            self.unexpected("accession_number", wire.accession_number.is_some())?;
+            self.unexpected("patient_id", wire.patient_id.is_some())?;
+        }
         // Set below for the commands on the running exam.
         let mut meant_exam = None;
         let command = match self.name.as_str() {
             "start_exam" => {
                 self.unexpected("seconds_ago", wire.seconds_ago.is_some())?;
                 self.unexpected("roi", wire.roi.is_some())?;
-                Command::StartExam { exam_id }
+                let order = ExamOrder {
+                    accession_number: self.dicom_text(
+                        "accession_number",
+                        wire.accession_number.clone(),
+                        16,
+                    )?,
+                    patient_id: self.dicom_text("patient_id", wire.patient_id.clone(), 64)?,
+                };
+                Command::StartExam { exam_id, order }
             }
             "mark_injection" => {
                 meant_exam = exam_id;
@@ -245,6 +264,31 @@ impl Addressed {
             Some(serde_json::Value::String(s)) if is_topic_word(&s) => Ok(Some(s)),
             Some(other) => Err(self.refuse(format!(
                 "exam_id {other}: use 1 to 64 letters, digits, '-' or '_'"
+            ))),
+        }
+    }
+
+    /// start_exam's accession number or patient id: absent or null, or 1 to `max` characters
+    /// of DICOM's default repertoire without a backslash. A refusal never repeats the value:
+    /// the reply goes on MQTT, where no patient data may appear.
+    fn dicom_text(
+        &self,
+        field: &str,
+        value: Option<serde_json::Value>,
+        max: usize,
+    ) -> Result<Option<String>, Refusal> {
+        match value {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s))
+                if !s.trim().is_empty()
+                    && s.trim().len() <= max
+                    && s.chars()
+                        .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\') =>
+            {
+                Ok(Some(s.trim().to_string()))
+            }
+            Some(_) => Err(self.refuse(format!(
+                "{field}: expected 1 to {max} ASCII characters without '\\' (value not repeated)"
             ))),
         }
     }
