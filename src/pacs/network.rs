@@ -481,6 +481,15 @@ fn outcome_of(response: &Response) -> StoreOutcome {
     let reason = || format!("status {status:04X}{}", comment_text(&response.comment));
     match status {
         0x0000 => StoreOutcome::Stored,
+        // Duplicate SOP instance: the PACS holds this object already (sent before a crash
+        // that came before its answer was recorded). Same UIDs, same object: kept.
+        0x0111 => StoreOutcome::StoredWithWarning {
+            status,
+            comment: format!(
+                "the PACS holds this object already{}",
+                comment_text(&response.comment)
+            ),
+        },
         0x0001 | 0xB000..=0xBFFF => StoreOutcome::StoredWithWarning { status, comment },
         // Out of resources, processing failure, resource limitation, duplicate invocation.
         0xA700..=0xA7FF | 0x0110 | 0x0213 | 0x0210 => StoreOutcome::TryLater { reason: reason() },
@@ -552,6 +561,10 @@ mod tests {
             })
         };
         assert_eq!(of(0x0000, None), StoreOutcome::Stored);
+        assert!(matches!(
+            of(0x0111, None),
+            StoreOutcome::StoredWithWarning { status: 0x0111, .. }
+        ));
         assert!(matches!(
             of(0xB000, Some("coerced")),
             StoreOutcome::StoredWithWarning { status: 0xB000, .. }

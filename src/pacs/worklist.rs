@@ -91,6 +91,8 @@ fn query(accession: &str, station_ae_title: &str, now: SystemTime) -> InMemDicom
     let mut identifier = InMemDicomObject::new_empty();
     put(&mut identifier, tags::ACCESSION_NUMBER, VR::SH, accession);
     for (tag, vr) in [
+        // Asked for, so that names in other character sets decode as the RIS wrote them.
+        (tags::SPECIFIC_CHARACTER_SET, VR::CS),
         (tags::PATIENT_NAME, VR::PN),
         (tags::PATIENT_ID, VR::LO),
         (tags::PATIENT_BIRTH_DATE, VR::DA),
