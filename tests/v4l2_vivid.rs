@@ -572,3 +572,99 @@ fn drops_are_counted_and_a_silent_device_is_no_signal() {
     );
     assert!(back.timestamp > last.timestamp, "time continues");
 }
+
+/// The timings of vivid's HDMI input that are progressive, smallest first: (menu index, width,
+/// height) of the "DV Timings" control's entries ("720x576p50", ...).
+fn progressive_dv_timings(dev: &v4l::Device) -> Vec<(u32, u32, u32)> {
+    use v4l::control::MenuItem;
+    let control = dev
+        .query_controls()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == "DV Timings")
+        .expect("vivid's HDMI input has a 'DV Timings' control");
+    let mut found: Vec<(u32, u32, u32)> = control
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(index, item)| {
+            let MenuItem::Name(name) = item else {
+                return None;
+            };
+            let (w, rest) = name.split_once('x')?;
+            let (h, _) = rest.split_once('p')?;
+            Some((index, w.parse().ok()?, h.parse().ok()?))
+        })
+        .collect();
+    found.sort_by_key(|&(_, w, h)| w * h);
+    found
+}
+
+/// A scanner switching preset over HDMI: vivid's input changes to other timings while the
+/// source streams (V4L2_EVENT_SOURCE_CHANGE). The source says so once as no signal, reopens
+/// locked to the new timings, and delivers frames of the new size; then the signal drops
+/// ("No Signal") and comes back, and frames resume.
+#[test]
+#[ignore = "needs the vivid driver: run by tests/v4l2-vm/run.sh inside a VM"]
+fn a_new_resolution_on_the_hdmi_input_is_followed() {
+    let path = vivid_node("platform:vivid-001", false);
+    let control = v4l::Device::with_path(&path).unwrap();
+    let (w, h) = set_first_dv_timings(&control);
+    set_control(&control, "Loop Video", 0);
+    let mut src = source(&format!(
+        "v4l2:{}?format=YUYV&size={w}x{h}&timeout_ms=5000",
+        path.display()
+    ));
+    let first = next_frame(src.as_mut());
+    assert_eq!((first.width, first.height), (w, h));
+
+    let (index, nw, nh) = progressive_dv_timings(&control)
+        .into_iter()
+        .find(|&(_, tw, th)| (tw, th) != (w, h))
+        .expect("vivid lists other progressive timings");
+    eprintln!("switching the input from {w}x{h} to {nw}x{nh}");
+    set_control(&control, "DV Timings", index as i64);
+    set_control(&control, "DV Timings Signal Mode", 4); // "Selected DV Timings"
+
+    let mut said_changed = 0;
+    let new_frame = loop {
+        match src.next_event().unwrap() {
+            SourceEvent::Frame(f) if (f.width, f.height) == (nw, nh) => break f,
+            SourceEvent::Frame(f) => {
+                assert_eq!(said_changed, 0, "old-size frames after the reopen");
+                assert_eq!((f.width, f.height), (w, h));
+            }
+            SourceEvent::NoSignal { reason } => {
+                assert!(reason.contains("changed resolution"), "{reason}");
+                said_changed += 1;
+            }
+            SourceEvent::End => panic!("a device never ends"),
+        }
+    };
+    assert_eq!(said_changed, 1, "the change is said once");
+    assert_eq!(new_frame.data.len(), (nw * nh * 2) as usize);
+    assert!(
+        src.describe().contains(&format!("{nw}x{nh}")),
+        "{}",
+        src.describe()
+    );
+
+    // The cable is pulled, then plugged back in.
+    set_control(&control, "DV Timings Signal Mode", 1); // "No Signal"
+    let reason = loop {
+        match src.next_event().unwrap() {
+            SourceEvent::NoSignal { reason } if reason.contains("no signal") => break reason,
+            SourceEvent::NoSignal { .. } | SourceEvent::Frame(_) => {}
+            SourceEvent::End => panic!("a device never ends"),
+        }
+    };
+    eprintln!("while unplugged: {reason}");
+    set_control(&control, "DV Timings Signal Mode", 4);
+    let back = next_frame(src.as_mut());
+    assert_eq!((back.width, back.height), (nw, nh));
+
+    // The input as the other tests expect it.
+    drop(src);
+    set_control(&control, "DV Timings Signal Mode", 0); // "Current DV Timings"
+    set_first_dv_timings(&control);
+}

@@ -18,6 +18,7 @@ pub mod still;
 pub mod synthetic;
 pub mod synthetic_session;
 pub mod v4l2;
+pub mod v4l2_signal;
 
 use std::path::Path;
 

@@ -12,6 +12,9 @@ use v4l::{Format, FourCC};
 
 use super::frame::{Frame, LumaRange, PixelFormat};
 use super::reconnect::Device;
+use super::v4l2_signal::{
+    lock_to_detected_timings, resolution_changed, subscribe_source_change, InputSignal,
+};
 
 /// What to ask the device for: `v4l2:/dev/video0?format=YUYV&size=1920x1080&fps=60&range=limited`.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,6 +198,9 @@ pub struct V4l2Device {
     pub options: V4l2Options,
     /// What was negotiated at the last open.
     pub negotiated: Option<(PixelFormat, u32, u32, usize)>,
+    /// Set once the input changed resolution: from then on the device is opened at the
+    /// input's own size, whatever `size=` asked for first.
+    follow_input: bool,
 }
 
 pub struct V4l2Stream {
@@ -205,6 +211,8 @@ pub struct V4l2Stream {
     width: u32,
     height: u32,
     stride: usize,
+    /// The driver reports source changes on this descriptor.
+    source_events: bool,
 }
 
 impl V4l2Device {
@@ -212,15 +220,26 @@ impl V4l2Device {
         Self {
             options,
             negotiated: None,
+            follow_input: false,
         }
     }
 }
 
 /// Opens `path` and negotiates format, size and rate: what the device actually set must be
-/// what was asked, or the error lists what it offers.
+/// what was asked, or the error lists what it offers. An input that reports DV timings is
+/// first locked to the timings it detects.
 pub fn negotiate(
     path: &Path,
     o: &V4l2Options,
+) -> Result<(v4l::Device, PixelFormat, u32, u32, usize), String> {
+    open_and_negotiate(path, o, false)
+}
+
+/// [`negotiate`]; with `follow_input`, at the input's own frame size rather than `size=`.
+fn open_and_negotiate(
+    path: &Path,
+    o: &V4l2Options,
+    follow_input: bool,
 ) -> Result<(v4l::Device, PixelFormat, u32, u32, usize), String> {
     let dev = v4l::Device::with_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let caps = dev
@@ -235,6 +254,18 @@ pub fn negotiate(
             path.display(),
             caps.card
         ));
+    }
+    let signal = lock_to_detected_timings(dev.handle().fd())?;
+    if let InputSignal::Locked {
+        width,
+        height,
+        changed: true,
+    } = signal
+    {
+        log::info!(
+            "{}: the input carries {width}x{height}; locked to it",
+            path.display()
+        );
     }
     let offered = offers(&dev)?;
     let current = dev
@@ -255,7 +286,10 @@ pub fn negotiate(
                 )
             })?,
     };
-    let (w, h) = o.size.unwrap_or((current.width, current.height));
+    let (w, h) = match o.size {
+        Some(size) if !follow_input => size,
+        _ => (current.width, current.height),
+    };
     let asked = Format::new(w, h, fourcc_of(want_format));
     let got = dev.set_format(&asked).map_err(|e| {
         format!(
@@ -312,7 +346,9 @@ impl Device for V4l2Device {
     }
 
     fn open(&mut self) -> Result<V4l2Stream, String> {
-        let (dev, format, width, height, stride) = negotiate(&self.options.path, &self.options)?;
+        let (dev, format, width, height, stride) =
+            open_and_negotiate(&self.options.path, &self.options, self.follow_input)?;
+        let source_events = subscribe_source_change(dev.handle().fd());
         let mut stream =
             v4l::io::mmap::Stream::with_buffers(&dev, Type::VideoCapture, self.options.buffers)
                 .map_err(|e| format!("mmap streaming: {e}"))?;
@@ -330,10 +366,26 @@ impl Device for V4l2Device {
             width,
             height,
             stride,
+            source_events,
         })
     }
 
     fn read(&mut self, s: &mut V4l2Stream) -> Result<Option<Frame>, String> {
+        // A new resolution on the input: the buffers are the old size, so the stream is given
+        // up and the device reopened at the new timings (by the reconnecting source).
+        if s.source_events && resolution_changed(s._device.handle().fd()) {
+            self.follow_input = true;
+            if let Some((w, h)) = self.options.size {
+                log::warn!(
+                    "{}: the input changed resolution; following it instead of the configured size={w}x{h}",
+                    self.options.path.display()
+                );
+            }
+            return Err(
+                "the input changed resolution (V4L2 source change): reopening at its new timings"
+                    .into(),
+            );
+        }
         match s.stream.next() {
             Ok((buf, meta)) => {
                 let used = (meta.bytesused as usize).min(buf.len());
