@@ -290,6 +290,14 @@ pub struct PacsSection {
     pub retry_min_s: f64,
     #[serde(default = "default_pacs_retry_max")]
     pub retry_max_s: f64,
+    /// DICOM TLS: the CA (PEM) that signed the PACS's certificate. Absent: plain TCP.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// The cart's certificate and key (PEM), for a PACS that asks for one.
+    #[serde(default)]
+    pub tls_client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_client_key_file: Option<PathBuf>,
     /// Whether start_exam may carry a patient id (else only an accession number, and the
     /// worklist names the patient).
     #[serde(default)]
@@ -307,6 +315,9 @@ pub struct WorklistSection {
     #[serde(default = "default_dicom_port")]
     pub port: u16,
     pub called_ae_title: String,
+    /// Over DICOM TLS, with the PACS's `tls_*` files.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 fn default_dicom_port() -> u16 {
@@ -730,6 +741,31 @@ impl TryFrom<&PacsSection> for Pacs {
             return Err(invalid("pacs.capacity", "0: at least one object must fit"));
         }
         let calling_ae_title = ae_title("pacs.calling_ae_title", &raw.calling_ae_title)?;
+        let tls =
+            match (
+                &raw.tls_ca_file,
+                &raw.tls_client_cert_file,
+                &raw.tls_client_key_file,
+            ) {
+                (Some(ca), cert, key) => {
+                    if cert.is_some() != key.is_some() {
+                        return Err(invalid(
+                            "pacs.tls_client_key_file",
+                            "tls_client_cert_file and tls_client_key_file go together",
+                        ));
+                    }
+                    Some(crate::pacs::network::TlsFiles {
+                        ca_file: ca.clone(),
+                        client_cert_file: cert.clone(),
+                        client_key_file: key.clone(),
+                    })
+                }
+                (None, None, None) => None,
+                (None, _, _) => return Err(invalid(
+                    "pacs.tls_ca_file",
+                    "a client certificate needs DICOM TLS: name the CA of the PACS's certificate",
+                )),
+            };
         let timeout = seconds("pacs.timeout_s", raw.timeout_s)?;
         let worklist = match &raw.worklist {
             Some(w) => {
@@ -745,6 +781,13 @@ impl TryFrom<&PacsSection> for Pacs {
                     called_ae_title: ae_title("pacs.worklist.called_ae_title", &w.called_ae_title)?,
                     calling_ae_title: calling_ae_title.clone(),
                     timeout,
+                    tls: if w.tls {
+                        Some(tls.clone().ok_or_else(|| {
+                            invalid("pacs.worklist.tls", "DICOM TLS needs pacs.tls_ca_file")
+                        })?)
+                    } else {
+                        None
+                    },
                 })
             }
             None => None,
@@ -756,6 +799,7 @@ impl TryFrom<&PacsSection> for Pacs {
                 called_ae_title: ae_title("pacs.called_ae_title", &raw.called_ae_title)?,
                 calling_ae_title,
                 timeout,
+                tls,
             },
             patient_id_from_commands: raw.patient_id_from_commands,
             worklist,

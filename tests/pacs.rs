@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
+use support::certificates::make_certificates;
 use support::dicom_tools::{sr_number, tool};
 use support::*;
 
@@ -28,6 +29,11 @@ struct Orthanc {
 impl Orthanc {
     /// Writes the configuration; `start` runs it (the PACS can be "down" at first).
     fn configure(dir: &Path) -> Self {
+        Self::configure_with(dir, serde_json::json!({}))
+    }
+
+    /// The configuration with `extra` settings added.
+    fn configure_with(dir: &Path, extra: serde_json::Value) -> Self {
         let storage = dir.join("orthanc-db");
         std::fs::create_dir_all(&storage).unwrap();
         let (dicom_port, http_port) = (free_port(), free_port());
@@ -44,6 +50,10 @@ impl Orthanc {
             "AuthenticationEnabled": false,
             "Plugins": [],
         });
+        let mut json = json;
+        for (key, value) in extra.as_object().expect("an object") {
+            json[key] = value.clone();
+        }
         std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
         Self {
             child: None,
@@ -91,6 +101,19 @@ impl Orthanc {
 
     fn json(&self, path: &str) -> serde_json::Value {
         serde_json::from_slice(&self.get(path)).unwrap()
+    }
+
+    /// The instances once there are `count` (the status may say nothing waits a moment
+    /// before the last answer is recorded); more would fail the caller's checks.
+    fn wait_for_instances(&self, count: usize) -> Vec<(String, serde_json::Value)> {
+        let deadline = Instant::now() + LONG;
+        loop {
+            let instances = self.instances();
+            if instances.len() >= count || Instant::now() > deadline {
+                return instances;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Every instance the PACS holds: its Orthanc id and simplified tags.
@@ -184,7 +207,7 @@ fn expected_uids(device: &str, result_id: &str) -> (String, String) {
 /// Checks that the PACS holds exactly the report and key image of `result`, once each, in
 /// one study, and that the report says what the result said.
 fn assert_pacs_holds_once(orthanc: &Orthanc, device: &str, result: &serde_json::Value, dir: &Path) {
-    let instances = orthanc.instances();
+    let instances = orthanc.wait_for_instances(2);
     assert_eq!(
         instances.len(),
         2,
@@ -642,7 +665,7 @@ fn the_worklist_entry_of_the_accession_number_names_the_study_and_never_reaches_
         "{}",
         result["warnings"]
     );
-    let instances = orthanc.instances();
+    let instances = orthanc.wait_for_instances(2);
     assert_eq!(instances.len(), 2, "{instances:?}");
     for (_, tags) in &instances {
         assert_eq!(tags["StudyInstanceUID"], WORKLIST_STUDY);
@@ -685,7 +708,7 @@ fn without_the_worklist_the_exam_goes_on_and_the_result_says_so() {
             && warnings.contains("unreachable: the exam went on without its context"),
         "{warnings}"
     );
-    let instances = orthanc.instances();
+    let instances = orthanc.wait_for_instances(2);
     assert_eq!(instances.len(), 2, "{instances:?}");
     for (_, tags) in &instances {
         assert_ne!(tags["StudyInstanceUID"], WORKLIST_STUDY);
@@ -694,4 +717,57 @@ fn without_the_worklist_the_exam_goes_on_and_the_result_says_so() {
         assert_eq!(tags["PatientID"], "");
     }
     assert_no_patient_data_on_mqtt(&everything, "pn");
+}
+
+/// DICOM TLS: Orthanc accepts associations over TLS only, from certificates the test CA
+/// signed. With the CA and the cart's certificate the objects arrive; without the cart's
+/// certificate `ceusd check` says the PACS cannot be reached.
+#[test]
+fn objects_reach_a_pacs_over_dicom_tls() {
+    let _heavy = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let broker = Mosquitto::start(&dir.path().join("broker"), false);
+    let mut orthanc = Orthanc::configure_with(
+        dir.path(),
+        serde_json::json!({
+            "DicomTlsEnabled": true,
+            "DicomTlsCertificate": file("server.pem"),
+            "DicomTlsPrivateKey": file("server.key"),
+            "DicomTlsTrustedCertificates": file("ca.pem"),
+            "DicomTlsRemoteCertificateRequired": true,
+        }),
+    );
+    orthanc.start();
+    let tls = format!(
+        "port = {}\ncalled_ae_title = \"ORTHANC\"\ntls_ca_file = \"{}\"",
+        orthanc.dicom_port,
+        file("ca.pem")
+    );
+    let without_certificate = pacs_config(dir.path(), "no-cert.toml", "pt", &broker, &tls);
+    let (passed, text) = ceusd_check(&without_certificate, "pacs");
+    assert!(!passed, "{text}");
+    let config = pacs_config(
+        dir.path(),
+        "ceusd.toml",
+        "pt",
+        &broker,
+        &format!(
+            "{tls}\ntls_client_cert_file = \"{}\"\ntls_client_key_file = \"{}\"",
+            file("client.pem"),
+            file("client.key")
+        ),
+    );
+    let (passed, text) = ceusd_check(&config, "pacs");
+    assert!(passed, "{text}");
+
+    let status = Subscriber::start(broker.port, "ceus/pt/status", None);
+    let daemon = Daemon::start(&config, &dir.path().join("daemon.log"), &[]);
+    let result = exam_result(&daemon, &broker, "pt");
+    wait_pacs_status(&status, "the objects in the PACS", |p| {
+        p["waiting"] == 0 && p["refused"] == 0
+    });
+    assert!(daemon.terminate().success());
+    assert_pacs_holds_once(&orthanc, "pt", &result, dir.path());
 }

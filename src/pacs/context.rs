@@ -3,7 +3,7 @@
 //! stays in the outbox; it never goes on MQTT.
 
 use dicom_dictionary_std::tags;
-use dicom_object::OpenFileOptions;
+use dicom_object::{InMemDicomObject, OpenFileOptions};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -130,28 +130,34 @@ pub fn context_of_dicom_file(path: &Path) -> Result<ExamContext, ContextError> {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
+    let context = context_in(&header, format!("the DICOM file {}", path.display()));
+    context.validate()?;
+    Ok(context)
+}
+
+/// The context attributes a data set carries (a file's header, a worklist entry), `source`
+/// saying where they came from. Empty values count as absent, and so does a patient sex other
+/// than M, F or O.
+pub fn context_in(obj: &InMemDicomObject, source: String) -> ExamContext {
     let text = |tag| {
-        header
-            .element_opt(tag)
+        obj.element_opt(tag)
             .ok()
             .flatten()
             .and_then(|e| e.to_str().ok())
-            .map(|s| s.trim().to_string())
+            .map(|s| s.trim_end_matches(['\0', ' ']).trim().to_string())
             .filter(|s| !s.is_empty())
     };
-    let context = ExamContext {
+    ExamContext {
         study_instance_uid: text(tags::STUDY_INSTANCE_UID),
         accession_number: text(tags::ACCESSION_NUMBER),
         patient_id: text(tags::PATIENT_ID),
         patient_name: text(tags::PATIENT_NAME),
         patient_birth_date: text(tags::PATIENT_BIRTH_DATE),
         patient_sex: text(tags::PATIENT_SEX).and_then(|s| s.parse().ok()),
-        requested_procedure_id: None,
-        requested_procedure_description: None,
-        source: Some(format!("the DICOM file {}", path.display())),
-    };
-    context.validate()?;
-    Ok(context)
+        requested_procedure_id: text(tags::REQUESTED_PROCEDURE_ID),
+        requested_procedure_description: text(tags::REQUESTED_PROCEDURE_DESCRIPTION),
+        source: Some(source),
+    }
 }
 
 fn field(field: &'static str, reason: &str) -> ContextError {

@@ -5,6 +5,7 @@
 //! only on the cart, the exam and the result's revision, so a result sent again replaces
 //! itself instead of arriving twice.
 
+pub mod association;
 pub mod context;
 pub mod dataset;
 pub mod key_image;

@@ -6,70 +6,14 @@
 //! Each SOP class gets an association of its own, so that a PACS refusing one class (no
 //! presentation context accepted for it) refuses those objects alone.
 
-use std::io::Write;
-use std::time::Duration;
-
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{InMemDicomObject, OpenFileOptions};
-use dicom_transfer_syntax_registry::{
-    entries, TransferSyntax, TransferSyntaxIndex, TransferSyntaxRegistry,
-};
-use dicom_ul::association::client::ClientAssociation;
-use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultReason};
-use dicom_ul::ClientAssociationOptions;
+use dicom_transfer_syntax_registry::{entries, TransferSyntax};
+use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
 
-/// Where the PACS is and who is calling it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PacsPeer {
-    pub host: String,
-    pub port: u16,
-    /// The PACS's AE title.
-    pub called_ae_title: String,
-    /// This cart's AE title, as the PACS knows it.
-    pub calling_ae_title: String,
-    /// Longest wait to connect, and for each read or write.
-    pub timeout: Duration,
-}
-
-impl std::fmt::Display for PacsPeer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}:{}", self.called_ae_title, self.host, self.port)
-    }
-}
-
-/// PS3.5's AE VR: 1 to 16 characters of the default repertoire, no backslash, not only
-/// spaces.
-pub fn check_ae_title(title: &str) -> Result<(), String> {
-    let trimmed = title.trim();
-    if trimmed.is_empty() {
-        return Err("empty".into());
-    }
-    if trimmed.len() > 16 {
-        return Err(format!("{} characters, at most 16", trimmed.len()));
-    }
-    if let Some(c) = trimmed
-        .chars()
-        .find(|c| !c.is_ascii() || c.is_ascii_control() || *c == '\\')
-    {
-        return Err(format!("{c:?} is not allowed in an AE title"));
-    }
-    Ok(())
-}
-
-/// Why an exchange with a DICOM peer (the PACS, the worklist) did not happen: worth trying
-/// again later.
-#[derive(Debug, thiserror::Error)]
-pub enum NetworkError {
-    #[error("{peer}: association: {reason}")]
-    Association { peer: String, reason: String },
-    #[error("{peer}: {what}: {reason}")]
-    Exchange {
-        peer: String,
-        what: &'static str,
-        reason: String,
-    },
-}
+use super::association::{accepted_context, open, Link};
+pub use super::association::{check_ae_title, NetworkError, PacsPeer, TlsFiles};
 
 /// What the PACS said about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,19 +48,19 @@ const NO_DATA_SET: u16 = 0x0101;
 
 /// C-ECHO: opens an association for the Verification SOP class and asks for an echo.
 pub fn echo(peer: &PacsPeer) -> Result<(), NetworkError> {
-    let mut association = open(peer, VERIFICATION)?.ok_or_else(|| NetworkError::Association {
+    let mut link = open(peer, VERIFICATION)?.ok_or_else(|| NetworkError::Association {
         peer: peer.to_string(),
         reason: "the PACS accepts no Verification (C-ECHO) presentation context".into(),
     })?;
     let (context_id, _) =
-        accepted_context(&association, VERIFICATION).ok_or_else(|| NetworkError::Association {
+        accepted_context(link.as_ref(), VERIFICATION).ok_or_else(|| NetworkError::Association {
             peer: peer.to_string(),
             reason: "no accepted presentation context for Verification".into(),
         })?;
     let command = command_set(C_ECHO_RQ, 1, VERIFICATION, None, false);
-    let exchange = send_command(&mut association, context_id, &command)
-        .and_then(|()| read_response(&mut association, C_ECHO_RSP));
-    let response = finish(association, exchange, peer, "C-ECHO")?;
+    let exchange = send_command(link.as_mut(), context_id, &command)
+        .and_then(|()| read_response(link.as_mut(), C_ECHO_RSP));
+    let response = finish(link, exchange, peer, "C-ECHO")?;
     match response.status {
         0x0000 => Ok(()),
         other => Err(NetworkError::Exchange {
@@ -135,7 +79,7 @@ pub fn store(
     sop_class_uid: &str,
     objects: &[ObjectToStore],
 ) -> Result<Vec<StoreOutcome>, NetworkError> {
-    let Some(mut association) = open(peer, sop_class_uid)? else {
+    let Some(mut link) = open(peer, sop_class_uid)? else {
         let reason =
             format!("the PACS accepts no presentation context for SOP class {sop_class_uid}");
         return Ok(objects
@@ -145,8 +89,8 @@ pub fn store(
             })
             .collect());
     };
-    let Some((context_id, transfer_syntax)) = accepted_context(&association, sop_class_uid) else {
-        let _ = association.abort();
+    let Some((context_id, transfer_syntax)) = accepted_context(link.as_ref(), sop_class_uid) else {
+        link.abort();
         return Err(NetworkError::Association {
             peer: peer.to_string(),
             reason: format!("no accepted presentation context for {sop_class_uid}"),
@@ -175,15 +119,15 @@ pub fn store(
             Some(object.sop_instance_uid),
             true,
         );
-        let answered = send_command(&mut association, context_id, &command)
-            .and_then(|()| send_data_set(&mut association, context_id, &data_set))
-            .and_then(|()| read_response(&mut association, C_STORE_RSP));
+        let answered = send_command(link.as_mut(), context_id, &command)
+            .and_then(|()| send_data_set(link.as_mut(), context_id, &data_set))
+            .and_then(|()| read_response(link.as_mut(), C_STORE_RSP));
         match answered {
             Ok(response) => outcomes.push(outcome_of(&response)),
             Err(e) => exchange = Err(e),
         }
     }
-    if let Err(e) = finish(association, exchange, peer, "C-STORE") {
+    if let Err(e) = finish(link, exchange, peer, "C-STORE") {
         let reason = e.to_string();
         while outcomes.len() < objects.len() {
             outcomes.push(StoreOutcome::TryLater {
@@ -192,56 +136,6 @@ pub fn store(
         }
     }
     Ok(outcomes)
-}
-
-/// Opens an association proposing `abstract_syntax` in the two uncompressed little-endian
-/// transfer syntaxes every SCP supports. `None` when the PACS accepts no context for it.
-pub(crate) fn open(
-    peer: &PacsPeer,
-    abstract_syntax: &str,
-) -> Result<Option<ClientAssociation<std::net::TcpStream>>, NetworkError> {
-    let options = ClientAssociationOptions::new()
-        .calling_ae_title(peer.calling_ae_title.as_str())
-        .called_ae_title(peer.called_ae_title.as_str())
-        .with_presentation_context(
-            abstract_syntax,
-            vec![
-                uids::EXPLICIT_VR_LITTLE_ENDIAN,
-                uids::IMPLICIT_VR_LITTLE_ENDIAN,
-            ],
-        )
-        .connection_timeout(peer.timeout)
-        .read_timeout(peer.timeout)
-        .write_timeout(peer.timeout);
-    match options.establish((peer.host.as_str(), peer.port)) {
-        Ok(association) => Ok(Some(association)),
-        Err(dicom_ul::association::Error::NoAcceptedPresentationContexts { .. }) => Ok(None),
-        Err(e) => Err(NetworkError::Association {
-            peer: peer.to_string(),
-            reason: error_chain(&e),
-        }),
-    }
-}
-
-/// The accepted presentation context for `abstract_syntax`: its id and transfer syntax.
-pub(crate) fn accepted_context(
-    association: &ClientAssociation<std::net::TcpStream>,
-    abstract_syntax: &str,
-) -> Option<(u8, &'static TransferSyntax)> {
-    association
-        .presentation_contexts()
-        .iter()
-        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
-        .filter(|pc| trim_uid(&pc.abstract_syntax) == abstract_syntax)
-        .find_map(|pc| {
-            TransferSyntaxRegistry
-                .get(trim_uid(&pc.transfer_syntax))
-                .map(|ts| (pc.id, ts))
-        })
-}
-
-fn trim_uid(uid: &str) -> &str {
-    uid.trim_end_matches(['\0', ' '])
 }
 
 /// A DIMSE command set (group 0000), in Implicit VR Little Endian as PS3.7 requires.
@@ -322,39 +216,21 @@ fn data_set_bytes(file: &[u8], transfer_syntax: &TransferSyntax) -> Result<Vec<u
 
 pub(crate) type Exchange<T> = Result<T, (&'static str, String)>;
 
-pub(crate) fn send_command<S>(
-    association: &mut ClientAssociation<S>,
-    context_id: u8,
-    command: &[u8],
-) -> Exchange<()>
-where
-    S: std::io::Read + std::io::Write + dicom_ul::association::CloseSocket,
-{
-    association
-        .send(&Pdu::PData {
-            data: vec![PDataValue {
-                presentation_context_id: context_id,
-                value_type: PDataValueType::Command,
-                is_last: true,
-                data: command.to_vec(),
-            }],
-        })
-        .map_err(|e| ("sending the command", error_chain(&e)))
+pub(crate) fn send_command(link: &mut dyn Link, context_id: u8, command: &[u8]) -> Exchange<()> {
+    link.send_pdu(&Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: context_id,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: command.to_vec(),
+        }],
+    })
+    .map_err(|e| ("sending the command", e))
 }
 
 /// The data set, split into PDUs of the size the PACS accepts.
-pub(crate) fn send_data_set<S>(
-    association: &mut ClientAssociation<S>,
-    context_id: u8,
-    data_set: &[u8],
-) -> Exchange<()>
-where
-    S: std::io::Read + std::io::Write + dicom_ul::association::CloseSocket,
-{
-    let mut writer = association.send_pdata(context_id);
-    writer
-        .write_all(data_set)
-        .and_then(|()| writer.finish())
+pub(crate) fn send_data_set(link: &mut dyn Link, context_id: u8, data_set: &[u8]) -> Exchange<()> {
+    link.send_data(context_id, data_set)
         .map_err(|e| ("sending the data set", e.to_string()))
 }
 
@@ -369,20 +245,14 @@ pub(crate) struct Response {
 
 /// Reads P-DATA until a whole response has arrived (its command set, and its data set when
 /// the command says one follows); checks it answers `expected`.
-pub(crate) fn read_response<S>(
-    association: &mut ClientAssociation<S>,
-    expected: u16,
-) -> Exchange<Response>
-where
-    S: std::io::Read + std::io::Write + dicom_ul::association::CloseSocket,
-{
+pub(crate) fn read_response(link: &mut dyn Link, expected: u16) -> Exchange<Response> {
     let mut command = Vec::new();
     let mut data_set = Vec::new();
     let (mut command_done, mut data_done) = (false, false);
     loop {
-        let pdu = association
-            .receive()
-            .map_err(|e| ("reading the response", error_chain(&e)))?;
+        let pdu = link
+            .receive_pdu()
+            .map_err(|e| ("reading the response", e))?;
         match pdu {
             Pdu::PData { data } => {
                 for value in data {
@@ -450,20 +320,20 @@ fn data_set_follows(command: &[u8]) -> bool {
 
 /// Releases the association after a good exchange, aborts it after a broken one.
 pub(crate) fn finish<T>(
-    association: ClientAssociation<std::net::TcpStream>,
+    link: Box<dyn Link>,
     exchange: Exchange<T>,
     peer: &PacsPeer,
     what: &'static str,
 ) -> Result<T, NetworkError> {
     match exchange {
         Ok(value) => {
-            if let Err(e) = association.release() {
+            if let Err(e) = link.release() {
                 log::warn!("{peer}: {what}: releasing the association: {e}");
             }
             Ok(value)
         }
         Err((step, reason)) => {
-            let _ = association.abort();
+            link.abort();
             Err(NetworkError::Exchange {
                 peer: peer.to_string(),
                 what,
@@ -502,18 +372,6 @@ fn comment_text(comment: &Option<String>) -> String {
         .as_deref()
         .map(|c| format!(": {c}"))
         .unwrap_or_default()
-}
-
-/// An error and its causes on one line.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -12,9 +12,10 @@ use dicom_core::{DataElement, Length, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
-use super::context::{ExamContext, PatientSex};
+use super::association::{self, NetworkError, PacsPeer};
+use super::context::{context_in, ExamContext};
 use super::dataset::DicomMoment;
-use super::network::{self, NetworkError, PacsPeer};
+use super::network;
 
 /// Modality Worklist Information Model – FIND.
 pub const MODALITY_WORKLIST_FIND: &str = "1.2.840.10008.5.1.4.31";
@@ -128,7 +129,7 @@ fn find(
     peer: &PacsPeer,
     identifier: &InMemDicomObject,
 ) -> Result<Vec<InMemDicomObject>, WorklistError> {
-    let Some(mut association) = network::open(peer, MODALITY_WORKLIST_FIND)? else {
+    let Some(mut link) = association::open(peer, MODALITY_WORKLIST_FIND)? else {
         return Err(NetworkError::Association {
             peer: peer.to_string(),
             reason: "the worklist SCP accepts no Modality Worklist FIND context".into(),
@@ -136,9 +137,9 @@ fn find(
         .into());
     };
     let Some((context_id, transfer_syntax)) =
-        network::accepted_context(&association, MODALITY_WORKLIST_FIND)
+        association::accepted_context(link.as_ref(), MODALITY_WORKLIST_FIND)
     else {
-        let _ = association.abort();
+        link.abort();
         return Err(NetworkError::Association {
             peer: peer.to_string(),
             reason: "no accepted Modality Worklist FIND context".into(),
@@ -151,13 +152,13 @@ fn find(
         .map_err(|e| ("encoding the query", e.to_string()))
         .and_then(|()| {
             let command = network::command_set(C_FIND_RQ, 1, MODALITY_WORKLIST_FIND, None, true);
-            network::send_command(&mut association, context_id, &command)
+            network::send_command(link.as_mut(), context_id, &command)
         })
-        .and_then(|()| network::send_data_set(&mut association, context_id, &query))
+        .and_then(|()| network::send_data_set(link.as_mut(), context_id, &query))
         .and_then(|()| {
             let mut matches = Vec::new();
             loop {
-                let response = network::read_response(&mut association, C_FIND_RSP)?;
+                let response = network::read_response(link.as_mut(), C_FIND_RSP)?;
                 match response.status {
                     // Pending: one match, more to come.
                     0xFF00 | 0xFF01 => {
@@ -173,7 +174,7 @@ fn find(
                 }
             }
         });
-    let (status, comment, matches) = network::finish(association, exchange, peer, "C-FIND")?;
+    let (status, comment, matches) = network::finish(link, exchange, peer, "C-FIND")?;
     if status != 0x0000 {
         return Err(WorklistError::Failed {
             peer: peer.to_string(),
@@ -186,33 +187,13 @@ fn find(
 
 /// A worklist entry as the exam's context, checked as the objects will need it.
 fn context_of(entry: &InMemDicomObject, peer: &PacsPeer) -> Result<ExamContext, WorklistError> {
-    let text = |tag: Tag| {
-        entry
-            .element(tag)
-            .ok()
-            .and_then(|e| e.to_str().ok())
-            .map(|s| s.trim_end_matches(['\0', ' ']).trim().to_string())
-            .filter(|s| !s.is_empty())
-    };
-    let bad = |reason: String| WorklistError::BadEntry {
+    let context = context_in(
+        entry,
+        format!("the modality worklist ({})", peer.called_ae_title),
+    );
+    context.validate().map_err(|e| WorklistError::BadEntry {
         peer: peer.to_string(),
-        reason,
-    };
-    let patient_sex = text(tags::PATIENT_SEX)
-        .map(|s| s.parse::<PatientSex>())
-        .transpose()
-        .map_err(|e| bad(e.to_string()))?;
-    let context = ExamContext {
-        study_instance_uid: text(tags::STUDY_INSTANCE_UID),
-        accession_number: text(tags::ACCESSION_NUMBER),
-        patient_id: text(tags::PATIENT_ID),
-        patient_name: text(tags::PATIENT_NAME),
-        patient_birth_date: text(tags::PATIENT_BIRTH_DATE),
-        patient_sex,
-        requested_procedure_id: text(tags::REQUESTED_PROCEDURE_ID),
-        requested_procedure_description: text(tags::REQUESTED_PROCEDURE_DESCRIPTION),
-        source: Some(format!("the modality worklist ({})", peer.called_ae_title)),
-    };
-    context.validate().map_err(|e| bad(e.to_string()))?;
+        reason: e.to_string(),
+    })?;
     Ok(context)
 }

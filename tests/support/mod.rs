@@ -3,6 +3,7 @@
 //! that can be stopped with SIGTERM or killed with SIGKILL.
 #![allow(dead_code)]
 
+pub mod certificates;
 pub mod dicom_tools;
 
 use std::io::{BufRead, BufReader};
