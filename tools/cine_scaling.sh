@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Replay cost against cine length: writes synthetic cines of 900, 1800 and 3600 frames (15 fps)
 # and measures, each in its own process, replaying them through DicomReplay
-# (benches/dicom_cine.rs `decode`) and `ceusd analyze` on them: wall time per frame and peak
-# RSS. Time per frame should stay flat and peak RSS should not grow with the length.
+# (benches/dicom_cine.rs `decode`), `ceusd analyze` on them, and `ceusd run` replaying them as
+# the service's source (`dicom:CINE` at `source.speed = 100`, the most it takes, against a
+# Mosquitto broker on loopback, the ROI set by command once the exam starts): wall time per
+# frame and peak RSS. Time per frame should stay flat and peak RSS should not grow with the
+# length. Needs jq, bc, mosquitto and mosquitto_pub.
 #
 #   tools/cine_scaling.sh [OUT_DIR] [FRAMES...]      (default /tmp/ceusd-cine-scaling 900 1800 3600)
 #
@@ -39,6 +42,59 @@ echo "CPU: $cpu (family $fam model $model), $(nproc) CPUs; $(git rev-parse --sho
 printf '| %-22s | %6s | %8s | %16s | %15s | %10s | %17s | %16s |\n' \
     case frames "file MB" "replay ms/frame" "replay peak MB" "analyze s" "analyze ms/frame" "analyze peak MB"
 printf '|%s|\n' "------------------------|--------|----------|------------------|-----------------|------------|-------------------|------------------"
+runs=()
+
+# run_service CASE FRAMES CINE ROI [CONFIG LINES for [source]]: `ceusd run` on the cine until
+# the recording ends; appends a row to `runs`.
+run_service() {
+    local case=$1 n=$2 cine=$3 roi=$4 source_extra=${5:-}
+    local dir port broker daemon t0 t1 kb status
+    dir=$(mktemp -d)
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    mosquitto -p "$port" >"$dir/mosquitto.log" 2>&1 &
+    broker=$!
+    sleep 0.5
+    cat >"$dir/ceusd.toml" <<CONF
+[device]
+id = "cine"
+[source]
+uri = "dicom:$cine"
+speed = 100.0
+$source_extra
+[model]
+path = "demo"
+[mqtt]
+broker = "mqtt://127.0.0.1:$port"
+[exam]
+auto_start = true
+[state]
+dir = "$dir/state"
+CONF
+    t0=$(date +%s.%N)
+    /usr/bin/time -f '%M' -o "$dir/rss" "$ceusd" run --config "$dir/ceusd.toml" >/dev/null 2>"$dir/ceusd.log" &
+    daemon=$!
+    until grep -q ': started$' "$dir/ceusd.log" || ! kill -0 "$daemon" 2>/dev/null; do sleep 0.1; done
+    IFS=, read -r x y w h <<<"$roi"
+    mosquitto_pub -p "$port" -t ceus/cine/cmd \
+        -m "{\"id\": \"roi\", \"command\": \"set_roi\", \"roi\": {\"x\": $x, \"y\": $y, \"width\": $w, \"height\": $h}}"
+    until grep -q 'source: the recording ended' "$dir/ceusd.log" || ! kill -0 "$daemon" 2>/dev/null; do
+        sleep 0.1
+    done
+    t1=$(date +%s.%N)
+    status=$(mosquitto_sub -p "$port" -t ceus/cine/status -C 1 -W 5 || true)
+    kill -TERM "$(pgrep -P "$daemon" -x ceusd)" 2>/dev/null || true
+    wait "$daemon" || true
+    kill "$broker" 2>/dev/null || true
+    read -r kb <"$dir/rss"
+    local secs received dropped result
+    secs=$(echo "$t1 - $t0" | bc -l)
+    received=$(jq -r '.frames.received' <<<"$status")
+    dropped=$(jq -r '.frames.dropped_in_queue' <<<"$status")
+    result=$(grep -c ' stored: P(PDAC)' "$dir/ceusd.log" || true)
+    runs+=("$(printf '| %-22s | %6d | %8.1f | %12.2f | %13d | %8s | %7s | %6s |' "$case" "$n" "$secs" \
+        "$(echo "1000 * $secs / $n" | bc -l)" $((kb / 1024)) "$received" "$dropped" "$result")")
+    rm -rf "$dir"
+}
 
 # measure CASE FRAMES CINE GROUND_TRUTH [ANALYZE OPTIONS...]
 measure() {
@@ -58,6 +114,7 @@ measure() {
     rm -f "$tv"
     printf '| %-22s | %6d | %8d | %16s | %15s | %10s | %17.2f | %16d |\n' "$case" "$n" "$mb" "$ms" "$rms" \
         "$secs" "$(echo "1000 * $secs / $n" | bc -l)" $((kb / 1024))
+    run_service "$case" "$n" "$cine" "$roi" "${run_source_extra:-}"
 }
 
 cases=${CINE_SCALING_CASES:-jpeg native}
@@ -80,6 +137,14 @@ for n in "${counts[@]}"; do
     jq -r '"[[preset]]\nname = \"synthetic-480p\"\nwidth = 640\nheight = 480\n" +
         "bmode = \"\(.bmode_pane | "\(.x),\(.y),\(.width),\(.height)")\"\n" +
         "ceus = \"\(.ceus_pane | "\(.x),\(.y),\(.width),\(.height)")\""' "$truth" >"$out/layouts.toml"
-    measure "uncompressed 640x480" "$n" "$raw" "$truth" --layouts "$out/layouts.toml" --layout synthetic-480p
+    run_source_extra="layout = \"synthetic-480p\"
+layouts_file = \"$out/layouts.toml\"" \
+        measure "uncompressed 640x480" "$n" "$raw" "$truth" --layouts "$out/layouts.toml" --layout synthetic-480p
     rm -f "$small" "$raw"
 done
+
+echo
+echo "ceusd run --source dicom:CINE (source.speed 100), until the recording ended:"
+printf '| %-22s | %6s | %8s | %12s | %13s | %8s | %7s | %6s |\n' case frames "run s" "run ms/frame" "run peak MB" received dropped scored
+printf '|%s|\n' "------------------------|--------|----------|--------------|---------------|----------|---------|--------"
+printf '%s\n' "${runs[@]}"
