@@ -115,3 +115,18 @@ fn a_result_written_before_the_process_is_killed_is_there_after_restart() {
     assert!(pending.iter().all(|m| m.result_id == "r-killed"));
     assert_eq!(pending[1].message.payload, messages("r-killed")[1].payload);
 }
+
+/// The outbox holds what goes to the PACS, patient data included: it and its WAL are the
+/// service's alone (mode 0600), whatever the umask.
+#[test]
+fn the_outbox_is_readable_by_the_service_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.sqlite");
+    let mut outbox = Outbox::open(&path, 10).unwrap();
+    outbox.enqueue("r1", &messages("r1")).unwrap();
+    for file in [path.clone(), dir.path().join("outbox.sqlite-wal")] {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}: {mode:o}", file.display());
+    }
+}

@@ -33,6 +33,12 @@ pub enum OutboxError {
     Full { path: PathBuf, capacity: usize },
     #[error("outbox: result '{0}' has no messages")]
     Empty(String),
+    #[error("outbox {path}: cannot make it readable by the service alone: {source}")]
+    Permissions {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A message to publish.
@@ -115,6 +121,17 @@ impl Outbox {
             source,
         };
         let conn = Connection::open(path).map_err(db)?;
+        // What waits for the PACS carries the patient's name and ids: the database is the
+        // service's alone. SQLite gives its -wal and -shm files the database's mode.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |e| OutboxError::Permissions {
+                    path: path.to_path_buf(),
+                    source: e,
+                },
+            )?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL")
