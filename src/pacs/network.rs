@@ -6,7 +6,7 @@
 //! Each SOP class gets an association of its own, so that a PACS refusing one class (no
 //! presentation context accepted for it) refuses those objects alone.
 
-use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_core::VR;
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 use dicom_transfer_syntax_registry::{entries, TransferSyntax};
@@ -14,6 +14,7 @@ use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
 
 use super::association::{accepted_context, open, Link};
 pub use super::association::{check_ae_title, NetworkError, PacsPeer, TlsFiles};
+use super::dataset::put;
 
 /// What the PACS said about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,45 +148,25 @@ pub(crate) fn command_set(
     data_set: bool,
 ) -> Vec<u8> {
     let mut obj = InMemDicomObject::new_empty();
-    let uid = |v: &str| PrimitiveValue::from(v.to_string());
-    obj.put(DataElement::new(
+    put(
+        &mut obj,
         tags::AFFECTED_SOP_CLASS_UID,
         VR::UI,
-        uid(sop_class_uid),
-    ));
-    obj.put(DataElement::new(
-        tags::COMMAND_FIELD,
-        VR::US,
-        PrimitiveValue::from(command_field),
-    ));
-    obj.put(DataElement::new(
-        tags::MESSAGE_ID,
-        VR::US,
-        PrimitiveValue::from(message_id),
-    ));
+        sop_class_uid,
+    );
+    put(&mut obj, tags::COMMAND_FIELD, VR::US, command_field);
+    put(&mut obj, tags::MESSAGE_ID, VR::US, message_id);
     if let Some(instance) = sop_instance_uid {
-        obj.put(DataElement::new(
-            tags::AFFECTED_SOP_INSTANCE_UID,
-            VR::UI,
-            uid(instance),
-        ));
+        put(&mut obj, tags::AFFECTED_SOP_INSTANCE_UID, VR::UI, instance);
     }
     // Requests with a data set (C-STORE, C-FIND) carry a priority: medium.
     let data_set_type = if data_set {
-        obj.put(DataElement::new(
-            tags::PRIORITY,
-            VR::US,
-            PrimitiveValue::from(0u16),
-        ));
+        put(&mut obj, tags::PRIORITY, VR::US, 0u16);
         DATA_SET_PRESENT
     } else {
         NO_DATA_SET
     };
-    obj.put(DataElement::new(
-        tags::COMMAND_DATA_SET_TYPE,
-        VR::US,
-        PrimitiveValue::from(data_set_type),
-    ));
+    put(&mut obj, tags::COMMAND_DATA_SET_TYPE, VR::US, data_set_type);
     let implicit = entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
     let mut body = Vec::new();
     // Writing to memory: an error here would be a bug in the elements above.

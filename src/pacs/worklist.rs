@@ -8,13 +8,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use dicom_core::{DataElement, Length, PrimitiveValue, Tag, VR};
+use dicom_core::VR;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use super::association::{self, NetworkError, PacsPeer};
 use super::context::{context_in, ExamContext};
-use super::dataset::DicomMoment;
+use super::dataset::{put, put_sequence, DicomMoment};
 use super::network;
 
 /// Modality Worklist Information Model – FIND.
@@ -81,7 +81,7 @@ fn query(accession: &str, station_ae_title: &str, now: SystemTime) -> InMemDicom
         &mut step,
         tags::SCHEDULED_PROCEDURE_STEP_START_DATE,
         VR::DA,
-        &dates,
+        dates,
     );
     put(
         &mut step,
@@ -104,24 +104,12 @@ fn query(accession: &str, station_ae_title: &str, now: SystemTime) -> InMemDicom
     ] {
         put(&mut identifier, tag, vr, "");
     }
-    identifier.put(DataElement::new(
+    put_sequence(
+        &mut identifier,
         tags::SCHEDULED_PROCEDURE_STEP_SEQUENCE,
-        VR::SQ,
-        dicom_core::value::DataSetSequence::new(vec![step], Length::UNDEFINED),
-    ));
+        vec![step],
+    );
     identifier
-}
-
-fn put(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: &str) {
-    if value.is_empty() {
-        obj.put(DataElement::empty(tag, vr));
-    } else {
-        obj.put(DataElement::new(
-            tag,
-            vr,
-            PrimitiveValue::from(value.to_string()),
-        ));
-    }
 }
 
 /// Runs the C-FIND; returns every match.
