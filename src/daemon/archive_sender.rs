@@ -15,7 +15,8 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::pacs::network::{self, ObjectToStore, PacsPeer, StoreOutcome};
+use crate::pacs::network::{self, PacsPeer, StoreOutcome};
+use crate::pacs::DicomObject;
 use crate::publish::messages::unix_ms;
 use crate::publish::outbox::{Outbox, WaitingObject};
 
@@ -54,14 +55,7 @@ impl ArchiveSender {
                 if self.stopping.load(Ordering::Relaxed) {
                     return;
                 }
-                let to_store: Vec<ObjectToStore> = objects
-                    .iter()
-                    .map(|o| ObjectToStore {
-                        sop_class_uid: &o.object.sop_class_uid,
-                        sop_instance_uid: &o.object.sop_instance_uid,
-                        file: &o.object.file,
-                    })
-                    .collect();
+                let to_store: Vec<&DicomObject> = objects.iter().map(|o| &o.object).collect();
                 match network::store(&self.peer, &sop_class, &to_store) {
                     Ok(outcomes) => {
                         if unreachable_since_logged {
@@ -102,7 +96,9 @@ impl ArchiveSender {
     fn record(&self, object: &WaitingObject, outcome: StoreOutcome) {
         let what = format!(
             "result {}: {} {}",
-            object.result_id, object.object.kind, object.object.sop_instance_uid
+            object.result_id,
+            object.object.kind.name(),
+            object.object.sop_instance_uid
         );
         let written = match outcome {
             StoreOutcome::Stored => {

@@ -15,10 +15,10 @@ use crate::health::Heart;
 use crate::model::DlrModel;
 use crate::pacs::network::PacsPeer;
 use crate::pacs::worklist::{self, WorklistError};
-use crate::pacs::{build_objects, ArchiveSettings, ExamContext, ResultToArchive};
+use crate::pacs::{build_objects, ArchiveSettings, DicomObject, ExamContext, ResultToArchive};
 use crate::publish::messages::{HeatmapInfo, ResultMessage, Topics};
 use crate::publish::mqtt::Outbound;
-use crate::publish::outbox::{ArchiveObject, ArchiveQueued, Outbox, OutgoingMessage};
+use crate::publish::outbox::{ArchiveQueued, Outbox, OutgoingMessage};
 
 /// One result to compute.
 pub struct ScoringJob {
@@ -179,7 +179,7 @@ impl InferenceWorker {
         &self,
         message: &ResultMessage,
         heatmap: Option<Vec<u8>>,
-        objects: &[ArchiveObject],
+        objects: &[DicomObject],
     ) -> bool {
         let json = match serde_json::to_vec(message) {
             Ok(j) => j,
@@ -265,7 +265,7 @@ fn archive_objects(
     context: &ExamContext,
     message: &ResultMessage,
     key_frame: Option<&KeyFramePicture>,
-) -> Vec<ArchiveObject> {
+) -> Vec<DicomObject> {
     let made = build_objects(
         settings,
         &ResultToArchive {
@@ -278,16 +278,7 @@ fn archive_objects(
         },
     );
     match made {
-        Ok(made) => made
-            .objects
-            .into_iter()
-            .map(|o| ArchiveObject {
-                kind: o.kind.name().to_string(),
-                sop_class_uid: o.sop_class_uid,
-                sop_instance_uid: o.sop_instance_uid,
-                file: o.bytes,
-            })
-            .collect(),
+        Ok(made) => made.objects,
         Err(e) => {
             log::error!(
                 "result {}: its DICOM objects for the PACS could not be made: {e}",

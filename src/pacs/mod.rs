@@ -55,6 +55,13 @@ impl ObjectKind {
             Self::KeyImage => "key-image",
         }
     }
+
+    /// The kind [`name`](Self::name) gives (as the outbox keeps it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Report, Self::KeyImage]
+            .into_iter()
+            .find(|kind| kind.name() == name)
+    }
 }
 
 /// One DICOM object, encoded as a Part 10 file (what C-STORE sends and a disk holds).

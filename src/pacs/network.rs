@@ -15,6 +15,7 @@ use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
 use super::association::{accepted_context, open, Link};
 pub use super::association::{check_ae_title, NetworkError, PacsPeer, TlsFiles};
 use super::dataset::put;
+use super::DicomObject;
 
 /// What the PACS said about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,14 +29,6 @@ pub enum StoreOutcome {
     Refused { reason: String },
     /// A failure the PACS may get over (out of resources, processing failure): try later.
     TryLater { reason: String },
-}
-
-/// One object to store: its class, its instance and its Part 10 file.
-#[derive(Debug, Clone, Copy)]
-pub struct ObjectToStore<'a> {
-    pub sop_class_uid: &'a str,
-    pub sop_instance_uid: &'a str,
-    pub file: &'a [u8],
 }
 
 const VERIFICATION: &str = uids::VERIFICATION;
@@ -78,7 +71,7 @@ pub fn echo(peer: &PacsPeer) -> Result<(), NetworkError> {
 pub fn store(
     peer: &PacsPeer,
     sop_class_uid: &str,
-    objects: &[ObjectToStore],
+    objects: &[&DicomObject],
 ) -> Result<Vec<StoreOutcome>, NetworkError> {
     let Some(mut link) = open(peer, sop_class_uid)? else {
         let reason =
@@ -103,7 +96,7 @@ pub fn store(
         if exchange.is_err() {
             break;
         }
-        let data_set = match data_set_bytes(object.file, transfer_syntax) {
+        let data_set = match data_set_bytes(&object.bytes, transfer_syntax) {
             Ok(bytes) => bytes,
             Err(reason) => {
                 outcomes.push(StoreOutcome::Refused {
@@ -117,7 +110,7 @@ pub fn store(
             C_STORE_RQ,
             message_id,
             sop_class_uid,
-            Some(object.sop_instance_uid),
+            Some(&object.sop_instance_uid),
             true,
         );
         let answered = send_command(link.as_mut(), context_id, &command)

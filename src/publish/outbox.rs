@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::pacs::{DicomObject, ObjectKind};
+
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error("outbox {path}: {source}")]
@@ -68,23 +70,12 @@ pub struct Outbox {
     archive_capacity: usize,
 }
 
-/// A DICOM object for the PACS, as the outbox keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArchiveObject {
-    /// "report" or "key-image", for logs.
-    pub kind: String,
-    pub sop_class_uid: String,
-    pub sop_instance_uid: String,
-    /// The Part 10 file.
-    pub file: Vec<u8>,
-}
-
 /// An object waiting for the PACS.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct WaitingObject {
     pub id: i64,
     pub result_id: String,
-    pub object: ArchiveObject,
+    pub object: DicomObject,
     /// How many times sending it failed.
     pub attempts: u32,
 }
@@ -204,7 +195,7 @@ impl Outbox {
         &mut self,
         result_id: &str,
         messages: &[OutgoingMessage],
-        objects: &[ArchiveObject],
+        objects: &[DicomObject],
     ) -> Result<ArchiveQueued, OutboxError> {
         if messages.is_empty() {
             return Err(OutboxError::Empty(result_id.to_string()));
@@ -255,7 +246,7 @@ impl Outbox {
             }
             for o in objects {
                 let (file, note) = if room {
-                    (Some(&o.file), None)
+                    (Some(&o.bytes), None)
                 } else {
                     (
                         None,
@@ -270,7 +261,7 @@ impl Outbox {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![
                         result_id,
-                        o.kind,
+                        o.kind.name(),
                         o.sop_class_uid,
                         o.sop_instance_uid,
                         file,
@@ -303,14 +294,22 @@ impl Outbox {
             .map_err(|e| self.db(e))?;
         let rows = stmt
             .query_map(params![now_ms, limit], |r| {
+                let kind: String = r.get(2)?;
+                let kind = ObjectKind::from_name(&kind).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        2,
+                        rusqlite::types::Type::Text,
+                        format!("unknown kind of DICOM object '{kind}'").into(),
+                    )
+                })?;
                 Ok(WaitingObject {
                     id: r.get(0)?,
                     result_id: r.get(1)?,
-                    object: ArchiveObject {
-                        kind: r.get(2)?,
+                    object: DicomObject {
+                        kind,
                         sop_class_uid: r.get(3)?,
                         sop_instance_uid: r.get(4)?,
-                        file: r.get(5)?,
+                        bytes: r.get(5)?,
                     },
                     attempts: r.get::<_, i64>(6)? as u32,
                 })
