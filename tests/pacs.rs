@@ -89,6 +89,11 @@ impl Orthanc {
         }
     }
 
+    /// Its address in a `[pacs]` section.
+    fn pacs_fields(&self) -> String {
+        format!("port = {}\ncalled_ae_title = \"ORTHANC\"", self.dicom_port)
+    }
+
     /// A GET on Orthanc's REST API.
     fn get(&self, path: &str) -> Vec<u8> {
         let out = Command::new("curl")
@@ -137,8 +142,18 @@ impl Drop for Orthanc {
     }
 }
 
-/// The daemon's configuration with a `[pacs]` section for `port`.
-fn pacs_config(dir: &Path, name: &str, device: &str, broker: &Mosquitto, pacs: &str) -> PathBuf {
+/// The daemon's configuration `name`: the synthetic exam, starting itself when `auto_start`
+/// (else the daemon only sends what waits, or exams start by command), and a `[pacs]` section
+/// on loopback with short timeouts and retries, followed by `pacs` (its port, AE title,
+/// TLS files, a `[pacs.worklist]` table).
+fn pacs_config(
+    dir: &Path,
+    name: &str,
+    device: &str,
+    broker: &Mosquitto,
+    auto_start: bool,
+    pacs: &str,
+) -> PathBuf {
     let config = dir.join(name);
     write_config(
         &config,
@@ -146,7 +161,10 @@ fn pacs_config(dir: &Path, name: &str, device: &str, broker: &Mosquitto, pacs: &
         SOURCE,
         &broker.url(),
         &dir.join("state"),
-        &format!("[exam]\nauto_start = true\n[pacs]\nhost = \"127.0.0.1\"\n{pacs}\ntimeout_s = 5\nretry_min_s = 0.2\nretry_max_s = 1.0\n"),
+        &format!(
+            "[exam]\nauto_start = {auto_start}\n[pacs]\nhost = \"127.0.0.1\"\ntimeout_s = 5\n\
+             retry_min_s = 0.2\nretry_max_s = 1.0\n{pacs}\n"
+        ),
     );
     config
 }
@@ -253,11 +271,8 @@ fn results_wait_for_a_pacs_that_is_down_and_arrive_once_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(&dir.path().join("broker"), false);
     let mut orthanc = Orthanc::configure(dir.path());
-    let pacs = format!(
-        "port = {}\ncalled_ae_title = \"ORTHANC\"",
-        orthanc.dicom_port
-    );
-    let config = pacs_config(dir.path(), "ceusd.toml", "pd", &broker, &pacs);
+    let pacs = orthanc.pacs_fields();
+    let config = pacs_config(dir.path(), "ceusd.toml", "pd", &broker, true, &pacs);
     let status = Subscriber::start(broker.port, "ceus/pd/status", None);
     let everything = Subscriber::start(broker.port, "ceus/#", None);
     let daemon = Daemon::start(&config, &dir.path().join("daemon.log"), &[]);
@@ -307,27 +322,12 @@ fn results_wait_for_a_pacs_that_is_down_and_arrive_once_when_it_returns() {
     assert!(daemon.terminate().success());
     orthanc.stop();
     orthanc.start();
-    let idle = write_idle_config(dir.path(), &broker, "pd", &pacs);
+    let idle = pacs_config(dir.path(), "idle.toml", "pd", &broker, false, &pacs);
     let daemon = Daemon::start(&idle, &dir.path().join("daemon2.log"), &[]);
     daemon.wait_for_log("ready:", Instant::now() + LONG, "no restart");
     std::thread::sleep(Duration::from_secs(2));
     assert!(daemon.terminate().success());
     assert_pacs_holds_once(&orthanc, "pd", &result, dir.path());
-}
-
-/// The same daemon configuration without exams of its own (a restart that only sends what
-/// waits).
-fn write_idle_config(dir: &Path, broker: &Mosquitto, device: &str, pacs: &str) -> PathBuf {
-    let config = dir.join("idle.toml");
-    write_config(
-        &config,
-        device,
-        SOURCE,
-        &broker.url(),
-        &dir.join("state"),
-        &format!("[pacs]\nhost = \"127.0.0.1\"\n{pacs}\ntimeout_s = 5\nretry_min_s = 0.2\nretry_max_s = 1.0\n"),
-    );
-    config
 }
 
 /// SIGKILL after the result is stored and before the PACS could take it: after the restart
@@ -338,11 +338,8 @@ fn objects_stored_before_a_crash_reach_the_pacs_after_the_restart() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(&dir.path().join("broker"), false);
     let mut orthanc = Orthanc::configure(dir.path());
-    let pacs = format!(
-        "port = {}\ncalled_ae_title = \"ORTHANC\"",
-        orthanc.dicom_port
-    );
-    let config = pacs_config(dir.path(), "ceusd.toml", "pk", &broker, &pacs);
+    let pacs = orthanc.pacs_fields();
+    let config = pacs_config(dir.path(), "ceusd.toml", "pk", &broker, true, &pacs);
     let status = Subscriber::start(broker.port, "ceus/pk/status", None);
     let daemon = Daemon::start(&config, &dir.path().join("daemon.log"), &[]);
     let result = exam_result(&daemon, &broker, "pk");
@@ -352,7 +349,7 @@ fn objects_stored_before_a_crash_reach_the_pacs_after_the_restart() {
     daemon.kill();
 
     orthanc.start();
-    let idle = write_idle_config(dir.path(), &broker, "pk", &pacs);
+    let idle = pacs_config(dir.path(), "idle.toml", "pk", &broker, false, &pacs);
     let daemon = Daemon::start(&idle, &dir.path().join("daemon2.log"), &[]);
     wait_pacs_status(&status, "nothing waiting after the restart", |p| {
         p["waiting"] == 0
@@ -402,6 +399,7 @@ fn objects_the_pacs_refuses_are_reported_and_not_retried() {
         "ceusd.toml",
         "pr",
         &broker,
+        true,
         &format!("port = {port}\ncalled_ae_title = \"STORESCP\""),
     );
     let status = Subscriber::start(broker.port, "ceus/pr/status", None);
@@ -448,7 +446,7 @@ fn a_full_pacs_outbox_still_stores_and_publishes_results() {
         "port = {}\ncalled_ae_title = \"AWAY\"\ncapacity = 2",
         free_port()
     );
-    let config = pacs_config(dir.path(), "ceusd.toml", "pf", &broker, &pacs);
+    let config = pacs_config(dir.path(), "ceusd.toml", "pf", &broker, true, &pacs);
     let status = Subscriber::start(broker.port, "ceus/pf/status", None);
     let results = Subscriber::start(broker.port, "ceus/pf/exam/+/result", None);
     let daemon = Daemon::start(&config, &dir.path().join("daemon.log"), &[]);
@@ -564,19 +562,16 @@ fn exam_for_accession(
     broker: &Mosquitto,
     everything: &Subscriber,
 ) -> serde_json::Value {
-    let config = dir.join("ceusd.toml");
-    write_config(
-        &config,
+    let config = pacs_config(
+        dir,
+        "ceusd.toml",
         device,
-        SOURCE,
-        &broker.url(),
-        &dir.join("state"),
+        broker,
+        false,
         &format!(
-            "[pacs]\nhost = \"127.0.0.1\"\nport = {}\ncalled_ae_title = \"ORTHANC\"\n\
-             timeout_s = 5\nretry_min_s = 0.2\nretry_max_s = 1.0\n\
-             [pacs.worklist]\nhost = \"127.0.0.1\"\nport = {worklist_port}\n\
-             called_ae_title = \"WORKLIST\"\n",
-            orthanc.dicom_port
+            "{}\n[pacs.worklist]\nhost = \"127.0.0.1\"\nport = {worklist_port}\n\
+             called_ae_title = \"WORKLIST\"",
+            orthanc.pacs_fields()
         ),
     );
     let daemon = Daemon::start(&config, &dir.join("daemon.log"), &[]);
@@ -741,11 +736,11 @@ fn objects_reach_a_pacs_over_dicom_tls() {
     );
     orthanc.start();
     let tls = format!(
-        "port = {}\ncalled_ae_title = \"ORTHANC\"\ntls_ca_file = \"{}\"",
-        orthanc.dicom_port,
+        "{}\ntls_ca_file = \"{}\"",
+        orthanc.pacs_fields(),
         file("ca.pem")
     );
-    let without_certificate = pacs_config(dir.path(), "no-cert.toml", "pt", &broker, &tls);
+    let without_certificate = pacs_config(dir.path(), "no-cert.toml", "pt", &broker, true, &tls);
     let (passed, text) = ceusd_check(&without_certificate, "pacs");
     assert!(!passed, "{text}");
     let config = pacs_config(
@@ -753,6 +748,7 @@ fn objects_reach_a_pacs_over_dicom_tls() {
         "ceusd.toml",
         "pt",
         &broker,
+        true,
         &format!(
             "{tls}\ntls_client_cert_file = \"{}\"\ntls_client_key_file = \"{}\"",
             file("client.pem"),
